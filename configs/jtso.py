@@ -1,0 +1,73 @@
+r"""Refine3DNet trained with JTSO: presets `quick` (default) and `paper`.
+
+quick: small widths and 64 px views, so the whole model trains on a laptop CPU.
+  python main.py --config=configs/jtso.py --workdir=/tmp/r3d_quick
+paper: the sizes of Refine3DNet (ICVGIP 2024): 127x127 views, 1024-d latent, 8 heads,
+  32^3 output, batch 4, Adam 1e-3 halved after 150 epochs.
+  python main.py --config=configs/jtso.py:paper --workdir=/tmp/r3d_paper
+  python -m refine3d_jax.summary --config=configs/jtso.py:paper
+
+Every model size is a config value: `--config.model.latent_dim=512` etc.
+"""
+
+import ml_collections
+
+
+def paper_model() -> ml_collections.ConfigDict:
+  """The paper's architecture (see refine3d_jax/models/ for the readings we chose)."""
+  return ml_collections.ConfigDict(dict(
+      image_size=127,             # square input views, pixels
+      encoder_widths=(96, 128, 256, 256, 256, 256),
+      encoder_shortcuts=(True, True, True, False, True, True),  # no shortcut on block 4
+      encoder_first_kernel=7,
+      latent_dim=1024,
+      fusion='self_attention',    # or 'attsets' (AttSets FC attention, the authors' code)
+      num_heads=8,
+      attention_layers=1,
+      attention_mlp_dim=2048,
+      decoder_widths=(128, 128, 128, 64, 64, 32),
+      decoder_base_size=2,        # the latent becomes a 2^3 grid, upsampled to 32^3
+      refiner_widths=(32, 64, 128),
+      refiner_kernel=4,
+      volume_size=32,
+      leaky_slope=0.2,
+      dtype='float32',            # compute dtype; 'bfloat16' for mixed precision
+  ))
+
+
+def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
+  """Returns the config for `preset` in {'quick', 'paper'}."""
+  if preset not in ('quick', 'paper'):
+    raise ValueError(f"configs/jtso.py: unknown preset {preset!r}; use 'quick' or 'paper'")
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.seed = 0
+  config.model = paper_model()
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 4       # objects per step, over all devices
+  config.train.num_views = 3        # views per object in multi-view batches
+  config.train.learning_rate = 1e-3  # Adam
+  config.train.num_epochs = 250
+  config.train.lr_decay_epochs = (150,)
+  config.train.lr_decay_factor = 0.5
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.view_counts = (1, 2, 3, 4, 5, 8, 12, 16, 20)
+
+  if preset == 'quick':
+    config.model.update(
+        image_size=64,
+        encoder_widths=(16, 32, 64, 64, 64, 64),
+        encoder_first_kernel=5,
+        latent_dim=256,
+        num_heads=4,
+        attention_mlp_dim=512,
+        decoder_widths=(64, 64, 32, 32, 16, 8),
+        refiner_widths=(8, 16, 32),
+    )
+    config.train.batch_size = 16
+    config.train.num_epochs = 20
+    config.train.lr_decay_epochs = (15,)
+    config.eval.view_counts = (1, 3, 5)
+  return config

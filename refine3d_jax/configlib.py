@@ -1,0 +1,86 @@
+"""Config checks: every bad value fails early with the key that holds it.
+
+Configs themselves live in configs/*.py (ml_collections, loaded with `config_flags`);
+this module only validates them, so a typo or an impossible size is reported as
+`config.model.encoder_widths[2] = -8: ...` before anything is built.
+"""
+
+from typing import Any, Sequence
+
+import ml_collections
+
+FUSIONS = ('self_attention', 'attsets')
+DTYPES = ('float32', 'bfloat16')
+
+
+class ConfigError(ValueError):
+  """A config value is missing or invalid; the message names the key."""
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{key} = {value!r}: {why}')
+
+
+def _positive_ints(key: str, values: Sequence[Any]) -> None:
+  _check(isinstance(values, (tuple, list)) and len(values) > 0, key, values,
+         'must be a non-empty tuple of positive integers')
+  for i, v in enumerate(values):
+    _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f'{key}[{i}]', v,
+           'must be a positive integer')
+
+
+def _positive_int(key: str, value: Any) -> None:
+  _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, value,
+         'must be a positive integer')
+
+
+def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> None:
+  """Checks `config.model`; raises ConfigError naming the first bad key."""
+  k = lambda name: f'{prefix}.{name}'
+  _positive_int(k('image_size'), model.image_size)
+  _positive_ints(k('encoder_widths'), model.encoder_widths)
+  _check(len(model.encoder_shortcuts) == len(model.encoder_widths), k('encoder_shortcuts'),
+         model.encoder_shortcuts, f'needs one bool per encoder block ({len(model.encoder_widths)})')
+  _positive_int(k('encoder_first_kernel'), model.encoder_first_kernel)
+  _positive_int(k('latent_dim'), model.latent_dim)
+  _check(model.fusion in FUSIONS, k('fusion'), model.fusion, f'must be one of {FUSIONS}')
+  _positive_int(k('num_heads'), model.num_heads)
+  _check(model.latent_dim % model.num_heads == 0, k('num_heads'), model.num_heads,
+         f'must divide model.latent_dim = {model.latent_dim}')
+  _positive_int(k('attention_layers'), model.attention_layers)
+  _positive_int(k('attention_mlp_dim'), model.attention_mlp_dim)
+  _positive_ints(k('decoder_widths'), model.decoder_widths)
+  _positive_int(k('decoder_base_size'), model.decoder_base_size)
+  _positive_int(k('volume_size'), model.volume_size)
+  ratio = model.volume_size // model.decoder_base_size
+  _check(model.volume_size % model.decoder_base_size == 0 and ratio & (ratio - 1) == 0,
+         k('decoder_base_size'), model.decoder_base_size,
+         f'model.volume_size / model.decoder_base_size must be a power of 2')
+  ups = ratio.bit_length() - 1
+  _check(len(model.decoder_widths) - 1 >= ups, k('decoder_widths'), model.decoder_widths,
+         f'needs at least {ups + 1} widths (stem + one block per 2x upsampling to '
+         f'{model.volume_size}^3)')
+  _positive_ints(k('refiner_widths'), model.refiner_widths)
+  _check(model.volume_size % 2 ** len(model.refiner_widths) == 0, k('refiner_widths'),
+         model.refiner_widths, f'{len(model.refiner_widths)} poolings do not divide '
+         f'model.volume_size = {model.volume_size}')
+  _positive_int(k('refiner_kernel'), model.refiner_kernel)
+  _check(isinstance(model.leaky_slope, (int, float)) and 0 <= model.leaky_slope < 1,
+         k('leaky_slope'), model.leaky_slope, 'must be in [0, 1)')
+  _check(model.dtype in DTYPES, k('dtype'), model.dtype, f'must be one of {DTYPES}')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks a whole experiment config; raises ConfigError naming the first bad key."""
+  validate_model(config.model)
+  _positive_int('train.batch_size', config.train.batch_size)
+  _positive_int('train.num_views', config.train.num_views)
+  _check(config.train.learning_rate > 0, 'train.learning_rate', config.train.learning_rate,
+         'must be positive')
+  _positive_int('train.num_epochs', config.train.num_epochs)
+  for i, epoch in enumerate(config.train.lr_decay_epochs):
+    _positive_int(f'train.lr_decay_epochs[{i}]', epoch)
+  _check(0 < config.train.lr_decay_factor <= 1, 'train.lr_decay_factor',
+         config.train.lr_decay_factor, 'must be in (0, 1]')
+  _positive_ints('eval.view_counts', config.eval.view_counts)

@@ -1,0 +1,84 @@
+"""3D decoder: fused latent vector ``[B, D]`` -> coarse occupancy logits ``[B, S, S, S]``.
+
+The paper describes "five residual blocks" with six widths (128, 128, 128, 64, 64, 32) and
+"2D" 1x1 shortcuts. Our reading (see ../shared/PROTOCOL.md):
+- a Dense layer maps the latent vector to a ``base_size``^3 grid with ``widths[0]``
+  channels (the stem; paper: 2^3 x 128, so 1024 -> 1024);
+- ``widths[1:]`` are the five residual blocks; the first log2(S / base_size) of them
+  upsample by 2 on entry (paper: 2 -> 4 -> 8 -> 16 -> 32, then one block at 32^3);
+- a block is conv3 -> act -> conv3 plus a shortcut -> act; the shortcut is a 1x1x1
+  convolution when the width changes and the identity otherwise;
+- a final 1x1x1 convolution gives one logit per voxel.
+
+Upsampling is nearest-neighbour resize followed by the block's 3x3x3 convolution (and the
+shortcut's 1x1x1 one), not ``ConvTranspose``: 3D transposed convolutions run at
+1-2 GFLOP/s on XLA:CPU, while resize + conv runs as an ordinary convolution.
+No normalisation layer: the decoder is frozen in JTSO's stage 2, and batch statistics
+would keep drifting under a frozen decoder.
+"""
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
+  """Nearest-neighbour upsampling of ``[N, D, H, W, C]`` by ``factor`` on each spatial axis."""
+  n, d, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :, None, :],
+                       (n, d, factor, h, factor, w, factor, c))
+  return x.reshape(n, d * factor, h * factor, w * factor, c)
+
+
+def num_upsamplings(volume_size: int, base_size: int) -> int:
+  """How many 2x upsamplings take ``base_size`` to ``volume_size`` (must be a power of 2)."""
+  ratio = volume_size // base_size
+  if base_size <= 0 or volume_size % base_size or ratio & (ratio - 1):
+    raise ValueError(f'volume_size / base_size must be a power of 2, got {volume_size} / {base_size}')
+  return int(math.log2(ratio))
+
+
+class ResidualBlock3D(nn.Module):
+  """[upsample 2x ->] conv3 -> act -> conv3 (+ shortcut) -> act: ``[N, D, H, W, C]``."""
+  features: int
+  upsample: bool
+  leaky_slope: float = 0.2
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    act = lambda y: nn.leaky_relu(y, self.leaky_slope)
+    if self.upsample:
+      x = upsample_nearest(x)
+    y = act(nn.Conv(self.features, (3, 3, 3), dtype=self.dtype, name='conv1')(x))
+    y = nn.Conv(self.features, (3, 3, 3), dtype=self.dtype, name='conv2')(y)
+    if x.shape[-1] != self.features:
+      x = nn.Conv(self.features, (1, 1, 1), dtype=self.dtype, name='shortcut')(x)
+    return act(x + y)
+
+
+class Decoder(nn.Module):
+  """Latent ``[B, D]`` -> coarse logits ``[B, S, S, S]`` (S = ``volume_size``)."""
+  widths: Sequence[int] = (128, 128, 128, 64, 64, 32)
+  base_size: int = 2
+  volume_size: int = 32
+  leaky_slope: float = 0.2
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    ups = num_upsamplings(self.volume_size, self.base_size)
+    if ups > len(self.widths) - 1:
+      raise ValueError(f'{len(self.widths) - 1} decoder blocks cannot upsample {ups} times '
+                       f'from {self.base_size}^3 to {self.volume_size}^3')
+    b = self.base_size
+    x = nn.Dense(b ** 3 * self.widths[0], dtype=self.dtype, name='stem')(z.astype(self.dtype))
+    x = nn.leaky_relu(x, self.leaky_slope).reshape(z.shape[0], b, b, b, self.widths[0])
+    for i, width in enumerate(self.widths[1:]):
+      x = ResidualBlock3D(width, upsample=i < ups, leaky_slope=self.leaky_slope,
+                          dtype=self.dtype, name=f'block{i + 1}')(x)
+    logits = nn.Conv(1, (1, 1, 1), dtype=self.dtype, name='logits')(x)
+    return logits[..., 0]

@@ -1,0 +1,66 @@
+"""3D U-Net refiner: coarse logits ``[B, S, S, S]`` -> refined logits ``[B, S, S, S]``.
+
+Paper: 4^3 convolutions with 32/64/128 channels, BatchNorm, LeakyReLU, max-pooling and skip
+connections, after Pix2Vox's refiner. Our reading:
+- input: the coarse occupancy probabilities (sigmoid of the decoder's logits);
+- down path: per width, conv4 -> BN -> LeakyReLU -> 2x max-pool (32^3 -> 16 -> 8 -> 4);
+- up path: nearest 2x resize -> conv4 -> BN -> LeakyReLU, plus the down path's output at
+  the same resolution (additive skips, as Pix2Vox's refiner adds them: concatenation
+  would double the channels of the costliest convolutions);
+- a last nearest 2x resize -> conv4 to one channel gives a logit correction ``delta``;
+  refined logits = coarse logits + delta. The last convolution starts at zero, so an
+  untrained refiner returns the coarse volume unchanged.
+Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU).
+BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
+when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from refine3d_jax.models.decoder import upsample_nearest
+
+
+class ConvBNAct(nn.Module):
+  """conv (kernel^3) -> BatchNorm -> LeakyReLU on ``[N, D, H, W, C]``."""
+  features: int
+  kernel: int = 4
+  leaky_slope: float = 0.2
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    k = (self.kernel,) * 3
+    x = nn.Conv(self.features, k, use_bias=False, dtype=self.dtype, name='conv')(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, name='bn')(x)
+    return nn.leaky_relu(x, self.leaky_slope)
+
+
+class Refiner(nn.Module):
+  """U-Net over ``volume_size``^3; ``len(widths)`` poolings (S must divide by 2**len)."""
+  widths: Sequence[int] = (32, 64, 128)
+  kernel: int = 4
+  leaky_slope: float = 0.2
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, coarse_logits: jax.Array, train: bool = False) -> jax.Array:
+    size = coarse_logits.shape[1]
+    if size % 2 ** len(self.widths):
+      raise ValueError(f'refiner: volume size {size} does not divide by 2**{len(self.widths)}')
+    block = lambda w, name: ConvBNAct(w, self.kernel, self.leaky_slope, self.dtype, name=name)
+    x = jax.nn.sigmoid(coarse_logits)[..., None].astype(self.dtype)
+    skips = []
+    for i, width in enumerate(self.widths):
+      x = block(width, f'down{i + 1}')(x, train)
+      x = nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
+      skips.append(x)
+    for i in reversed(range(len(self.widths) - 1)):
+      x = block(self.widths[i], f'up{i + 1}')(upsample_nearest(x), train) + skips[i]
+    delta = nn.Conv(1, (self.kernel,) * 3, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                    name='delta')(upsample_nearest(x))
+    return coarse_logits + delta[..., 0].astype(coarse_logits.dtype)

@@ -1,0 +1,99 @@
+r"""Model summary: parameters per subtree and forward FLOPs per object.
+
+  python -m refine3d_jax.summary --config=configs/jtso.py:paper [--views=1,20] [--json]
+
+Parameter shapes come from `jax.eval_shape` and FLOPs from XLA's cost analysis of the
+lowered (not compiled) eval-mode forward pass of one object, so the paper-size model is
+summarised in seconds on a CPU. XLA counts a multiply-add as 2 FLOPs.
+"""
+
+import json
+import sys
+from typing import Sequence
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+
+from refine3d_jax import configlib
+from refine3d_jax.models import SUBTREES, create_model, init_variables
+
+def count_params(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def _flops(fn, *args) -> float:
+  return float(jax.jit(fn).lower(*args).cost_analysis()['flops'])
+
+
+def summarize(config: ml_collections.ConfigDict, views: Sequence[int] = (1, 20)) -> dict:
+  """Parameter counts and forward FLOPs per object, in total and per subtree."""
+  configlib.validate(config)
+  model = create_model(config.model)
+  variables = jax.eval_shape(lambda rng: init_variables(model, rng), jax.random.key(0))
+  params = variables['params']
+  s, d, vol = config.model.image_size, config.model.latent_dim, config.model.volume_size
+  result = dict(
+      preset=config.get('preset', ''), fusion=config.model.fusion, image_size=s,
+      volume_size=vol, dtype=config.model.dtype,
+      params={name: count_params(params[name]) for name in SUBTREES},
+      batch_stats=count_params(variables.get('batch_stats', {})),
+      flops={})
+  result['params']['total'] = count_params(params)
+  shape = lambda *dims: jax.ShapeDtypeStruct(dims, jnp.float32)
+  call = lambda method: (lambda v, *xs: model.apply(v, *xs, method=method))
+  for n in views:
+    mask = jax.ShapeDtypeStruct((1, n), jnp.bool_)
+    result['flops'][n] = dict(
+        encoder=_flops(call(lambda m, x: m.encoder(x)), variables, shape(n, s, s, 3)),
+        attention=_flops(call(lambda m, f, k: m.attention(f, k)), variables, shape(1, n, d),
+                         mask),
+        decoder=_flops(call(lambda m, z: m.decoder(z)), variables, shape(1, d)),
+        refiner=_flops(call(lambda m, c: m.refiner(c)), variables, shape(1, vol, vol, vol)),
+        total=_flops(call(None), variables, shape(1, n, s, s, 3)))
+  return result
+
+
+def format_table(summary: dict) -> str:
+  views = list(summary['flops'])
+  head = (f"Refine3DNet ({summary['preset'] or 'custom'} preset): fusion={summary['fusion']}, "
+          f"{summary['image_size']}x{summary['image_size']} views -> {summary['volume_size']}^3, "
+          f"{summary['dtype']}")
+  cols = ['subtree', 'params'] + [f'GFLOPs/object, {n} view{"s" * (n > 1)}' for n in views]
+  rows = [[name, f"{summary['params'][name]:,}"]
+          + [f"{summary['flops'][n][name] / 1e9:.3f}" for n in views]
+          for name in (*SUBTREES, 'total')]
+  widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+  line = lambda cells: '  '.join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths)))
+  out = [head, line(cols), line(['-' * w for w in widths])] + [line(r) for r in rows]
+  out.append(f"(+ {summary['batch_stats']:,} BatchNorm statistics; FLOPs: XLA cost analysis "
+             'of the eval forward pass, batch of 1 object, multiply-add = 2)')
+  return '\n'.join(out)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    views = [int(v) for v in _VIEWS.value]
+    assert views and min(views) > 0
+  except (ValueError, AssertionError):
+    raise app.UsageError(f'--views must be positive integers, got {_VIEWS.value}') from None
+  try:
+    summary = summarize(_CONFIG.value, views)
+  except configlib.ConfigError as e:
+    sys.exit(f'error: {e}')
+  print(json.dumps(summary) if _JSON.value else format_table(summary))
+
+
+if __name__ == '__main__':
+  # Flags are defined only when run as a program, so importing this module (main.py
+  # does) defines none.
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
+                                            lock_config=True)
+  _VIEWS = flags.DEFINE_list('views', ['1', '20'], 'View counts to measure FLOPs for.')
+  _JSON = flags.DEFINE_bool('json', False, 'Print one JSON line instead of the table.')
+  app.run(main)
