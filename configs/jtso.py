@@ -1,7 +1,8 @@
-r"""Refine3DNet trained with JTSO: presets `quick` (default) and `paper`.
+r"""Refine3DNet trained with JTSO: presets `quick` (default), `paper` and `tiny`.
 
 quick: small widths and 64 px views, so the whole model trains on a laptop CPU.
   python main.py --config=configs/jtso.py --workdir=/tmp/r3d_quick
+tiny: tiny widths and 16 px views, for tests.
 paper: the sizes of Refine3DNet (ICVGIP 2024): 127x127 views, 1024-d latent, 8 heads,
   32^3 output, batch 4, Adam 1e-3 halved after 150 epochs.
   python main.py --config=configs/jtso.py:paper --workdir=/tmp/r3d_paper
@@ -35,10 +36,13 @@ def paper_model() -> ml_collections.ConfigDict:
   ))
 
 
+PRESETS = ('quick', 'paper', 'tiny')
+
+
 def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
-  """Returns the config for `preset` in {'quick', 'paper'}."""
-  if preset not in ('quick', 'paper'):
-    raise ValueError(f"configs/jtso.py: unknown preset {preset!r}; use 'quick' or 'paper'")
+  """Returns the config for `preset` in PRESETS ('tiny': for tests, seconds on a CPU)."""
+  if preset not in PRESETS:
+    raise ValueError(f'configs/jtso.py: unknown preset {preset!r}; use one of {PRESETS}')
   config = ml_collections.ConfigDict()
   config.preset = preset
   config.seed = 0
@@ -70,4 +74,19 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     config.train.num_epochs = 20
     config.train.lr_decay_epochs = (15,)
     config.eval.view_counts = (1, 3, 5)
+  if preset == 'tiny':
+    config.model.update(
+        image_size=16,
+        encoder_widths=(4, 4, 8, 8, 8, 8),
+        encoder_first_kernel=3,
+        latent_dim=16,
+        num_heads=2,
+        attention_mlp_dim=16,
+        decoder_widths=(8, 8, 8, 4, 4, 4),
+        refiner_widths=(4, 4, 4),
+    )
+    config.train.batch_size = 2
+    config.train.num_epochs = 1
+    config.train.lr_decay_epochs = ()
+    config.eval.view_counts = (1, 2)
   return config

@@ -1,0 +1,71 @@
+"""Config presets are valid; bad values fail with the key that holds them."""
+
+import pytest
+
+from configs import jtso
+from refine3d_jax import configlib
+from refine3d_jax.models import create_model
+
+
+@pytest.mark.parametrize('preset', jtso.PRESETS)
+def test_presets_are_valid(preset):
+  config = jtso.get_config(preset)
+  configlib.validate(config)
+  assert config.preset == preset
+
+
+def test_paper_preset_values():
+  config = jtso.get_config('paper')
+  assert config.model.image_size == 127
+  assert config.model.latent_dim == 1024
+  assert config.model.num_heads == 8
+  assert config.model.volume_size == 32
+  assert config.model.encoder_widths == (96, 128, 256, 256, 256, 256)
+  assert config.model.encoder_shortcuts == (True, True, True, False, True, True)
+  assert config.model.decoder_widths == (128, 128, 128, 64, 64, 32)
+  assert config.model.refiner_widths == (32, 64, 128)
+  assert config.train.batch_size == 4
+  assert config.train.learning_rate == 1e-3
+  assert config.train.lr_decay_epochs == (150,) and config.train.lr_decay_factor == 0.5
+
+
+def test_default_preset_is_quick():
+  assert jtso.get_config().preset == 'quick'
+  with pytest.raises(ValueError, match="unknown preset 'huge'"):
+    jtso.get_config('huge')
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('train.num_views', 0, r'config.train.num_views = 0: must be a positive integer'),
+    ('eval.view_counts', (1, 0), r'config.eval.view_counts\[1\] = 0'),
+    ('model.encoder_widths', (96, -8, 256, 256, 256, 256),
+     r'config.model.encoder_widths\[1\] = -8: must be a positive integer'),
+    ('model.decoder_widths', (), r'config.model.decoder_widths = \(\): must be a non-empty'),
+    ('model.fusion', 'transformer', r"config.model.fusion = 'transformer': must be one of"),
+    ('model.num_heads', 7, r'config.model.num_heads = 7: must divide model.latent_dim = 1024'),
+    ('model.encoder_shortcuts', (True,), r'needs one bool per encoder block \(6\)'),
+    ('model.decoder_base_size', 3, r'must be a power of 2'),
+    ('model.refiner_widths', (4, 4, 4, 4, 4, 4), r'6 poolings do not divide'),
+    ('model.dtype', 'float16', r"config.model.dtype = 'float16'"),
+    ('train.lr_decay_factor', 2.0, r'config.train.lr_decay_factor = 2.0'),
+])
+def test_bad_values_name_their_key(key, value, message):
+  config = jtso.get_config('paper')
+  section, name = key.split('.')
+  config[section][name] = value
+  with pytest.raises(configlib.ConfigError, match=message):
+    configlib.validate(config)
+
+
+def test_create_model_validates():
+  config = jtso.get_config('tiny')
+  config.model.fusion = 'mean'
+  with pytest.raises(configlib.ConfigError, match='config.model.fusion'):
+    create_model(config.model)
+
+
+def test_config_is_locked_against_typos():
+  config = jtso.get_config('quick')
+  config.lock()
+  with pytest.raises(AttributeError, match='fusion'):
+    config.model.fusoin = 'attsets'

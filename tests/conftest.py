@@ -1,0 +1,27 @@
+"""Shared fixtures: the tiny model, with parameters that make every layer matter."""
+
+import jax
+import pytest
+
+from configs import jtso
+from refine3d_jax.models import create_model, init_variables
+from tests.testutil import perturb
+
+
+@pytest.fixture(scope='session')
+def tiny_config():
+  return jtso.get_config('tiny')
+
+
+@pytest.fixture(scope='session')
+def tiny_init(tiny_config):
+  """(model, variables) of the tiny preset, as initialised."""
+  model = create_model(tiny_config.model)
+  return model, init_variables(model, jax.random.key(0))
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tiny_init):
+  """(model, variables) of the tiny preset, parameters perturbed away from their init."""
+  model, variables = tiny_init
+  return model, {**variables, 'params': perturb(variables['params'])}

@@ -1,0 +1,143 @@
+"""Whole-model properties: shapes, ranges, permutation invariance, padding, subtrees.
+
+Every forward pass uses a batch of 2 objects with 1, 3 or 24 views, so the jitted model
+compiles three times for the whole file.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import jtso
+from refine3d_jax.models import SUBTREES, create_model
+
+VOLUME = (32, 32, 32)
+
+
+@pytest.fixture(scope='module')
+def forward(tiny_model):
+  model, variables = tiny_model
+  return jax.jit(lambda images, mask: model.apply(variables, images, mask))
+
+
+def views(n, batch=2, size=16, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, n, size, size, 3))
+
+
+def all_real(n, batch=2):
+  return jnp.ones((batch, n), bool)
+
+
+@pytest.mark.parametrize('num_views', [1, 3, 24])
+def test_output_shapes_and_ranges(forward, num_views):
+  out = forward(views(num_views), all_real(num_views))
+  assert set(out) == {'coarse_logits', 'refined_logits', 'coarse', 'refined'}
+  for name, x in out.items():
+    assert x.shape == (2, *VOLUME), name
+    assert x.dtype == jnp.float32, name
+    assert np.isfinite(np.asarray(x)).all(), name
+  for name in ('coarse', 'refined'):
+    assert 0 <= out[name].min() and out[name].max() <= 1, name
+  # The refiner does something once trained (here: perturbed parameters).
+  assert np.abs(out['refined'] - out['coarse']).max() > 1e-4
+
+
+def test_permutation_invariance(forward):
+  """Random permutations, a different one per object, for 3 and 24 views."""
+  rng = np.random.default_rng(0)
+  for trial in range(6):
+    n = (3, 24)[trial % 2]
+    images = views(n, seed=trial)
+    perms = [rng.permutation(n) for _ in range(2)]
+    assert not all((p == np.arange(n)).all() for p in perms)
+    shuffled = jnp.stack([images[i, p] for i, p in enumerate(perms)])
+    a, b = forward(images, all_real(n)), forward(shuffled, all_real(n))
+    for name in ('coarse', 'refined'):
+      np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=f'{n} views {perms}')
+
+
+def test_views_matter(forward):
+  """Guards the invariance tests: different views must give a different output."""
+  a = forward(views(3, seed=1), all_real(3))
+  b = forward(views(3, seed=2), all_real(3))
+  assert np.abs(a['coarse'] - b['coarse']).max() > 1e-3
+
+
+def test_padding_mask(forward):
+  """3 real views padded with 21 garbage views == the 3 views alone."""
+  real = views(3, seed=3)
+  padded = jnp.concatenate([real, 10 * views(21, seed=4)], axis=1)
+  mask = jnp.zeros((2, 24), bool).at[:, :3].set(True)
+  alone = forward(real, all_real(3))
+  masked = forward(padded, mask)
+  unmasked = forward(padded, all_real(24))
+  for name in ('coarse', 'refined'):
+    np.testing.assert_allclose(masked[name], alone[name], atol=1e-5)
+    assert np.abs(unmasked[name] - alone[name]).max() > 1e-3  # the padding is not inert
+
+
+def test_mixed_view_counts_in_one_batch(forward):
+  """Object 0 has 3 real views, object 1 has 24: each as if it were alone."""
+  a, b = views(3, seed=5), views(24, seed=6)
+  batch = jnp.concatenate([jnp.concatenate([a[:1], b[1:, 3:]], axis=1), b[1:]])
+  mask = jnp.array([[True] * 3 + [False] * 21, [True] * 24])
+  both = forward(batch, mask)
+  np.testing.assert_allclose(both['refined'][0], forward(a, all_real(3))['refined'][0],
+                             atol=1e-5)
+  np.testing.assert_allclose(both['refined'][1], forward(b, all_real(24))['refined'][1],
+                             atol=1e-5)
+
+
+def test_mask_defaults_to_all_views(tiny_model, forward):
+  model, variables = tiny_model
+  images = views(3)
+  default = jax.jit(lambda x: model.apply(variables, x))(images)
+  np.testing.assert_allclose(default['refined'], forward(images, all_real(3))['refined'],
+                             atol=1e-6)
+
+
+def test_subtrees_and_batch_stats(tiny_model):
+  _, variables = tiny_model
+  assert SUBTREES == ('encoder', 'attention', 'decoder', 'refiner')
+  assert set(variables['params']) == set(SUBTREES)
+  assert set(variables['batch_stats']) == {'refiner'}
+
+
+def test_train_mode_updates_batch_stats(tiny_model):
+  model, variables = tiny_model
+  train = jax.jit(lambda x: model.apply(variables, x, train=True, mutable=['batch_stats']))
+  out, updates = train(views(3))
+  before = jax.tree.leaves(variables['batch_stats'])
+  after = jax.tree.leaves(updates['batch_stats'])
+  assert len(before) == len(after) > 0
+  assert any(np.abs(a - b).max() > 0 for a, b in zip(after, before))
+  assert out['refined'].shape == (2, *VOLUME)
+
+
+def test_untrained_refiner_and_fusion_are_identities(tiny_init, forward):
+  """At init the refiner returns the coarse volume and the fusion is the mean."""
+  model, variables = tiny_init
+  run = jax.jit(lambda x: model.apply(variables, x))
+  out = run(views(3))
+  np.testing.assert_array_equal(out['refined_logits'], out['coarse_logits'])
+  features = jax.random.normal(jax.random.key(0), (2, 3, 16))
+  fused = model.apply(variables, features, all_real(3), method=lambda m, f, k: m.attention(f, k))
+  np.testing.assert_allclose(fused, features.mean(axis=1), atol=1e-6)
+
+
+def test_attsets_fusion_builds():
+  config = jtso.get_config('tiny')
+  config.model.fusion = 'attsets'
+  model = create_model(config.model)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 2, 16, 16, 3)))
+  assert set(shapes['params']) == set(SUBTREES)
+  assert set(shapes['params']['attention']) == {'scores'}
+
+
+def test_wrong_input_shapes_raise(tiny_model):
+  model, variables = tiny_model
+  with pytest.raises(ValueError, match=r'model.image_size = 16.*\(1, 2, 20, 20, 3\)'):
+    model.apply(variables, jnp.zeros((1, 2, 20, 20, 3)))
+  with pytest.raises(ValueError, match='mask must be'):
+    model.apply(variables, views(2), jnp.ones((2, 3), bool))

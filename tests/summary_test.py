@@ -1,0 +1,90 @@
+"""The summary: parameter counts against a hand count, FLOPs, and the two commands."""
+
+import json
+import math
+import subprocess
+import sys
+
+from configs import jtso
+from refine3d_jax import summary
+
+
+def hand_count(m) -> dict:
+  """Parameters of Refine3DNet counted from the architecture, layer by layer."""
+  conv = lambda k, cin, cout, bias=True: k * cin * cout + (cout if bias else 0)
+  enc, cin, size = 0, 3, m.image_size
+  for i, (w, shortcut) in enumerate(zip(m.encoder_widths, m.encoder_shortcuts)):
+    k = m.encoder_first_kernel if i == 0 else 3
+    enc += conv(k * k, cin, w) + conv(9, w, w) + (conv(1, cin, w) if shortcut else 0)
+    cin, size = w, math.ceil(size / 2)
+  enc += conv(1, size * size * cin, m.latent_dim)
+  d, mlp = m.latent_dim, m.attention_mlp_dim
+  att = m.attention_layers * (2 * d + 4 * (d * d + d) + 2 * d + conv(1, d, mlp) + conv(1, mlp, d))
+  if m.fusion == 'attsets':
+    att = conv(1, d, d)
+  b, widths = m.decoder_base_size, m.decoder_widths
+  dec = conv(1, d, b ** 3 * widths[0]) + conv(1, widths[-1], 1)
+  for cin, cout in zip(widths, widths[1:]):
+    dec += conv(27, cin, cout) + conv(27, cout, cout) + (conv(1, cin, cout) if cin != cout else 0)
+  k3, rw = m.refiner_kernel ** 3, m.refiner_widths
+  ref = sum(conv(k3, cin, cout, bias=False) + 2 * cout for cin, cout in zip((1, *rw), rw))
+  ref += sum(conv(k3, rw[i + 1], rw[i], bias=False) + 2 * rw[i] for i in range(len(rw) - 1))
+  ref += conv(k3, rw[0], 1)
+  return dict(encoder=enc, attention=att, decoder=dec, refiner=ref, total=enc + att + dec + ref)
+
+
+def test_paper_preset_parameter_count():
+  config = jtso.get_config('paper')
+  result = summary.summarize(config, views=(1,))
+  print('paper preset parameters:', result['params'])
+  assert result['params'] == hand_count(config.model)
+  assert result['params']['total'] == 19_189_794
+
+
+def test_attsets_parameter_count():
+  config = jtso.get_config('tiny')
+  config.model.fusion = 'attsets'
+  assert summary.summarize(config, views=(1,))['params'] == hand_count(config.model)
+
+
+def test_flops_scale_with_views():
+  result = summary.summarize(jtso.get_config('tiny'), views=(1, 20))
+  one, twenty = result['flops'][1], result['flops'][20]
+  for part in ('encoder', 'decoder', 'refiner', 'total'):
+    assert one[part] > 0, part
+  assert twenty['encoder'] == 20 * one['encoder']
+  assert twenty['decoder'] == one['decoder'] and twenty['refiner'] == one['refiner']
+  parts = sum(twenty[p] for p in ('encoder', 'attention', 'decoder', 'refiner'))
+  assert abs(parts - twenty['total']) < 0.01 * twenty['total']
+  table = summary.format_table(result)
+  assert 'GFLOPs/object, 20 views' in table and f"{result['params']['total']:,}" in table
+
+
+def run(*args):
+  proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def test_summary_command_json():
+  out = json.loads(run('-m', 'refine3d_jax.summary', '--config=configs/jtso.py:tiny', '--json',
+                       '--views=1,3', '--config.model.latent_dim=32'))
+  config = jtso.get_config('tiny')
+  config.model.latent_dim = 32
+  assert out['params'] == hand_count(config.model)
+  assert set(out['flops']) == {'1', '3'}
+
+
+def test_main_builds_and_summarises():
+  out = run('main.py', '--config=configs/jtso.py:tiny')
+  assert 'Refine3DNet (tiny preset)' in out
+  assert 'refined occupancy in [' in out
+
+
+def test_bad_config_value_is_one_clear_line():
+  proc = subprocess.run([sys.executable, 'main.py', '--config=configs/jtso.py:tiny',
+                         '--config.train.num_views=0'], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0
+  assert 'config.train.num_views = 0: must be a positive integer' in proc.stderr
+  assert 'Traceback' not in proc.stderr
