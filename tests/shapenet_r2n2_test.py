@@ -218,11 +218,16 @@ def test_read_back_without_our_package_or_tensorflow(sample_build, tmp_path):
       assert len(raw['images']) == 24 and raw['images'][0].startswith(b'\\x89PNG')
       assert raw['model_id'] == example['model_id']
       assert builder.info.metadata['skipped_counts'] == {'train': {}, 'test': {}}
+      by_name = tfds.data_source('shapenet_r2n2/r2n2', data_dir=sys.argv[2], split='test',
+                                 decoders={'images': SkipDecoding()})
+      assert len(by_name) == 5 and by_name[0]['model_id'] == example['model_id']
       assert 'refine3d_jax' not in sys.modules and 'tensorflow' not in sys.modules
       print('OK', len(source['train']), len(source['test']))
   ''')
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  result = subprocess.run([sys.executable, '-c', script, str(sample_build.data_dir)],
+  data_dir = str(sample_build.data_dir)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(data_dir)))
+  result = subprocess.run([sys.executable, '-c', script, data_dir, root],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'OK 6 5' in result.stdout

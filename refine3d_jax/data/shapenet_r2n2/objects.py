@@ -30,10 +30,12 @@ SKIP_REASONS = {
 
 
 def rendering_dir(manual_dir: str, synset: str, model_id: str) -> str:
+  """The folder holding the object's 24 PNGs and rendering_metadata.txt."""
   return os.path.join(manual_dir, RENDERING, synset, model_id, 'rendering')
 
 
 def voxel_path(manual_dir: str, synset: str, model_id: str) -> str:
+  """The object's model.binvox."""
   return os.path.join(manual_dir, VOXELS, synset, model_id, 'model.binvox')
 
 
