@@ -8,7 +8,8 @@ import pytest
 
 from refine3d_jax.data import binvox
 
-SAMPLE = os.path.join('..', 'shared', 'shapenet_r2n2_sample', 'paired')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired')
 needs_sample = pytest.mark.skipif(
     not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}')
 

@@ -18,9 +18,10 @@ from refine3d_jax.data import binvox
 from refine3d_jax.data.shapenet_r2n2 import ShapenetR2n2
 from refine3d_jax.data.shapenet_r2n2 import splits
 
-SAMPLE = os.path.abspath(os.path.join('..', 'shared', 'shapenet_r2n2_sample', 'paired'))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.abspath(os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired'))
 SAMPLE_SPLIT = os.path.abspath(os.path.join(
-    '..', 'shared', 'shapenet_extra', 'splits', 'sample_paired_ShapeNet.json'))
+    ROOT, '..', 'shared', 'shapenet_extra', 'splits', 'sample_paired_ShapeNet.json'))
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}')
 CHAIR = '03001627'
