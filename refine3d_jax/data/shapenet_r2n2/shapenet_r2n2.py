@@ -1,0 +1,163 @@
+"""TFDS builder for ShapeNet as rendered by 3D-R2N2 (24 views + 32^3 voxels per object).
+
+Builds without TensorFlow into array_record files; read them with
+`tfds.builder_from_directory(path).as_data_source()` (no need to import this package).
+"""
+
+import dataclasses
+import os
+from typing import Iterator, Sequence
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+from refine3d_jax.data import features
+from refine3d_jax.data.shapenet_r2n2 import objects
+from refine3d_jax.data.shapenet_r2n2 import splits
+
+_MAX_IDS_IN_METADATA = 1000  # per split and reason; counts are always exact.
+_MAX_MISSING_WARNINGS = 20  # per split; a sample manual dir misses most split ids.
+
+_DESCRIPTION = """\
+ShapeNet as rendered by 3D-R2N2 (Choy et al. 2016): per object, 24 views (137x137 RGBA PNG),
+their camera parameters and the 32^3 occupancy grid (ShapeNetVox32), 13 classes.
+"""
+_CITATION = """\
+@inproceedings{choy20163d,
+  title={3D-R2N2: A Unified Approach for Single and Multi-view 3D Object Reconstruction},
+  author={Choy, Christopher B and Xu, Danfei and Gwak, JunYoung and Chen, Kevin and Savarese, Silvio},
+  booktitle={ECCV}, year={2016}}
+"""
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Download the 3D-R2N2 release of ShapeNet (ShapeNet terms of use: non-commercial research),
+the two official archives ShapeNetRendering.tgz and ShapeNetVox32.tgz
+(http://cvgl.stanford.edu/data2/ShapeNetRendering.tgz, http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz),
+and extract both into the manual dir (`--manual_dir`, default <data_dir>/downloads/manual):
+  <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/{00..23}.png
+  <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/rendering_metadata.txt
+  <manual_dir>/ShapeNetVox32/<synset>/<model_id>/model.binvox
+e.g. `tar -xzf ShapeNetRendering.tgz -C DIR && tar -xzf ShapeNetVox32.tgz -C DIR`.
+"""
+
+
+@dataclasses.dataclass
+class ShapenetR2n2Config(tfds.core.BuilderConfig):
+  """split_kind: 'pix2vox' (ShapeNet.json 70/10/20) or 'r2n2' (per class sorted 80/20)."""
+  split_kind: str = 'pix2vox'
+  synsets: tuple[str, ...] = splits.SYNSETS
+
+
+def _config(name: str, split_kind: str, synsets: Sequence[str], what: str) -> ShapenetR2n2Config:
+  return ShapenetR2n2Config(name=name, description=what, split_kind=split_kind,
+                            synsets=tuple(synsets))
+
+
+class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
+  """ShapeNet (3D-R2N2 renderings and voxels); labels over the 13 classes in every config."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.'}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      _config('pix2vox', 'pix2vox', splits.SYNSETS, "13 classes, Pix2Vox's ShapeNet.json split."),
+      _config('r2n2', 'r2n2', splits.SYNSETS, '13 classes, per class first 80% sorted ids train.'),
+      _config('pix2vox_5class', 'pix2vox', splits.FIVE_CLASS,
+              "The paper's 5 classes, Pix2Vox split (labels still over 13 names)."),
+      _config('r2n2_5class', 'r2n2', splits.FIVE_CLASS,
+              "The paper's 5 classes, R2N2 split (labels still over 13 names)."),
+  ]
+
+  def __init__(self, *, split_file: str | os.PathLike | None = None, **kwargs):
+    """split_file: a Pix2Vox-format ShapeNet.json (or .json.gz) replacing the shipped one."""
+    self._split_file = split_file
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=_DESCRIPTION,
+        features=features.features(splits.NAMES),
+        homepage='https://cvgl.stanford.edu/3d-r2n2/',
+        citation=_CITATION,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual_dir = _manual_dir(dl_manager)
+    wanted = self._wanted_ids(manual_dir)
+    kept, counts, ids = {}, {}, {}
+    for split, object_ids in wanted.items():
+      kept[split], skipped = _check_objects(manual_dir, split, object_ids)
+      counts[split] = {r: len(v) for r, v in skipped.items()}
+      ids[split] = {r: v[:_MAX_IDS_IN_METADATA] for r, v in skipped.items()}
+    self.info.metadata.update({
+        'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
+                        if self.builder_config.split_kind == 'pix2vox' else 'r2n2 80/20',
+        'synsets': list(self.builder_config.synsets),
+        'skipped_counts': counts,
+        'skipped_ids': ids,
+    })
+    empty = sorted(s for s, v in kept.items() if not v)
+    if empty:
+      raise ValueError(
+          f'split(s) {empty} of shapenet_r2n2/{self.builder_config.name} would be empty: '
+          f'none of their objects is complete in {manual_dir} (skipped: '
+          f'{ {s: counts[s] for s in empty} }). Check the manual dir layout:\n'
+          + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    return {split: self._generate_examples(manual_dir, v) for split, v in kept.items()}
+
+  def _wanted_ids(self, manual_dir: str) -> dict[str, list[splits.ObjectId]]:
+    config = self.builder_config
+    splits.check_synsets(config.synsets, f'builder config {config.name}')
+    if config.split_kind == 'r2n2':
+      if self._split_file is not None:
+        raise ValueError(f'split_file applies to the pix2vox configs, not {config.name}')
+      return splits.r2n2_split(
+          {s: objects.list_model_ids(manual_dir, s) for s in config.synsets})
+    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE,
+                                  config.synsets)
+
+  def _generate_examples(self, manual_dir: str,
+                         object_ids: Sequence[splits.ObjectId]) -> Iterator[tuple[str, dict]]:
+    """Streams one example per object, reading its files only when it is reached."""
+    for synset, model_id in object_ids:
+      label = splits.SYNSETS.index(synset)
+      yield f'{synset}_{model_id}', objects.load_example(manual_dir, synset, model_id, label)
+
+
+def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
+  """The manual dir as a str, or a FileNotFoundError saying how to fill it."""
+  try:
+    manual_dir = os.fspath(dl_manager.manual_dir)
+  except AssertionError as e:  # TFDS asserts the manual dir exists and is non-empty.
+    raise FileNotFoundError(f'{e}\n\nShapeNet data not found. {MANUAL_DOWNLOAD_INSTRUCTIONS}')
+  if not any(os.path.isdir(os.path.join(manual_dir, d))
+             for d in (objects.RENDERING, objects.VOXELS)):
+    raise FileNotFoundError(
+        f'{manual_dir} has neither {objects.RENDERING}/ nor {objects.VOXELS}/. '
+        + MANUAL_DOWNLOAD_INSTRUCTIONS)
+  return manual_dir
+
+
+def _check_objects(manual_dir: str, split: str, object_ids: Sequence[splits.ObjectId]
+                   ) -> tuple[list[splits.ObjectId], dict[str, list[str]]]:
+  """Splits ids into complete objects and skipped ones {reason: ['synset/model_id']}.
+
+  Warns once per skipped object (missing ones: the first few, then one summary).
+  """
+  kept, skipped = [], {}
+  for synset, model_id in object_ids:
+    reason = objects.skip_reason(manual_dir, synset, model_id)
+    if reason is None:
+      kept.append((synset, model_id))
+      continue
+    skipped.setdefault(reason, []).append(f'{synset}/{model_id}')
+    if reason != 'not_in_manual_dir' or len(skipped[reason]) <= _MAX_MISSING_WARNINGS:
+      logging.warning('shapenet_r2n2 %s: skipping %s/%s: %s.', split, synset, model_id,
+                      objects.SKIP_REASONS[reason])
+  missing = len(skipped.get('not_in_manual_dir', []))
+  if missing > _MAX_MISSING_WARNINGS:
+    logging.warning('shapenet_r2n2 %s: skipped %d split ids in all that are not in %s '
+                    '(warned about the first %d).', split, missing, manual_dir,
+                    _MAX_MISSING_WARNINGS)
+  return kept, skipped

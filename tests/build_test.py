@@ -1,0 +1,79 @@
+"""Tests for the dataset build command refine3d_jax.data.build."""
+
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from refine3d_jax.data import build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired')
+needs_sample = pytest.mark.skipif(
+    not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}')
+
+
+def run_command(*args, cwd=ROOT):
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  return subprocess.run([sys.executable, '-m', 'refine3d_jax.data.build', *args], cwd=cwd,
+                        env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_import_defines_no_flags_and_imports_no_builder():
+  code = ('import sys; from absl import flags; import refine3d_jax.data.build as b; '
+          'assert b.__file__.startswith(sys.argv[1]), b.__file__; '
+          'assert not {"dataset", "data_dir", "manual_dir"} & set(flags.FLAGS), "flags"; '
+          'assert not [m for m in sys.modules if "synthetic_shapes" in m or "shapenet_r2n2" in m]')
+  result = subprocess.run([sys.executable, '-c', code, ROOT], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 0, result.stderr[-2000:]
+
+
+@needs_sample
+def test_command_builds_the_sample(tmp_path):
+  result = run_command('--dataset=shapenet_r2n2', '--builder_config=r2n2_5class',
+                       f'--manual_dir={SAMPLE}', f'--data_dir={tmp_path}')
+  assert result.returncode == 0, result.stderr[-3000:]
+  path = os.path.join(tmp_path, 'shapenet_r2n2', 'r2n2_5class', '1.0.0')
+  assert f'shapenet_r2n2/r2n2_5class built in {path}' in result.stdout
+  # 5 classes present in the sample: 7 chairs -> 5/2, 1 bench -> test, 1 watercraft -> test.
+  assert 'train: 5 examples (skipped: none)' in result.stdout
+  assert 'test: 4 examples (skipped: none)' in result.stdout
+  assert 'time: ' in result.stdout
+  assert 'Generating train examples' in result.stderr  # the progress bar
+  again = build.build('shapenet_r2n2', str(tmp_path), 'r2n2_5class', SAMPLE)
+  assert again['reused'] and again['splits'] == {'train': 5, 'test': 4}
+
+
+@needs_sample
+def test_build_reports_skips(tmp_path):
+  summary = build.build('shapenet_r2n2', str(tmp_path), 'pix2vox_5class', SAMPLE)
+  # The shipped Pix2Vox split names thousands of objects the sample lacks.
+  assert summary['splits'] == {'train': 2, 'val': 1, 'test': 6}
+  assert summary['skipped']['train']['not_in_manual_dir'] > 1000
+  text = build.format_summary('shapenet_r2n2', summary)
+  assert 'train: 2 examples (skipped: not_in_manual_dir=' in text
+
+
+def test_missing_manual_dir_says_what_to_download(tmp_path):
+  result = run_command('--dataset=shapenet_r2n2', f'--manual_dir={tmp_path}/none',
+                       f'--data_dir={tmp_path}')
+  assert result.returncode != 0
+  assert f'{tmp_path}/none does not exist' in result.stderr
+  assert 'ShapeNetRendering.tgz' in result.stderr and 'ShapeNetVox32.tgz' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_synthetic_shapes_dispatch(monkeypatch):
+  name = 'refine3d_jax.data.synthetic_shapes'
+  monkeypatch.setitem(sys.modules, name, None)  # as if the package were absent
+  with pytest.raises(ModuleNotFoundError, match='not in this checkout'):
+    build.builder_class('synthetic_shapes')
+  fake = types.ModuleType(name)
+  fake.SyntheticShapes = type('SyntheticShapes', (), {})
+  monkeypatch.setitem(sys.modules, name, fake)
+  assert build.builder_class('synthetic_shapes') is fake.SyntheticShapes
+  with pytest.raises(ValueError, match='unknown --dataset'):
+    build.builder_class('imagenet')
