@@ -30,9 +30,8 @@ _CITATION = """\
 """
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the 3D-R2N2 release of ShapeNet (ShapeNet terms of use: non-commercial research),
-the two official archives ShapeNetRendering.tgz and ShapeNetVox32.tgz
-(http://cvgl.stanford.edu/data2/ShapeNetRendering.tgz, http://cvgl.stanford.edu/data2/ShapeNetVox32.tgz),
-and extract both into the manual dir (`--manual_dir`, default <data_dir>/downloads/manual):
+the two official archives ShapeNetRendering.tgz and ShapeNetVox32.tgz (from the 3D-R2N2
+project page), and extract both into the manual dir (`--manual_dir`, default <data_dir>/downloads/manual):
   <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/{00..23}.png
   <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/rendering_metadata.txt
   <manual_dir>/ShapeNetVox32/<synset>/<model_id>/model.binvox
