@@ -1,0 +1,73 @@
+"""One synthetic object, from (seed, split, index) alone: any object can be made independently."""
+
+import struct
+from typing import Any
+import zlib
+
+import numpy as np
+
+from refine3d_jax.data.synthetic_shapes import camera as camera_lib
+from refine3d_jax.data.synthetic_shapes import render
+from refine3d_jax.data.synthetic_shapes import shapes
+
+SPLITS = ('train', 'validation', 'test')
+# Base colours per category, jittered per object.
+_COLOURS = {'chair': (0.75, 0.45, 0.25), 'table': (0.55, 0.40, 0.30), 'lamp': (0.85, 0.80, 0.45),
+            'car': (0.70, 0.15, 0.15), 'aeroplane': (0.75, 0.78, 0.85)}
+
+
+def object_rng(seed: int, split: str, index: int) -> np.random.Generator:
+  """The object's own generator, independent of generation order."""
+  return np.random.default_rng([seed, SPLITS.index(split), index])
+
+
+def category_of(index: int) -> str:
+  """Categories cycle with the index, so every split is balanced."""
+  return shapes.CATEGORY_NAMES[index % len(shapes.CATEGORY_NAMES)]
+
+
+def make_object(seed: int, split: str, index: int) -> dict[str, Any]:
+  """Arrays of one object: images [24, 137, 137, 4] uint8, camera [24, 5], voxels [32]^3, ...
+
+  Also returns `side`, the voxel grid's side in the object's (unit-diagonal) frame.
+  """
+  rng = object_rng(seed, split, index)
+  category = category_of(index)
+  parts, side = shapes.normalize(shapes.CATEGORIES[category](rng))
+  camera = camera_lib.sample_cameras(rng)
+  colour = np.clip(np.array(_COLOURS[category]) + rng.uniform(-0.15, 0.15, 3), 0.05, 1.0)
+  return {
+      'images': render.render(parts, camera, colour),
+      'camera': camera,
+      'voxels': render.voxelize(parts, side),
+      'label': category,
+      'synset': category,
+      'model_id': f'{index:06d}',
+      'side': side,
+  }
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+  return (struct.pack('>I', len(data)) + tag + data
+          + struct.pack('>I', zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+  """PNG bytes of an [H, W, 4] uint8 RGBA image.
+
+  Written directly (filter 'none', zlib level 1): 4x faster than PIL, and encoding the
+  24 views is a large part of the build time.
+  """
+  h, w, _ = image.shape
+  rows = np.concatenate([np.zeros((h, 1), np.uint8), image.reshape(h, w * 4)], 1)
+  return (b'\x89PNG\r\n\x1a\n'
+          + _chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 6, 0, 0, 0))
+          + _chunk(b'IDAT', zlib.compress(rows.tobytes(), 1)) + _chunk(b'IEND', b''))
+
+
+def make_example(seed: int, split: str, index: int) -> tuple[str, dict[str, Any]]:
+  """(key, TFDS example) with PNG-encoded views, ready for `features.features`."""
+  obj = make_object(seed, split, index)
+  obj.pop('side')
+  obj['images'] = [encode_png(im) for im in obj['images']]
+  return f'{obj["synset"]}/{obj["model_id"]}', obj

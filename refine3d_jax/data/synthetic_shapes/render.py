@@ -1,0 +1,164 @@
+"""Vectorised ray casting and voxelization of analytic primitives (numpy).
+
+Rays are only cast where they can hit: each primitive's bounding box is projected into every
+view and the (view, primitive, pixel) pairs inside it are intersected in one batched call per
+primitive kind (a few hundred thousand pairs instead of 24 x 137^2 x primitives). A
+depth sort keeps the nearest hit per pixel, whose normal gives Lambertian shading.
+Voxelization likewise samples each primitive only inside its bounding box.
+"""
+
+import numpy as np
+
+from refine3d_jax.data import features
+from refine3d_jax.data.synthetic_shapes import camera as camera_lib
+from refine3d_jax.data.synthetic_shapes import shapes
+
+_AMBIENT, _KEY, _SKY = 0.28, 0.52, 0.25
+_KEY_CAM = np.array([-0.45, 0.55, -0.70]) / np.linalg.norm([-0.45, 0.55, -0.70])
+_KINDS = ('box', 'cylinder', 'ellipsoid')
+
+
+def _dot(a, b):
+  # Column sums: numpy reductions over a short last axis are slow.
+  return a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2]
+
+
+def _max3(a):
+  return np.maximum(np.maximum(a[:, 0], a[:, 1]), a[:, 2])
+
+
+def _min3(a):
+  return np.minimum(np.minimum(a[:, 0], a[:, 1]), a[:, 2])
+
+
+def _box_hit(o, d, p):
+  """Entry distance [N] (inf: miss) and normal [N, 3] of rays o, d [N, 3] into boxes p [N, 6]."""
+  dd = np.where(np.abs(d) < 1e-12, 1e-12, d)
+  t1 = (p[:, :3] - p[:, 3:] - o) / dd
+  t2 = (p[:, :3] + p[:, 3:] - o) / dd
+  near = np.minimum(t1, t2)
+  tmin, tmax = _max3(near), _min3(np.maximum(t1, t2))
+  ax = np.where(near[:, 0] == tmin, 0, np.where(near[:, 1] == tmin, 1, 2))
+  n = np.zeros_like(o)
+  n[np.arange(len(o)), ax] = -np.sign(dd[np.arange(len(o)), ax])
+  return np.where((tmax >= tmin) & (tmin > 0), tmin, np.inf), n
+
+
+def _cylinder_hit(o, d, p):
+  """As `_box_hit` for finite cylinders p [N, 8] (centre, unit axis, radius, half length)."""
+  c, a, r, h = p[:, :3], p[:, 3:6], p[:, 6], p[:, 7]
+  oc = o - c
+  da, oa = _dot(d, a), _dot(oc, a)
+  dp, op = d - da[:, None] * a, oc - oa[:, None] * a
+  qa = np.maximum(_dot(dp, dp), 1e-18)
+  qb, qc = _dot(op, dp), _dot(op, op) - r ** 2
+  disc = qb ** 2 - qa * qc
+  sq = np.sqrt(np.maximum(disc, 0.0))
+  t0, t1 = (-qb - sq) / qa, (-qb + sq) / qa
+  das = np.where(np.abs(da) < 1e-12, 1e-12, da)
+  s1, s2 = (-h - oa) / das, (h - oa) / das
+  smin = np.minimum(s1, s2)
+  entry, exit_ = np.maximum(t0, smin), np.minimum(t1, np.maximum(s1, s2))
+  cap = smin > t0
+  n = np.where(cap[:, None], -np.sign(das)[:, None] * a, op + entry[:, None] * dp)
+  return np.where((disc >= 0) & (entry <= exit_) & (entry > 0), entry, np.inf), n
+
+
+def _ellipsoid_hit(o, d, p):
+  """As `_box_hit` for axis-aligned ellipsoids p [N, 6] (centre, radii)."""
+  o2, d2 = (o - p[:, :3]) / p[:, 3:], d / p[:, 3:]
+  qa, qb, qc = _dot(d2, d2), _dot(o2, d2), _dot(o2, o2) - 1.0
+  disc = qb ** 2 - qa * qc
+  t = (-qb - np.sqrt(np.maximum(disc, 0.0))) / qa
+  n = (o2 + t[:, None] * d2) / p[:, 3:]
+  return np.where((disc >= 0) & (t > 0), t, np.inf), n
+
+
+_HITS = {'box': _box_hit, 'cylinder': _cylinder_hit, 'ellipsoid': _ellipsoid_hit}
+
+
+def _ray_pairs(lo, hi, camera, size):
+  """(view [N], primitive [N], x [N], y [N]) for pixels inside each primitive's projected box."""
+  corners = np.stack(np.meshgrid([0, 1], [0, 1], [0, 1], indexing='ij'), -1).reshape(8, 3)
+  pts = np.where(corners[None], hi[:, None], lo[:, None]).reshape(-1, 3)  # [P * 8, 3]
+  px = camera_lib.project(pts, camera, size).reshape(len(camera), len(lo), 8, 2)
+  x0 = np.clip(np.floor(px[..., 0].min(-1)), 0, size).astype(np.int64).ravel()
+  x1 = np.clip(np.ceil(px[..., 0].max(-1)), 0, size).astype(np.int64).ravel()
+  y0 = np.clip(np.floor(px[..., 1].min(-1)), 0, size).astype(np.int64).ravel()
+  y1 = np.clip(np.ceil(px[..., 1].max(-1)), 0, size).astype(np.int64).ravel()
+  w, counts = x1 - x0, (x1 - x0) * (y1 - y0)
+  rep = np.repeat(np.arange(len(counts)), counts)
+  k = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+  return rep // len(lo), rep % len(lo), x0[rep] + k % w[rep], y0[rep] + k // w[rep]
+
+
+def render(parts: list, camera: np.ndarray, colour: np.ndarray,
+           size: int = features.IMAGE_SIZE) -> np.ndarray:
+  """RGBA views [V, size, size, 4] uint8 of primitives `parts` through cameras [V, 5].
+
+  Background is transparent (alpha 0); covered pixels have alpha 255.
+  """
+  centre, rot = camera_lib.frames(camera.astype(np.float64))
+  ts, normals, pixels, views = [], [], [], []
+  for kind in _KINDS:
+    params = np.array([p for k, p in parts if k == kind])
+    if not len(params):
+      continue
+    lo, hi = shapes.part_bounds(kind, params)
+    v, i, x, y = _ray_pairs(lo, hi, camera, size)
+    xn = (x + 0.5 - size / 2) / camera_lib.FOCAL_PX
+    yn = (size / 2 - y - 0.5) / camera_lib.FOCAL_PX
+    r = rot[v]
+    d = xn[:, None] * r[:, 0] + yn[:, None] * r[:, 1] + r[:, 2]
+    t, n = _HITS[kind](centre[v], d, params[i])
+    hit = np.isfinite(t)
+    ts.append(t[hit])
+    normals.append(n[hit])
+    pixels.append((v * size + y)[hit] * size + x[hit])
+    views.append(v[hit])
+  t, n, pix, v = (np.concatenate(a) for a in (ts, normals, pixels, views))
+  # Per pixel, nearest first: one float sort key (t < 4 always: camera within 1.7 of the object).
+  order = np.argsort(pix + t / 4.0)
+  pix, n, v = pix[order], n[order], v[order]
+  first = np.r_[True, pix[1:] != pix[:-1]]
+  pix, n, v = pix[first], n[first], v[first]
+  n /= np.sqrt(np.maximum(_dot(n, n), 1e-24))[:, None]
+  key = _KEY_CAM @ rot  # [V, 3]: the key light follows the camera (upper left)
+  shade = _AMBIENT + _KEY * np.maximum(_dot(n, key[v]), 0) + _SKY * np.maximum(n[:, 1], 0)
+  out = np.zeros((len(camera) * size * size, 4), np.uint8)
+  out[pix, :3] = np.round(np.clip(shade[:, None] * colour, 0, 1) * 255)
+  out[pix, 3] = 255
+  return out.reshape(len(camera), size, size, 4)
+
+
+def _inside(kind, p, pts):
+  """[N] bool: points [N, 3] inside one primitive p."""
+  q = pts - p[:3]
+  if kind == 'box':
+    return np.all(np.abs(q) <= p[3:6], -1)
+  if kind == 'cylinder':
+    qa = q @ p[3:6]
+    return (np.abs(qa) <= p[7]) & ((q * q).sum(-1) - qa ** 2 <= p[6] ** 2)
+  return ((q / p[3:6]) ** 2).sum(-1) <= 1.0
+
+
+def voxelize(parts: list, side: float, size: int = features.VOXEL_SIZE, samples: int = 3,
+             threshold: float = 0.25) -> np.ndarray:
+  """[size]^3 bool occupancy (axes x, y up, z) of the cube of `side` centred at 0.
+
+  A voxel is occupied when at least `threshold` of its samples^3 sub-points are inside.
+  """
+  n = size * samples
+  sub = np.zeros((n, n, n), bool)
+  coord = (np.arange(n) + 0.5) / n * side - side / 2
+  for kind, p in parts:
+    lo, hi = shapes.part_bounds(kind, p[None])
+    i0 = np.clip(np.searchsorted(coord, lo[0]), 0, n)
+    i1 = np.clip(np.searchsorted(coord, hi[0], side='right'), 0, n)
+    axes = [coord[a:b] for a, b in zip(i0, i1)]
+    pts = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
+    inside = _inside(kind, p, pts).reshape([len(a) for a in axes])
+    sub[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]] |= inside
+  count = sub.reshape(size, samples, size * samples * size, samples).sum(3, dtype=np.uint8)
+  count = count.reshape(size, samples, size, samples, size).sum((1, 3), dtype=np.uint8)
+  return count >= threshold * samples ** 3
