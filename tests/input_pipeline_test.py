@@ -2,6 +2,7 @@
 
 import itertools
 
+from absl import flags
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -252,3 +253,25 @@ def test_examples_per_second(built_dataset):
   config = make_config(built_dataset)
   config.train.batch_size = 2
   assert ip.examples_per_second(config, 2, num_batches=3, warmup=1) > 0
+
+
+def test_worker_processes_give_the_same_batches_and_resume(built_dataset):
+  # grain's mp_prefetch reads an absl flag: a real main() parses flags via app.run.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  config = make_config(built_dataset)
+  config.train.batch_size = 4
+  expected = take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 4)
+  config.data.num_workers = 2
+  it = iter(ip.train_dataset(config, shard_index=0, shard_count=1))
+  got = take(it, 2)
+  state = it.get_state()
+  got += take(it, 2)
+  it.close()
+  resumed = iter(ip.train_dataset(config, shard_index=0, shard_count=1))
+  resumed.set_state(state)
+  got += take(resumed, 2)
+  resumed.close()
+  for a, b in zip(expected + expected[2:], got):
+    np.testing.assert_array_equal(a['images'], b['images'])
+    np.testing.assert_array_equal(a['index'], b['index'])
