@@ -18,6 +18,10 @@ Randomness is a pure function of (seed, epoch, record index) (training) or
 (data.eval_seed, record index, n) (evaluation 'random' views), so any worker count,
 thread count or restart draws the same views, crops, flips and colours.
 Only the chosen views' PNGs are decoded.
+
+data.num_workers > 0 (grain mp_prefetch) gives the same batches as 0, but needs absl flags
+parsed first (main.py's app.run does it; grain reads one of its flags in the workers), and
+its iterator state has another format: resume with the worker count you saved with.
 """
 
 import copy
