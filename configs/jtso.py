@@ -36,6 +36,32 @@ def paper_model() -> ml_collections.ConfigDict:
   ))
 
 
+def data_config() -> ml_collections.ConfigDict:
+  """The input pipeline (refine3d_jax/input_pipeline.py): what to read and how."""
+  return ml_collections.ConfigDict(dict(
+      dataset='synthetic_shapes',       # TFDS builder: 'shapenet_r2n2' or 'synthetic_shapes'
+      builder_config='',                # '' = the builder's default config
+      data_dir='~/tensorflow_datasets',  # TFDS data dir (~ expanded); build into it with
+                                         # python -m refine3d_jax.data.build
+      protocol='r2n2_127',              # 'r2n2_127' (R2N2/AttSets, 127 px crop) or
+                                        # 'pix2vox_224' (centre 128 crop -> 224); the result
+                                        # is resized to model.image_size when it differs
+      train_background=(225, 255),      # alpha-0 pixels: random colour per channel, inclusive
+      test_background=240,              # alpha-0 pixels at evaluation
+      color_jitter=0.0,                 # brightness/contrast/saturation factor in 1 +- this
+                                        # (training only; Pix2Vox: 0.4, R2N2: 0)
+      mean=(0.0, 0.0, 0.0),             # images: (x / 255 - mean) / std per RGB channel
+      std=(1.0, 1.0, 1.0),              # (R2N2: x / 255; Pix2Vox: mean = std = 0.5)
+      min_views=0,                      # > 0: training views per object drawn from
+                                        # [min_views, train.num_views], padded, mask False
+      eval_views='first_n',             # 'first_n' (views 00..n-1) or 'random' (seeded)
+      eval_seed=0,                      # seed of the 'random' eval views
+      num_workers=0,                    # grain worker processes; 0 = in this process
+      num_threads=4,                    # reader threads (per worker process)
+      prefetch=4,                       # batches buffered (per worker process)
+  ))
+
+
 PRESETS = ('quick', 'paper', 'tiny')
 
 
@@ -58,6 +84,8 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.view_counts = (1, 2, 3, 4, 5, 8, 12, 16, 20)
+
+  config.data = data_config()
 
   if preset == 'quick':
     config.model.update(
@@ -89,4 +117,6 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     config.train.num_epochs = 1
     config.train.lr_decay_epochs = ()
     config.eval.view_counts = (1, 2)
+  if preset == 'paper':
+    config.data.update(dataset='shapenet_r2n2', builder_config='pix2vox')
   return config

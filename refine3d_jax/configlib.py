@@ -11,6 +11,10 @@ import ml_collections
 
 FUSIONS = ('self_attention', 'attsets')
 DTYPES = ('float32', 'bfloat16')
+DATASETS = ('shapenet_r2n2', 'synthetic_shapes')  # as refine3d_jax.data.build.DATASETS
+PROTOCOLS = ('r2n2_127', 'pix2vox_224')  # refine3d_jax.data.transforms.PROTOCOLS
+EVAL_VIEWS = ('first_n', 'random')
+NUM_VIEWS = 24  # views per object in every dataset
 
 
 class ConfigError(ValueError):
@@ -71,6 +75,51 @@ def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> N
   _check(model.dtype in DTYPES, k('dtype'), model.dtype, f'must be one of {DTYPES}')
 
 
+def _int_in(key: str, value: Any, lo: int, hi: int) -> None:
+  _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi, key,
+         value, f'must be an integer in [{lo}, {hi}]')
+
+
+def _floats(key: str, values: Any, n: int) -> None:
+  _check(isinstance(values, (tuple, list)) and len(values) == n
+         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
+         key, values, f'must be a tuple of {n} numbers')
+
+
+def validate_data(config: ml_collections.ConfigDict) -> None:
+  """Checks `config.data` (and the view counts it must serve); raises ConfigError."""
+  data = config.data
+  _check(data.dataset in DATASETS, 'data.dataset', data.dataset, f'must be one of {DATASETS}')
+  _check(isinstance(data.builder_config, str), 'data.builder_config', data.builder_config,
+         "must be a string ('' = the builder's default)")
+  _check(isinstance(data.data_dir, str) and data.data_dir, 'data.data_dir', data.data_dir,
+         'must be a non-empty path')
+  _check(data.protocol in PROTOCOLS, 'data.protocol', data.protocol,
+         f'must be one of {PROTOCOLS}')
+  bg = data.train_background
+  _check(isinstance(bg, (tuple, list)) and len(bg) == 2, 'data.train_background', bg,
+         'must be (low, high)')
+  _int_in('data.train_background[0]', bg[0], 0, 255)
+  _int_in('data.train_background[1]', bg[1], bg[0], 255)
+  _int_in('data.test_background', data.test_background, 0, 255)
+  _check(isinstance(data.color_jitter, (int, float)) and 0 <= data.color_jitter < 1,
+         'data.color_jitter', data.color_jitter, 'must be in [0, 1)')
+  _floats('data.mean', data.mean, 3)
+  _floats('data.std', data.std, 3)
+  _check(all(s > 0 for s in data.std), 'data.std', data.std, 'must be positive')
+  _int_in('train.num_views', config.train.num_views, 1, NUM_VIEWS)
+  _int_in('data.min_views', data.min_views, 0, config.train.num_views)
+  for i, n in enumerate(config.eval.view_counts):
+    _int_in(f'eval.view_counts[{i}]', n, 1, NUM_VIEWS)
+  _check(data.eval_views in EVAL_VIEWS, 'data.eval_views', data.eval_views,
+         f'must be one of {EVAL_VIEWS}')
+  _int_in('data.eval_seed', data.eval_seed, 0, 2**32 - 1)
+  _int_in('seed', config.seed, 0, 2**32 - 1)  # grain's shuffle seed
+  _int_in('data.num_workers', data.num_workers, 0, 1024)
+  _positive_int('data.num_threads', data.num_threads)
+  _positive_int('data.prefetch', data.prefetch)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks a whole experiment config; raises ConfigError naming the first bad key."""
   validate_model(config.model)
@@ -84,3 +133,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(0 < config.train.lr_decay_factor <= 1, 'train.lr_decay_factor',
          config.train.lr_decay_factor, 'must be in (0, 1]')
   _positive_ints('eval.view_counts', config.eval.view_counts)
+  validate_data(config)

@@ -48,6 +48,21 @@ def test_default_preset_is_quick():
     ('model.refiner_widths', (4, 4, 4, 4, 4, 4), r'6 poolings do not divide'),
     ('model.dtype', 'float16', r"config.model.dtype = 'float16'"),
     ('train.lr_decay_factor', 2.0, r'config.train.lr_decay_factor = 2.0'),
+    ('train.num_views', 25, r'config.train.num_views = 25: must be an integer in \[1, 24\]'),
+    ('eval.view_counts', (1, 30), r'config.eval.view_counts\[1\] = 30'),
+    ('data.dataset', 'imagenet', r"config.data.dataset = 'imagenet': must be one of"),
+    ('data.protocol', 'r2n2', r"config.data.protocol = 'r2n2': must be one of"),
+    ('data.train_background', (225, 256), r'config.data.train_background\[1\] = 256'),
+    ('data.train_background', (240, 225), r'config.data.train_background\[1\] = 225'),
+    ('data.test_background', -1, r'config.data.test_background = -1'),
+    ('data.color_jitter', 1.5, r'config.data.color_jitter = 1.5'),
+    ('data.std', (0.5, 0.0, 0.5), r'config.data.std = \(0.5, 0.0, 0.5\): must be positive'),
+    ('data.mean', (0.5,), r'config.data.mean = \(0.5,\): must be a tuple of 3 numbers'),
+    ('data.min_views', 4, r'config.data.min_views = 4: must be an integer in \[0, 3\]'),
+    ('data.eval_views', 'last_n', r"config.data.eval_views = 'last_n'"),
+    ('data.num_workers', -1, r'config.data.num_workers = -1'),
+    ('data.num_threads', 0, r'config.data.num_threads = 0'),
+    ('data.prefetch', 0, r'config.data.prefetch = 0'),
 ])
 def test_bad_values_name_their_key(key, value, message):
   config = jtso.get_config('paper')
@@ -55,6 +70,13 @@ def test_bad_values_name_their_key(key, value, message):
   config[section][name] = value
   with pytest.raises(configlib.ConfigError, match=message):
     configlib.validate(config)
+
+
+def test_data_defaults():
+  quick, paper = jtso.get_config('quick'), jtso.get_config('paper')
+  assert (quick.data.dataset, quick.data.builder_config) == ('synthetic_shapes', '')
+  assert (paper.data.dataset, paper.data.builder_config) == ('shapenet_r2n2', 'pix2vox')
+  assert paper.data.protocol == 'r2n2_127' and paper.data.test_background == 240
 
 
 def test_create_model_validates():

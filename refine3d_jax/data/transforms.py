@@ -1,0 +1,111 @@
+"""Pure per-view numpy image functions: PNG decode, crop, background, flip, resize, jitter.
+
+Each function takes and returns one view (no batch axis) and draws no random numbers;
+the input pipeline samples the parameters (crop offset, background colour, ...) and
+passes them in, so every function here is deterministic and testable on its own.
+
+The input protocols (see PROTOCOLS and /work/shared/PROTOCOL.md):
+  r2n2_127     R2N2 / AttSets / Refine3DNet code: a 127x127 crop of the 137x137 view,
+               train at a random offset 0..9 per axis + random horizontal flip,
+               test at the centre (offset 5).
+  pix2vox_224  Pix2Vox family: the centre 128x128 crop (offset 4) resized to 224x224;
+               train adds colour jitter and a random flip.
+Both replace alpha-0 pixels with a background colour (train: random in [225, 255] per
+channel; test: 240), as the peers do (not alpha blending).
+"""
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """How a 137x137 view becomes the protocol's square input.
+
+  crop: side of the square crop; size: side after resizing the crop (the protocol's
+  input size); train_offsets: train crop offsets are drawn from 0..train_offsets per
+  axis (0 = always the centre); center_offset: the crop offset at test time (and in
+  training when train_offsets is 0); train_flip: random horizontal flip in training.
+  """
+  crop: int
+  size: int
+  train_offsets: int
+  center_offset: int
+  train_flip: bool
+
+
+PROTOCOLS = {
+    'r2n2_127': Protocol(crop=127, size=127, train_offsets=9, center_offset=5, train_flip=True),
+    'pix2vox_224': Protocol(crop=128, size=224, train_offsets=0, center_offset=4,
+                            train_flip=True),
+}
+
+
+def decode_png(data: bytes) -> np.ndarray:
+  """PNG bytes -> uint8 [H, W, 4] RGBA (RGB and grey inputs get an opaque alpha).
+
+  Raises ValueError (with PIL's reason) for bytes that are not a readable image.
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()
+      rgba = image.convert('RGBA')
+  except Exception as e:  # PIL raises many types for corrupt files.
+    raise ValueError(f'corrupt PNG ({type(e).__name__}: {e})') from e
+  return np.asarray(rgba)
+
+
+def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+  """[H, W, C] -> [size, size, C], the square whose top-left corner is (top, left)."""
+  h, w = image.shape[:2]
+  if not (0 <= top <= h - size and 0 <= left <= w - size):
+    raise ValueError(f'crop {size}x{size} at ({top}, {left}) leaves the {h}x{w} image')
+  return image[top:top + size, left:left + size]
+
+
+def composite_background(rgba: np.ndarray, color) -> np.ndarray:
+  """uint8 [H, W, 4] -> uint8 [H, W, 3]: pixels with alpha 0 get `color` (3 ints)."""
+  rgb = rgba[..., :3].copy()
+  rgb[rgba[..., 3] == 0] = np.asarray(color, np.uint8)
+  return rgb
+
+
+def flip_horizontal(image: np.ndarray) -> np.ndarray:
+  """[H, W, C] mirrored left-right."""
+  return image[:, ::-1]
+
+
+def resize(rgb: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [H, W, 3] -> uint8 [size, size, 3] with PIL bilinear (antialiased when shrinking);
+  returned unchanged when it already has that size."""
+  if rgb.shape[:2] == (size, size):
+    return rgb
+  image = Image.fromarray(np.ascontiguousarray(rgb))
+  return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+
+
+def to_float(rgb: np.ndarray) -> np.ndarray:
+  """uint8 [H, W, 3] -> float32 [H, W, 3] in [0, 1]."""
+  return rgb.astype(np.float32) / np.float32(255)
+
+
+def color_jitter(x: np.ndarray, brightness: float, contrast: float,
+                 saturation: float) -> np.ndarray:
+  """float32 [H, W, 3] in [0, 1], jittered by multiplicative factors (1 = unchanged), as
+  torchvision / Pix2Vox: brightness scales, contrast blends with the mean grey, saturation
+  blends with the per-pixel grey; clipped back to [0, 1]."""
+  grey_weights = np.asarray([0.299, 0.587, 0.114], np.float32)
+  x = x * np.float32(brightness)
+  mean_grey = (x @ grey_weights).mean()
+  x = (x - mean_grey) * np.float32(contrast) + mean_grey
+  grey = (x @ grey_weights)[..., None]
+  x = (x - grey) * np.float32(saturation) + grey
+  return np.clip(x, 0, 1).astype(np.float32)
+
+
+def normalize(x: np.ndarray, mean, std) -> np.ndarray:
+  """float32 [H, W, 3] in [0, 1] -> (x - mean) / std per channel, float32."""
+  return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)

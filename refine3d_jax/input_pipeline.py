@@ -1,0 +1,331 @@
+"""Input pipeline: grain over TFDS array_record data sources, with the view protocols.
+
+  source = open_source(config.data, 'train')      # PNGs stay encoded (SkipDecoding)
+  it = iter(train_dataset(config))                # endless, shuffled, per-host batches
+  state = it.get_state(); ...; it.set_state(state)  # resumes exactly the same batches
+  for batch in eval_dataset(config, 'test', num_views=5): ...   # one pass, in order
+
+A batch is a dict of numpy arrays (B = per-host batch, n = views per example):
+  images [B, n, S, S, 3] float32   normalised with data.mean / data.std, S = model.image_size
+  mask   [B, n] bool               True = real view; False = zero padding (mixed view counts)
+  views  [B, n] int32              which of the 24 views each slot holds (-1 = padding)
+  voxels [B, 32, 32, 32] bool      occupancy (cast in the loss)
+  label  [B] int32                 class index
+  index  [B] int32                 record index in the split (-1 for eval padding)
+  valid  [B] bool                  False only for the examples padding the last eval batch
+
+Randomness is a pure function of (seed, epoch, record index) (training) or
+(data.eval_seed, record index, n) (evaluation 'random' views), so any worker count,
+thread count or restart draws the same views, crops, flips and colours.
+Only the chosen views' PNGs are decoded.
+
+data.num_workers > 0 (grain mp_prefetch) gives the same batches as 0, but needs absl flags
+parsed first (main.py's app.run does it; grain reads one of its flags in the workers), and
+its iterator state has another format: resume with the worker count you saved with.
+"""
+
+import copy
+import dataclasses
+import functools
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from refine3d_jax.data import features
+from refine3d_jax.data import transforms
+
+TRAIN_SPLIT = 'train'
+EVAL_VIEWS = ('first_n', 'random')
+
+
+class SkipDecoding(tfds.decode.SkipDecoding):
+  """Keeps a feature encoded: `images` stays 24 PNG byte strings. TFDS 4.9.10's own
+  SkipDecoding fails on the numpy (no TensorFlow) path; this override does not."""
+
+  def decode_batch_example_np(self, example):
+    return example
+
+
+def dataset_dir(dataset: str, builder_config: str, data_dir: str) -> str:
+  """`<data_dir>/<dataset>/<config>/<version>`; builder_config '' = the builder's default."""
+  from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+  cls = build.builder_class(dataset)
+  if not builder_config and cls.BUILDER_CONFIGS:
+    builder_config = cls.default_builder_config.name
+  return os.path.join(os.path.expanduser(data_dir), dataset, builder_config or '',
+                      str(cls.VERSION))
+
+
+def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:
+  """The random-access data source of `split` of `data.dataset`, images left as PNG bytes.
+
+  Raises FileNotFoundError (saying how to build it) when the dataset is not built, and
+  ValueError naming the available splits for an unknown split.
+  """
+  path = dataset_dir(data.dataset, data.builder_config, data.data_dir)
+  if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+    config_flag = f' --builder_config={data.builder_config}' if data.builder_config else ''
+    raise FileNotFoundError(
+        f'dataset {data.dataset} is not built in {path} (config.data.data_dir = '
+        f'{data.data_dir!r}); build it with: python -m refine3d_jax.data.build '
+        f'--dataset={data.dataset}{config_flag} --data_dir={data.data_dir} '
+        '(shapenet_r2n2 also needs --manual_dir=<extracted ShapeNet>)')
+  builder = tfds.builder_from_directory(path)
+  if split not in builder.info.splits:
+    raise ValueError(f'{path} has no split {split!r}; it has {sorted(builder.info.splits)}')
+  return builder.as_data_source(split, decoders={'images': SkipDecoding()})
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewOptions:
+  """Static preprocessing options of one pipeline (picklable, for grain workers)."""
+  protocol: str
+  image_size: int          # output side S (config.model.image_size)
+  train: bool
+  train_background: tuple[int, int]
+  test_background: int
+  color_jitter: float
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+
+
+def view_options(config: ml_collections.ConfigDict, train: bool) -> ViewOptions:
+  """ViewOptions from config.data and config.model.image_size."""
+  d = config.data
+  return ViewOptions(d.protocol, config.model.image_size, train, tuple(d.train_background),
+                     d.test_background, float(d.color_jitter), tuple(d.mean), tuple(d.std))
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewParams:
+  """The random choices for one view (or the fixed ones at test time)."""
+  top: int
+  left: int
+  flip: bool
+  background: tuple[int, int, int]
+  jitter: tuple[float, float, float]  # brightness, contrast, saturation factors
+
+
+def sample_view_params(opts: ViewOptions, rng: np.random.Generator | None) -> ViewParams:
+  """Training (rng given, opts.train): random offset, flip, background, jitter; else the
+  protocol's centre crop and the test background."""
+  p = transforms.PROTOCOLS[opts.protocol]
+  if not opts.train:
+    bg = (opts.test_background,) * 3
+    return ViewParams(p.center_offset, p.center_offset, False, bg, (1.0, 1.0, 1.0))
+  if p.train_offsets:
+    top, left = (int(o) for o in rng.integers(0, p.train_offsets + 1, size=2))
+  else:
+    top = left = p.center_offset
+  flip = bool(p.train_flip and rng.random() < 0.5)
+  lo, hi = opts.train_background
+  bg = tuple(int(c) for c in rng.integers(lo, hi + 1, size=3))
+  j = opts.color_jitter
+  jitter = tuple(float(f) for f in rng.uniform(1 - j, 1 + j, size=3)) if j else (1.0,) * 3
+  return ViewParams(top, left, flip, bg, jitter)
+
+
+def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.ndarray:
+  """uint8 [137, 137, 4] -> uint8 [S, S, 3]: crop, background, flip, resize (one resize,
+  straight from the crop to S, also when S differs from the protocol's size)."""
+  p = transforms.PROTOCOLS[opts.protocol]
+  rgb = transforms.composite_background(
+      transforms.crop(rgba, params.top, params.left, p.crop), params.background)
+  if params.flip:
+    rgb = transforms.flip_horizontal(rgb)
+  return transforms.resize(rgb, opts.image_size)
+
+
+def finish_view(rgb: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.ndarray:
+  """uint8 [S, S, 3] -> float32 [S, S, 3]: colour jitter (if any), then mean/std."""
+  x = transforms.to_float(rgb)
+  if params.jitter != (1.0, 1.0, 1.0):
+    x = transforms.color_jitter(x, *params.jitter)
+  return transforms.normalize(x, opts.mean, opts.std)
+
+
+def decode_view(example: dict[str, Any], view: int) -> np.ndarray:
+  """uint8 [137, 137, 4] of one view; a corrupt PNG raises naming the object and view."""
+  try:
+    return transforms.decode_png(example['images'][view])
+  except ValueError as e:
+    raise ValueError(f'object {_text(example["synset"])}/{_text(example["model_id"])} '
+                     f'view {view:02d}: {e}') from e
+
+
+def _text(value: Any) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def make_example(example: dict[str, Any], record: int, views: Sequence[int], max_views: int,
+                 opts: ViewOptions, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+  """One source example -> model inputs with `views` decoded, padded to `max_views`.
+
+  Returns images [max_views, S, S, 3] float32 (zeros past len(views)), mask [max_views]
+  bool, views [max_views] int32 (-1 past len(views)), voxels [32, 32, 32] bool,
+  label / index int32, valid bool.
+  """
+  s = opts.image_size
+  images = np.zeros((max_views, s, s, 3), np.float32)
+  view_ids = np.full(max_views, -1, np.int32)
+  view_ids[:len(views)] = views
+  for i, view in enumerate(views):
+    params = sample_view_params(opts, rng)
+    images[i] = finish_view(view_pixels(decode_view(example, int(view)), opts, params), opts,
+                            params)
+  return {
+      'images': images,
+      'mask': np.arange(max_views) < len(views),
+      'views': view_ids,
+      'voxels': np.asarray(example['voxels'], bool),
+      'label': np.int32(example['label']),
+      'index': np.int32(record),
+      'valid': np.bool_(True),
+  }
+
+
+def padding_example(max_views: int, image_size: int) -> dict[str, np.ndarray]:
+  """A filler for the last eval batch: zero images, only view 0 marked real (the model
+  needs one real view per object to stay finite), valid False, index -1."""
+  return {
+      'images': np.zeros((max_views, image_size, image_size, 3), np.float32),
+      'mask': np.arange(max_views) < 1,
+      'views': np.where(np.arange(max_views) < 1, 0, -1).astype(np.int32),
+      'voxels': np.zeros((features.VOXEL_SIZE,) * 3, bool),
+      'label': np.int32(0),
+      'index': np.int32(-1),
+      'valid': np.bool_(False),
+  }
+
+
+def eval_views(protocol: str, num_views: int, seed: int, record: int) -> np.ndarray:
+  """int [num_views] distinct view indices: 'first_n' = 0..n-1; 'random' = a draw seeded
+  by (seed, record, num_views), the same every time."""
+  if protocol == 'first_n':
+    return np.arange(num_views)
+  if protocol == 'random':
+    rng = np.random.default_rng([seed, record, num_views])
+    return rng.choice(features.NUM_VIEWS, num_views, replace=False)
+  raise ValueError(f'unknown eval views protocol {protocol!r}; use one of {EVAL_VIEWS}')
+
+
+def _train_element(index: int, record: int, *, source, opts: ViewOptions, seed: int,
+                   epoch_length: int, min_views: int, max_views: int) -> dict[str, np.ndarray]:
+  """Element `index` of the endless shuffled stream (record `record`)."""
+  rng = np.random.default_rng([seed, index // epoch_length, int(record)])
+  n = int(rng.integers(min_views, max_views + 1)) if min_views else max_views
+  views = rng.choice(features.NUM_VIEWS, n, replace=False)
+  return make_example(source[int(record)], int(record), views, max_views, opts, rng)
+
+
+def _eval_element(position: int, *, source, opts: ViewOptions, views_protocol: str,
+                  seed: int, num_views: int, shard_index: int,
+                  shard_count: int) -> dict[str, np.ndarray]:
+  record = shard_index + position * shard_count
+  if record >= len(source):
+    return padding_example(num_views, opts.image_size)
+  views = eval_views(views_protocol, num_views, seed, record)
+  return make_example(source[record], record, views, num_views, opts, None)
+
+
+def shard(shard_index: int | None = None, shard_count: int | None = None) -> tuple[int, int]:
+  """(index, count) of this host's shard: jax.process_index()/process_count() by default."""
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f'shard_index {shard_index} not in [0, {shard_count})')
+  return shard_index, shard_count
+
+
+def per_host_batch(global_batch: int, shard_count: int) -> int:
+  """Examples per host and step; raises unless `global_batch` splits evenly."""
+  if global_batch % shard_count:
+    raise ValueError(f'config.train.batch_size = {global_batch} does not divide over '
+                     f'{shard_count} hosts')
+  return global_batch // shard_count
+
+
+def _iterate(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grain.IterDataset:
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
+                                            prefetch_buffer_size=data.prefetch))
+  if data.num_workers:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers,
+                                                     per_worker_buffer_size=data.prefetch))
+  return ds
+
+
+def train_dataset(config: ml_collections.ConfigDict, *, source=None,
+                  shard_index: int | None = None,
+                  shard_count: int | None = None) -> grain.IterDataset:
+  """Endless training batches of this host's shard of the train split.
+
+  Each epoch reshuffles the shard (seed config.seed + epoch) and drops its last partial
+  batch. Per-host batch = config.train.batch_size / shard_count; views per example =
+  config.train.num_views, or drawn from [data.min_views, train.num_views] and padded
+  (mask False) when data.min_views > 0. `iter(...)` gives a grain DatasetIterator with
+  get_state() / set_state().
+  """
+  shard_index, shard_count = shard(shard_index, shard_count)
+  batch = per_host_batch(config.train.batch_size, shard_count)
+  source = open_source(config.data, TRAIN_SPLIT) if source is None else source
+  records = grain.MapDataset.range(len(source))[shard_index::shard_count]
+  if len(records) < batch:
+    raise ValueError(f'shard {shard_index}/{shard_count} of the train split has '
+                     f'{len(records)} examples, fewer than one batch of {batch}')
+  element = functools.partial(
+      _train_element, source=source, opts=view_options(config, train=True), seed=config.seed,
+      epoch_length=len(records), min_views=config.data.min_views,
+      max_views=config.train.num_views)
+  ds = records.shuffle(seed=config.seed).map_with_index(element)
+  return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int,
+                    shard_count: int = 1) -> int:
+  """Training steps per epoch over a split of `num_examples` (the smallest shard)."""
+  return (num_examples // shard_count) // per_host_batch(config.train.batch_size, shard_count)
+
+
+def eval_dataset(config: ml_collections.ConfigDict, split: str, num_views: int, *,
+                 batch_size: int | None = None, source=None, shard_index: int | None = None,
+                 shard_count: int | None = None) -> grain.IterDataset:
+  """One in-order pass over this host's shard of `split`, `num_views` views per object
+  chosen by config.data.eval_views. Every batch is full (batch_size, default
+  config.train.batch_size, per host); the last is padded with `valid` False examples, and
+  every host gets the same number of batches (shards padded to the largest)."""
+  shard_index, shard_count = shard(shard_index, shard_count)
+  batch = batch_size or per_host_batch(config.train.batch_size, shard_count)
+  source = open_source(config.data, split) if source is None else source
+  per_host = math.ceil(len(source) / shard_count)
+  element = functools.partial(
+      _eval_element, source=source, opts=view_options(config, train=False),
+      views_protocol=config.data.eval_views, seed=config.data.eval_seed, num_views=num_views,
+      shard_index=shard_index, shard_count=shard_count)
+  ds = grain.MapDataset.range(math.ceil(per_host / batch) * batch).map(element)
+  return _iterate(ds.batch(batch), config.data)
+
+
+def examples_per_second(config: ml_collections.ConfigDict, num_views: int,
+                        num_batches: int = 20, warmup: int = 2, source=None) -> float:
+  """Training-pipeline throughput (examples/s, one host) with `num_views` views each,
+  timed over `num_batches` batches after `warmup` batches (worker start-up excluded)."""
+  config = copy.deepcopy(config)
+  config.train.num_views = num_views
+  config.data.min_views = 0
+  it = iter(train_dataset(config, source=source, shard_index=0, shard_count=1))
+  try:
+    for _ in range(warmup):
+      next(it)
+    start = time.perf_counter()
+    count = sum(len(next(it)['index']) for _ in range(num_batches))
+    return count / (time.perf_counter() - start)
+  finally:
+    if hasattr(it, 'close'):
+      it.close()

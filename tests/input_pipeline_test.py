@@ -1,0 +1,277 @@
+"""Tests for refine3d_jax.input_pipeline on a small built dataset (tests/data_fixtures.py)."""
+
+import itertools
+
+from absl import flags
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import jtso
+from refine3d_jax import configlib
+from refine3d_jax import input_pipeline as ip
+from refine3d_jax.data import build
+from refine3d_jax.data import transforms
+from tests.data_fixtures import built_dataset  # pylint: disable=unused-import
+
+
+def make_config(built, preset='tiny', **data):
+  dataset, builder_config, data_dir = built
+  config = jtso.get_config(preset)
+  config.data.update(dataset=dataset, builder_config=builder_config, data_dir=data_dir,
+                     num_threads=2, **data)
+  configlib.validate(config)
+  return config
+
+
+@pytest.fixture(scope='module')
+def sources(built_dataset):
+  config = make_config(built_dataset)
+  return {split: ip.open_source(config.data, split) for split in ('train', 'test')}
+
+
+@pytest.fixture(scope='module')
+def decoded_test(built_dataset):
+  """The test split decoded by TFDS itself (uint8 [24, 137, 137, 4]): an independent check."""
+  dataset, builder_config, data_dir = built_dataset
+  return tfds.builder_from_directory(ip.dataset_dir(dataset, builder_config, data_dir)
+                                     ).as_data_source('test')
+
+
+def options(protocol='r2n2_127', image_size=127, train=False, **kw):
+  kw = {'train_background': (225, 255), 'test_background': 240, 'color_jitter': 0.0,
+        'mean': (0.0,) * 3, 'std': (1.0,) * 3, **kw}
+  return ip.ViewOptions(protocol, image_size, train, **kw)
+
+
+def test_configs_name_the_same_datasets_and_protocols():
+  assert configlib.DATASETS == build.DATASETS
+  assert configlib.PROTOCOLS == tuple(transforms.PROTOCOLS)
+  assert configlib.EVAL_VIEWS == ip.EVAL_VIEWS
+
+
+@pytest.mark.parametrize('protocol,size,train,norm', [
+    ('r2n2_127', 127, True, 0.0), ('r2n2_127', 127, False, 0.0),
+    ('pix2vox_224', 224, True, 0.5), ('pix2vox_224', 224, False, 0.5),
+    ('r2n2_127', 64, True, 0.0), ('r2n2_127', 16, False, 0.0), ('pix2vox_224', 16, True, 0.5)])
+def test_shapes_dtypes_ranges(sources, protocol, size, train, norm):
+  jitter = 0.4 if protocol == 'pix2vox_224' and train else 0.0
+  opts = options(protocol, size, train, color_jitter=jitter, mean=(norm,) * 3,
+                 std=(1 - norm,) * 3)
+  rng = np.random.default_rng(0) if train else None
+  out = ip.make_example(sources['train'][0], 0, [3, 7], 3, opts, rng)
+  assert out['images'].shape == (3, size, size, 3) and out['images'].dtype == np.float32
+  real = out['images'][:2]
+  lo, hi = -norm / (1 - norm), (1 - norm) / (1 - norm)
+  assert lo <= real.min() < real.max() <= hi
+  assert real.std() > 0.05  # not constant
+  assert (out['images'][2] == 0).all()
+  np.testing.assert_array_equal(out['mask'], [True, True, False])
+  np.testing.assert_array_equal(out['views'], [3, 7, -1])
+  assert out['voxels'].shape == (32, 32, 32) and out['voxels'].dtype == bool
+  assert out['voxels'].any() and out['label'].dtype == np.int32
+
+
+def test_test_background_is_exactly_240(sources):
+  rgba = ip.decode_view(sources['test'][1], 4)
+  opts = options()
+  pixels = ip.view_pixels(rgba, opts, ip.sample_view_params(opts, None))
+  clear = rgba[5:132, 5:132, 3] == 0
+  assert clear.mean() > 0.2 and (pixels[clear] == 240).all()
+  assert not (pixels[~clear] == 240).all()
+
+
+def find_crop(rgba, out):
+  """All (top, left, flip) whose crop of `rgba` matches `out` uint8 [127, 127, 3] where the
+  object is opaque (the background colour is unknown)."""
+  found = []
+  for top, left, flip in itertools.product(range(11), range(11), (False, True)):
+    window = rgba[top:top + 127, left:left + 127]
+    if flip:
+      window = window[:, ::-1]
+    opaque = window[..., 3] > 0
+    if np.array_equal(window[..., :3][opaque], out[opaque]):
+      found.append((top, left, flip))
+  return found
+
+
+def test_train_crops_flips_backgrounds(sources):
+  example = sources['train'][2]
+  opts = options(train=True)
+  rng = np.random.default_rng(1)
+  params = [ip.sample_view_params(opts, rng) for _ in range(400)]
+  tops = {p.top for p in params} | {p.left for p in params}
+  assert tops == set(range(10))  # offsets 0..9, all of them
+  assert 0.3 < np.mean([p.flip for p in params]) < 0.7
+  colours = np.array([p.background for p in params])
+  assert colours.min() == 225 and colours.max() == 255
+  # The whole pipeline, checked from its output: a crop at offset 0..9, sometimes flipped,
+  # background in [225, 255] wherever alpha is 0.
+  out = ip.make_example(example, 2, range(24), 24, opts, np.random.default_rng(2))
+  flips = 0
+  for v in range(24):
+    rgba = ip.decode_view(example, v)
+    pixels = np.round(out['images'][v] * 255).astype(np.uint8)
+    (top, left, flip), *_ = find_crop(rgba, pixels)
+    flips += flip
+    window = rgba[top:top + 127, left:left + 127, 3]
+    clear = (window[:, ::-1] if flip else window) == 0
+    background = pixels[clear]
+    assert (background >= 225).all() and (background == background[0]).all()
+  assert 0 < flips < 24
+
+
+def test_first_n_views_match_an_independent_decode(built_dataset, decoded_test):
+  config = make_config(built_dataset, eval_views='first_n')
+  config.model.image_size = 127
+  batches = list(ip.eval_dataset(config, 'test', 3, batch_size=2, shard_index=0,
+                                 shard_count=1))
+  assert [len(b['index']) for b in batches] == [2, 2, 2]
+  for batch in batches:
+    for row, record in enumerate(batch['index']):
+      if record < 0:
+        continue
+      np.testing.assert_array_equal(batch['views'][row], [0, 1, 2])
+      for v in range(3):
+        rgba = decoded_test[record]['images'][v][5:132, 5:132]
+        expected = np.where(rgba[..., 3:] == 0, 240, rgba[..., :3]) / np.float32(255)
+        np.testing.assert_allclose(batch['images'][row, v], expected, atol=1e-6)
+
+
+def test_random_eval_views_repeatable_distinct_and_seeded(built_dataset):
+  for record, n in itertools.product(range(5), (1, 5, 24)):
+    views = ip.eval_views('random', n, 7, record)
+    assert len(set(views.tolist())) == n and views.min() >= 0 and views.max() < 24
+    np.testing.assert_array_equal(views, ip.eval_views('random', n, 7, record))
+  draws = lambda seed: np.stack([ip.eval_views('random', 5, seed, r) for r in range(5)])
+  assert not np.array_equal(draws(7), draws(8))
+  run = lambda seed: next(iter(ip.eval_dataset(
+      make_config(built_dataset, eval_views='random', eval_seed=seed), 'test', 5,
+      shard_index=0, shard_count=1)))
+  a, b, c = run(3), run(3), run(4)
+  np.testing.assert_array_equal(a['images'], b['images'])
+  assert not np.array_equal(a['views'], c['views'])
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def test_train_batches_and_no_repeated_views(built_dataset):
+  config = make_config(built_dataset)
+  config.train.batch_size, config.train.num_views = 4, 5
+  batches = take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 3)
+  for batch in batches:
+    assert batch['images'].shape == (4, 5, 16, 16, 3) and batch['mask'].all()
+    assert batch['valid'].all()
+    for views in batch['views']:
+      assert len(set(views.tolist())) == 5
+  # 6 examples, batch 4: each epoch is one batch of distinct records, reshuffled.
+  epochs = [b['index'].tolist() for b in batches]
+  assert all(len(set(e)) == 4 for e in epochs) and len({tuple(e) for e in epochs}) > 1
+
+
+def test_pad_and_mask_mode(built_dataset):
+  config = make_config(built_dataset, min_views=1)
+  config.train.batch_size, config.train.num_views = 6, 4
+  batch = take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 3)[-1]
+  counts = batch['mask'].sum(1)
+  assert counts.min() >= 1 and counts.max() <= 4 and len(set(counts.tolist())) > 1
+  for row, n in enumerate(counts):
+    np.testing.assert_array_equal(batch['mask'][row], np.arange(4) < n)
+    assert (batch['images'][row, n:] == 0).all() and (batch['views'][row, n:] == -1).all()
+    assert (batch['images'][row, :n].reshape(n, -1).std(1) > 0).all()
+
+
+def test_iterator_state_round_trip(built_dataset):
+  config = make_config(built_dataset)
+  config.train.batch_size = 4
+  it = iter(ip.train_dataset(config, shard_index=0, shard_count=1))
+  take(it, 2)
+  state = it.get_state()
+  expected = take(it, 3)  # crosses epoch boundaries (one batch per epoch)
+  resumed = iter(ip.train_dataset(config, shard_index=0, shard_count=1))
+  resumed.set_state(state)
+  for a, b in zip(expected, take(resumed, 3)):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  config.seed = 1
+  other = take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 5)
+  assert any(not np.array_equal(a['images'], b['images']) for a, b in zip(expected, other[2:]))
+
+
+def test_two_hosts_get_disjoint_shards_covering_the_split(built_dataset):
+  config = make_config(built_dataset)
+  config.train.batch_size = 2  # 1 per host
+  seen = []
+  for host in (0, 1):
+    steps = ip.steps_per_epoch(config, 6, shard_count=2)
+    batches = take(iter(ip.train_dataset(config, shard_index=host, shard_count=2)), steps)
+    seen.append({int(b['index'][0]) for b in batches})
+    assert all(len(b['index']) == 1 for b in batches)
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(6))
+  evals = [list(ip.eval_dataset(config, 'test', 2, batch_size=2, shard_index=h,
+                                shard_count=2)) for h in (0, 1)]
+  assert len(evals[0]) == len(evals[1])  # every host runs the same number of steps
+  records = [{int(i) for b in e for i, ok in zip(b['index'], b['valid']) if ok}
+             for e in evals]
+  assert not records[0] & records[1] and records[0] | records[1] == set(range(5))
+  with pytest.raises(ValueError, match='does not divide'):
+    ip.per_host_batch(3, 2)
+
+
+def test_corrupt_png_names_object_and_view(sources):
+  example = dict(sources['train'][0])
+  images = list(example['images'])
+  images[2] = images[2][:300]
+  example['images'] = np.array(images, dtype=object)
+  ok = ip.make_example(example, 0, [0, 1], 2, options(), None)  # view 02 never decoded
+  assert ok['mask'].all()
+  name = f'{example["synset"].decode()}/{example["model_id"].decode()}'
+  with pytest.raises(ValueError, match=f'object {name} view 02: corrupt PNG'):
+    ip.make_example(example, 0, [0, 2], 2, options(), None)
+
+
+def test_missing_dataset_says_how_to_build(tmp_path):
+  config = jtso.get_config('tiny')
+  config.data.update(dataset='shapenet_r2n2', builder_config='r2n2', data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError) as error:
+    ip.open_source(config.data, 'train')
+  message = str(error.value)
+  assert str(tmp_path / 'shapenet_r2n2' / 'r2n2' / '1.0.0') in message
+  assert (f'python -m refine3d_jax.data.build --dataset=shapenet_r2n2 --builder_config=r2n2 '
+          f'--data_dir={tmp_path}') in message
+
+
+def test_unknown_split(built_dataset):
+  with pytest.raises(ValueError, match="no split 'val'"):
+    ip.open_source(make_config(built_dataset).data, 'val')
+
+
+def test_examples_per_second(built_dataset):
+  config = make_config(built_dataset)
+  config.train.batch_size = 2
+  assert ip.examples_per_second(config, 2, num_batches=3, warmup=1) > 0
+
+
+def test_worker_processes_give_the_same_batches_and_resume(built_dataset):
+  # grain's mp_prefetch reads an absl flag: a real main() parses flags via app.run.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  config = make_config(built_dataset)
+  config.train.batch_size = 4
+  expected = take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 4)
+  config.data.num_workers = 2
+  it = iter(ip.train_dataset(config, shard_index=0, shard_count=1))
+  got = take(it, 2)
+  state = it.get_state()
+  got += take(it, 2)
+  it.close()
+  resumed = iter(ip.train_dataset(config, shard_index=0, shard_count=1))
+  resumed.set_state(state)
+  got += take(resumed, 2)
+  resumed.close()
+  for a, b in zip(expected + expected[2:], got):
+    np.testing.assert_array_equal(a['images'], b['images'])
+    np.testing.assert_array_equal(a['index'], b['index'])
