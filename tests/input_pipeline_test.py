@@ -275,3 +275,22 @@ def test_worker_processes_give_the_same_batches_and_resume(built_dataset):
   for a, b in zip(expected + expected[2:], got):
     np.testing.assert_array_equal(a['images'], b['images'])
     np.testing.assert_array_equal(a['index'], b['index'])
+
+
+def test_quick_preset_on_synthetic_shapes(tmp_path):
+  """The default experiment's data path: synthetic_shapes through the quick preset's
+  pipeline (64 px views), with no ShapeNet data involved."""
+  build.build('synthetic_shapes', str(tmp_path), 'tiny')
+  config = jtso.get_config('quick')
+  config.data.update(data_dir=str(tmp_path), builder_config='tiny', num_threads=2)
+  config.train.batch_size = 4
+  configlib.validate(config)
+  batch = next(iter(ip.train_dataset(config, shard_index=0, shard_count=1)))
+  assert batch['images'].shape == (4, config.train.num_views, 64, 64, 3)
+  assert batch['images'].dtype == np.float32
+  assert 0 <= batch['images'].min() and batch['images'].max() <= 1
+  assert batch['mask'].all() and batch['voxels'].shape == (4, 32, 32, 32)
+  assert all(batch['voxels'][i].sum() > 0 for i in range(4))
+  test = next(iter(ip.eval_dataset(config, 'test', num_views=2)))
+  assert test['images'].shape == (4, 2, 64, 64, 3)
+  np.testing.assert_array_equal(test['views'], [[0, 1]] * 4)
