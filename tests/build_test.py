@@ -51,7 +51,7 @@ def test_command_builds_the_sample(tmp_path):
 def test_build_reports_skips(tmp_path):
   summary = build.build('shapenet_r2n2', str(tmp_path), 'pix2vox_5class', SAMPLE)
   # The shipped Pix2Vox split names thousands of objects the sample lacks.
-  assert summary['splits'] == {'train': 2, 'val': 1, 'test': 6}
+  assert summary['splits'] == {'train': 2, 'validation': 1, 'test': 6}
   assert summary['skipped']['train']['not_in_manual_dir'] > 1000
   text = build.format_summary('shapenet_r2n2', summary)
   assert 'train: 2 examples (skipped: not_in_manual_dir=' in text

@@ -98,14 +98,14 @@ def test_sample_r2n2_build(sample_build):
 def test_custom_split_file_and_5class(tmp_path):
   builder = build(SAMPLE, tmp_path, config='pix2vox_5class', split_file=SAMPLE_SPLIT)
   counts = {s: v.num_examples for s, v in builder.info.splits.items()}
-  assert counts == {'train': 2, 'val': 1, 'test': 6}  # sofas are not among the 5 classes
+  assert counts == {'train': 2, 'validation': 1, 'test': 6}  # sofas are not among the 5 classes
   labels = {ex['label'] for ex in builder.as_data_source()['train']}
   assert labels == {splits.NAMES.index('chair'), splits.NAMES.index('watercraft')}
 
 
 def test_shipped_pix2vox_split():
   ids = splits.read_split_file(splits.PIX2VOX_SPLIT_FILE, splits.SYNSETS)
-  assert {s: len(v) for s, v in ids.items()} == {'train': 30643, 'val': 4371, 'test': 8770}
+  assert {s: len(v) for s, v in ids.items()} == {'train': 30643, 'validation': 4371, 'test': 8770}
   five = splits.read_split_file(splits.PIX2VOX_SPLIT_FILE, splits.FIVE_CLASS)
   assert {s for v in five.values() for s, _ in v} == set(splits.FIVE_CLASS)
 

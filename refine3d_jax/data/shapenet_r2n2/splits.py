@@ -17,7 +17,9 @@ SYNSETS = tuple(s for s, _ in CATEGORIES)
 NAMES = tuple(n for _, n in CATEGORIES)
 # The Refine3DNet paper's 5 classes: aeroplane, bench, watercraft, lamp, chair.
 FIVE_CLASS = ('02691156', '02828884', '04530566', '03636649', '03001627')
-SPLITS = ('train', 'val', 'test')
+SPLITS = ('train', 'val', 'test')  # as ShapeNet.json names them
+# ... and as TFDS (and synthetic_shapes) name them.
+TFDS_SPLITS = {'train': 'train', 'val': 'validation', 'test': 'test'}
 R2N2_TRAIN_FRACTION = 0.8
 # Pix2Vox's datasets/ShapeNet.json (hzxie/Pix2Vox, MIT), ids only, gzipped.
 PIX2VOX_SPLIT_FILE = pathlib.Path(__file__).parent / 'pix2vox_split.json.gz'
@@ -37,7 +39,8 @@ def read_split_file(path: str | os.PathLike, synsets: Sequence[str]) -> dict[str
   """Reads a Pix2Vox-format split (ShapeNet.json, optionally .gz) restricted to `synsets`.
 
   Returns {split: [(synset, model_id), ...]} in file order, for the splits that have ids in
-  the file (e.g. a file with only train and test ids gives no val split).
+  the file (e.g. a file with only train and test ids gives no validation split); the file's
+  'val' is returned as TFDS's 'validation'.
   """
   path = os.fspath(path)
   opener = gzip.open if path.endswith('.gz') else open
@@ -49,7 +52,7 @@ def read_split_file(path: str | os.PathLike, synsets: Sequence[str]) -> dict[str
     raise ValueError(f'{path}: not a Pix2Vox-format split file ({e})') from e
   check_synsets(ids, path)
   present = [s for s in SPLITS if any(c.get(s) for c in taxonomies)]
-  return {split: [(s, m) for s in synsets if s in ids for m in ids[s].get(split, [])]
+  return {TFDS_SPLITS[split]: [(s, m) for s in synsets if s in ids for m in ids[s].get(split, [])]
           for split in present}
 
 
