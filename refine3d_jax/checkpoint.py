@@ -1,0 +1,241 @@
+"""Checkpoints of a training run: the TrainState, the data iterator, metrics and config.
+
+  ckpt = Checkpointer(workdir, keep=3, best_metric='val_iou')
+  state = ckpt.restore(state, data_iterator) if ckpt.latest_step() is not None else state
+  ckpt.save(step, state, data_iterator, metrics={'val_iou': 0.61, 'stage': 'ref'},
+            config=config)
+  ckpt.close()                                  # waits for the last (async) save
+  config_dict = restore_config(workdir)         # evaluate / predict, from the workdir alone
+
+One orbax step directory `<workdir>/checkpoints/<step>/` holds the items
+  state    the TrainState pytree (StandardSave / StandardRestore)
+  data     the grain iterator state (grain's orbax handler: one JSON file per process)
+  config   the resolved experiment config (JSON)
+  metrics  the step's metrics (orbax's own metrics item, JSON)
+Orbax writes each step into `<step>.orbax-checkpoint-tmp-<timestamp>` and renames it when
+complete, so a half-written checkpoint is never listed, restored or counted.
+
+Retention: the last `keep` checkpoints, plus the one with the highest finite
+`metrics[best_metric]` (the earliest on ties); a checkpoint without that metric never
+counts as best.
+"""
+
+import dataclasses
+import json
+import math
+import uuid
+from typing import Any, Mapping, Sequence
+
+from etils import epath
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from refine3d_jax.train_state import TrainState
+
+SUBDIR = 'checkpoints'
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+  """`<workdir>/checkpoints`, where the step directories live."""
+  return epath.Path(workdir) / SUBDIR
+
+
+def metric_value(metrics: Mapping[str, Any] | None, name: str) -> float | None:
+  """`metrics[name]` as a float, or None when absent, not a number or not finite."""
+  value = (metrics or {}).get(name)
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def best_index(metrics: Sequence[Mapping[str, Any] | None], name: str) -> int | None:
+  """Index of the highest finite `m[name]` in `metrics` (the first on ties), or None."""
+  scored = [(v, -i) for i, m in enumerate(metrics)
+            if (v := metric_value(m, name)) is not None]
+  return -max(scored)[1] if scored else None
+
+
+@dataclasses.dataclass
+class KeepBest(ocp.checkpoint_managers.PreservationPolicy):
+  """Preserves the one checkpoint with the highest finite `metrics[metric]` (earliest on
+  ties); none when no checkpoint has it. (orbax's BestN ranks checkpoints whose metrics
+  lack the key too, through whatever its metric function returns for them.)"""
+  metric: str
+
+  def should_preserve(self, checkpoints: Sequence[Any], *,
+                      context: Any = None) -> Sequence[bool]:
+    del context
+    best = best_index([c.metrics for c in checkpoints], self.metric)
+    return [i == best for i in range(len(checkpoints))]
+
+
+def _json_ready(tree: Any) -> Any:
+  """numpy / jax scalars and arrays -> Python numbers and lists (for JSON)."""
+  def convert(x):
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+      return np.asarray(x).tolist()
+    return x
+  return jax.tree.map(convert, tree)
+
+
+def _config_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(_json_ready(dict(config))))
+
+
+def _abstract(template: Any) -> Any:
+  """The template's leaves as ShapeDtypeStructs, keeping each array's sharding; abstract
+  leaves without one get the default device's."""
+  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+  def leaf(x):
+    sharding = getattr(x, 'sharding', None) or default
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+  return jax.tree.map(leaf, template)
+
+
+def _ensure_writable(directory: epath.Path) -> None:
+  """Creates `directory` and writes a probe file; raises PermissionError naming it."""
+  probe = directory / f'.write_probe_{uuid.uuid4().hex}'
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    probe.write_text('')
+    probe.unlink()
+  except OSError as e:
+    raise PermissionError(
+        f'checkpoint directory {directory} is not writable (workdir = '
+        f'{directory.parent}): {e}') from e
+
+
+def _manager(directory: epath.Path, keep: int | None, best_metric: str | None,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  policies = [ocp.checkpoint_managers.LatestN(keep)]
+  best_fn = None
+  if best_metric:
+    policies.append(KeepBest(best_metric))
+    # best_fn only makes orbax write and reload the metrics item; ranking is KeepBest's.
+    best_fn = lambda m: metric_value(m, best_metric) or -math.inf
+  options = ocp.CheckpointManagerOptions(
+      best_fn=best_fn, best_mode='max', read_only=read_only, create=not read_only,
+      preservation_policy=(None if read_only else
+                           ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
+  return ocp.CheckpointManager(directory, options=options)
+
+
+class Checkpointer:
+  """A thin wrapper over one `ocp.CheckpointManager` at `<workdir>/checkpoints`.
+
+  keep: how many of the latest checkpoints to keep (None = all); best_metric: also keep
+  the checkpoint with the highest `metrics[best_metric]` (None = no best tracking).
+  Raises PermissionError naming the directory when it cannot be written.
+  """
+
+  def __init__(self, workdir: str, keep: int | None = 3, best_metric: str | None = 'val_iou'):
+    if keep is not None and keep < 1:
+      raise ValueError(f'keep must be >= 1 or None, got {keep}')
+    self.directory = checkpoint_dir(workdir)
+    self.best_metric = best_metric
+    _ensure_writable(self.directory)
+    self._manager = _manager(self.directory, keep, best_metric)
+
+  def save(self, step: int, state: TrainState,
+           data_iterator: grain.DatasetIterator | None = None,
+           metrics: Mapping[str, Any] | None = None,
+           config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
+           force: bool = False) -> bool:
+    """Starts saving checkpoint `step` (asynchronously: `wait()` or `close()` before
+    exit). The iterator's state is read now, before save returns. Returns whether a
+    checkpoint was started (orbax's save policy may skip a step unless `force`)."""
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    if config is not None:
+      items['config'] = ocp.args.JsonSave(_config_dict(config))
+    metrics = None if metrics is None else _json_ready(dict(metrics))
+    return self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
+                              force=force)
+
+  def restore(self, state_template: Any, data_iterator: grain.DatasetIterator | None = None,
+              step: int | None = None) -> TrainState:
+    """The TrainState of checkpoint `step` (default: the latest), in the structure and
+    shardings of `state_template` (real arrays or jax.ShapeDtypeStructs). Sets
+    `data_iterator`'s state from the checkpoint when given."""
+    self.wait()
+    step = self.latest_step() if step is None else int(step)
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    if step not in self.all_steps():
+      raise FileNotFoundError(f'no checkpoint {step} in {self.directory}; it has '
+                              f'{self.all_steps()}')
+    items = {'state': ocp.args.StandardRestore(_abstract(state_template))}
+    if data_iterator is not None:
+      if not (self._step_dir(step) / 'data').exists():
+        raise ValueError(f'checkpoint {self._step_dir(step)} has no data iterator state '
+                         '(it was saved without data_iterator)')
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+
+  def metrics(self, step: int) -> dict[str, Any] | None:
+    """The metrics saved with checkpoint `step` (None if none; needs best_metric)."""
+    return self._manager.metrics(step)
+
+  def latest_step(self) -> int | None:
+    """The latest committed step, or None."""
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The kept step with the highest finite `metrics[best_metric]`, or None."""
+    if not self.best_metric:
+      return None
+    steps = self.all_steps()
+    best = best_index([self.metrics(s) for s in steps], self.best_metric)
+    return None if best is None else steps[best]
+
+  def all_steps(self) -> list[int]:
+    """All committed steps, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def wait(self) -> None:
+    """Blocks until the pending save (and its retention pass) is finished."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves, then releases the manager."""
+    self._manager.close()
+
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def _step_dir(self, step: int) -> epath.Path:
+    return self.directory / str(step)
+
+
+def restore_config(workdir: str, step: int | None = None) -> dict[str, Any]:
+  """The config dict saved with checkpoint `step` (default: the latest one that has a
+  config) in `<workdir>/checkpoints`; read-only. `ml_collections.ConfigDict(d)` rebuilds
+  a ConfigDict (tuples come back as lists)."""
+  directory = checkpoint_dir(workdir)
+  if not directory.exists():
+    raise FileNotFoundError(f'no checkpoints in {workdir} ({directory} does not exist)')
+  manager = _manager(directory, keep=None, best_metric=None, read_only=True)
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None:
+      steps = [int(step)] if int(step) in steps else []
+    for s in steps:
+      if (directory / str(s) / 'config').exists():
+        return manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+                               ).config
+  finally:
+    manager.close()
+  which = 'any checkpoint' if step is None else f'checkpoint {step}'
+  raise FileNotFoundError(f'no config saved with {which} in {directory}')

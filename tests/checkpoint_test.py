@@ -1,0 +1,190 @@
+"""Checkpointer: exact round trips of the TrainState and the data stream, retention,
+config, and the failure modes (uncommitted tmp dirs, unwritable workdirs)."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import jtso
+from refine3d_jax import checkpoint
+from refine3d_jax import input_pipeline as ip
+from refine3d_jax.train_state import TrainState
+
+
+def make_state(seed=0, step=7):
+  """A TrainState with a 3-label multi_transform Adam state advanced one update."""
+  rng = np.random.default_rng(seed)
+  params = {
+      'encoder': {'kernel': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)},
+      'fusion': {'query': jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+      'refiner': {'kernel': jnp.asarray(rng.normal(size=(2, 2, 2)), jnp.float32),
+                  'bias': jnp.zeros((2,), jnp.float32)},
+  }
+  labels = {'encoder': {'kernel': 'base'}, 'fusion': {'query': 'att'},
+            'refiner': {'kernel': 'ref', 'bias': 'ref'}}
+  tx = optax.multi_transform({'base': optax.adam(1e-3), 'att': optax.adam(2e-3),
+                              'ref': optax.adam(3e-3)}, labels)
+  opt_state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  _, opt_state = tx.update(grads, opt_state, params)
+  batch_stats = {'norm': {'mean': jnp.arange(4, dtype=jnp.float32),
+                          'var': jnp.full((4,), 2.0, jnp.float32)}}
+  return TrainState(step=jnp.int32(step), params=params, batch_stats=batch_stats,
+                    opt_state=opt_state, rng=jax.random.key_data(jax.random.key(seed)))
+
+
+def assert_identical(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype and x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_state_round_trip_bit_identical(tmp_path):
+  state = make_state()
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    assert ckpt.latest_step() is None and ckpt.best_step() is None
+    assert ckpt.save(7, state)
+    ckpt.wait()
+    assert ckpt.latest_step() == 7
+    template = make_state(seed=1, step=0)
+    restored = ckpt.restore(template)
+  assert isinstance(restored, TrainState)
+  assert type(restored.opt_state.inner_states['att'].inner_state[0]) is type(
+      state.opt_state.inner_states['att'].inner_state[0])  # ScaleByAdamState
+  assert_identical(state, restored)
+  assert jax.random.key_data(restored.key()).tolist() == state.rng.tolist()
+
+
+def test_restore_into_abstract_template(tmp_path):
+  state = make_state()
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(3, state)
+  ckpt.close()
+  # A fresh Checkpointer, as a resumed run would have; abstract leaves without shardings.
+  abstract = jax.eval_shape(lambda: make_state(seed=1))
+  restored = checkpoint.Checkpointer(str(tmp_path)).restore(abstract)
+  assert_identical(state, restored)
+  assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(restored))
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+  from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  build.build('synthetic_shapes', data_dir, 'tiny')
+  config = jtso.get_config('tiny')
+  config.data.update(data_dir=data_dir, builder_config='tiny', num_threads=1)
+  config.train.batch_size = 2
+  return config
+
+
+def take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def test_data_iterator_resumes_exactly(tmp_path, tiny_data):
+  config = tiny_data
+  dataset = lambda: ip.train_dataset(config, shard_index=0, shard_count=1)
+  it = iter(dataset())
+  take(it, 3)  # past the first epoch (5 examples, batch 2 -> 2 batches per epoch)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(3, make_state(), it, config=config)
+  expected = take(it, 3)  # advancing right after save must not change what was saved
+  ckpt.close()
+  fresh = iter(dataset())
+  restored = checkpoint.Checkpointer(str(tmp_path)).restore(make_state(), fresh)
+  assert_identical(make_state(), restored)
+  for a, b in zip(expected, take(fresh, 3)):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  with pytest.raises(ValueError, match='no data iterator state'):
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(4, make_state())
+    ckpt.restore(make_state(), iter(dataset()))
+
+
+def test_keeps_last_k_and_best(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='val_iou')
+  state = make_state()
+  for step, iou in enumerate([0.1, 0.9, 0.2, 0.3, 0.4], start=1):
+    assert ckpt.save(step, state, metrics={'val_iou': np.float32(iou), 'stage': 'base'})
+  ckpt.wait()
+  assert ckpt.all_steps() == [2, 4, 5]
+  assert ckpt.best_step() == 2 and ckpt.latest_step() == 5
+  assert ckpt.metrics(2) == {'val_iou': pytest.approx(0.9), 'stage': 'base'}
+  ckpt.close()
+  # The same after a restart (metrics reloaded from disk).
+  again = checkpoint.Checkpointer(str(tmp_path), keep=2, best_metric='val_iou')
+  assert again.all_steps() == [2, 4, 5] and again.best_step() == 2
+  again.close()
+
+
+def test_checkpoints_without_the_metric_never_count_as_best(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, best_metric='val_iou')
+  state = make_state()
+  ckpt.save(1, state, metrics={'stage': 'base'})
+  ckpt.save(2, state, metrics={'stage': 'base', 'val_iou': float('nan')})
+  ckpt.save(3, state)
+  ckpt.save(4, state, metrics={'stage': 'att'})
+  ckpt.wait()
+  assert ckpt.all_steps() == [4] and ckpt.best_step() is None
+  ckpt.save(5, state, metrics={'val_iou': 0.5})
+  ckpt.save(6, state, metrics={'stage': 'ref'})
+  ckpt.save(7, state, metrics={'val_iou': 0.5})  # a tie: the earlier one stays best
+  ckpt.wait()
+  assert ckpt.all_steps() == [5, 7] and ckpt.best_step() == 5
+  ckpt.close()
+  assert checkpoint.best_index([None, {'val_iou': 'x'}, {'val_iou': 1}], 'val_iou') == 2
+
+
+def test_config_restorable_from_the_workdir_alone(tmp_path, tiny_config):
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, make_state(), config=tiny_config)
+  ckpt.save(2, make_state())  # no config: the latest config is step 1's
+  ckpt.close()
+  saved = checkpoint.restore_config(str(tmp_path))
+  assert saved == checkpoint.restore_config(str(tmp_path), step=1)
+  assert saved['model']['latent_dim'] == tiny_config.model.latent_dim
+  assert saved['model']['encoder_widths'] == list(tiny_config.model.encoder_widths)
+  assert saved == json.loads(tiny_config.to_json())  # tuples become lists
+  with pytest.raises(FileNotFoundError, match='checkpoint 2'):
+    checkpoint.restore_config(str(tmp_path), step=2)
+  with pytest.raises(FileNotFoundError, match='no checkpoints'):
+    checkpoint.restore_config(str(tmp_path / 'empty'))
+
+
+def test_uncommitted_tmp_dirs_are_ignored(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  assert ckpt.latest_step() is None
+  with pytest.raises(FileNotFoundError, match='no checkpoint'):
+    ckpt.restore(make_state())
+  ckpt.save(3, make_state())
+  ckpt.close()
+  # What a save killed midway leaves: orbax's temporary name, partly written items.
+  partial = tmp_path / 'checkpoints' / '9.orbax-checkpoint-tmp-1700000000000000'
+  (partial / 'state').mkdir(parents=True)
+  (partial / 'state' / '_METADATA').write_text('{')
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  assert ckpt.latest_step() == 3 and ckpt.all_steps() == [3]
+  assert_identical(make_state(), ckpt.restore(make_state()))
+  ckpt.close()
+
+
+def test_unwritable_workdir_is_named(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  workdir = str(blocker / 'run')
+  with pytest.raises(PermissionError, match=f'{workdir}/checkpoints is not writable'):
+    checkpoint.Checkpointer(workdir)
+  if os.geteuid() != 0:  # root writes through permission bits
+    locked = tmp_path / 'locked'
+    locked.mkdir(mode=0o500)
+    with pytest.raises(PermissionError, match=str(locked)):
+      checkpoint.Checkpointer(str(locked))
