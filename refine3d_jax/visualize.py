@@ -5,8 +5,9 @@
   save_png('/tmp/grid.png', grid)
 
 Voxels are drawn as shaded cubes seen from one oblique angle (above, front-right) by
-splatting their visible faces into a z-buffer: ~10 ms per 32^3 volume, where matplotlib's
-ax.voxels takes seconds. Axis convention: voxel axis 0 = x, axis 1 = y (up), axis 2 = z
+splatting their visible faces into a z-buffer: 20-40 ms per 32^3 volume on one CPU core
+(measured), where matplotlib's ax.voxels took 3.6 s for one sphere; a grid of 4 objects
+takes ~0.2 s, text included. Axis convention: voxel axis 0 = x, axis 1 = y (up), axis 2 = z
 (ShapeNetVox32 after the (0, 2, 1) transpose).
 """
 
