@@ -1,0 +1,146 @@
+"""Data parallelism with `jax.jit` and NamedSharding, on one host or many.
+
+  parallel.initialize()                   # first, before any other JAX call (multi-host)
+  mesh = parallel.make_mesh()             # 1-D, axis 'data', every device of every host
+  state = parallel.replicate(state, mesh)
+  step = jax.jit(train_step, in_shardings=(parallel.replicated(mesh),
+                                           parallel.batch_sharded(mesh)),
+                 out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+                 donate_argnums=0)
+  for batch in it:                        # per-host numpy batches (input_pipeline)
+    state, metrics = step(state, parallel.shard_batch(batch, mesh))
+  parallel.to_host(metrics)               # numpy, the same on every host
+
+Each host feeds its own shard of the data (input_pipeline.shard(): process_index /
+process_count); shard_batch assembles the per-host batches into one global array whose
+leading axis is split over all devices, in process order.
+"""
+
+import os
+from typing import Any, Optional
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def _env_int(name: str) -> Optional[int]:
+  value = os.environ.get(name)
+  return int(value) if value else None
+
+
+def initialize(coordinator_address: Optional[str] = None,
+               num_processes: Optional[int] = None,
+               process_id: Optional[int] = None,
+               bind_address: Optional[str] = None,
+               initialization_timeout: int = 300) -> bool:
+  """Starts multi-process JAX (`jax.distributed.initialize`) when more than one process runs.
+
+  Each argument left None is read from the environment: `JAX_COORDINATOR_ADDRESS`
+  ('host:port' of process 0), `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID` and
+  `JAX_COORDINATOR_BIND_ADDRESS` (what process 0's coordinator listens on; JAX's default
+  '[::]:port' means every interface, so pass e.g. '127.0.0.1:port' for processes on one
+  machine). With one process (num_processes unset or 1) this does nothing. Clusters that
+  JAX detects by itself (Cloud TPU, Slurm, Open MPI) can call
+  `jax.distributed.initialize()` directly instead. Must run before any other JAX call.
+
+  Returns:
+    True when the distributed runtime is up (now or from an earlier call), else False.
+  """
+  if jax.distributed.is_initialized():
+    return True
+  coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if num_processes is None:
+    num_processes = _env_int('JAX_NUM_PROCESSES')
+  if process_id is None:
+    process_id = _env_int('JAX_PROCESS_ID')
+  bind_address = bind_address or os.environ.get('JAX_COORDINATOR_BIND_ADDRESS')
+  if num_processes is None or num_processes == 1:
+    return False
+  if coordinator_address is None or process_id is None:
+    raise ValueError(f'{num_processes} processes need a coordinator address and a process id '
+                     '(arguments, or JAX_COORDINATOR_ADDRESS and JAX_PROCESS_ID); got '
+                     f'coordinator_address={coordinator_address!r}, process_id={process_id!r}')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id,
+                             coordinator_bind_address=bind_address,
+                             initialization_timeout=initialization_timeout)
+  return True
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over every device of every process (`jax.devices()`), axis 'data'.
+
+  Auto axis type (GSPMD propagation, as under jit with in/out shardings); jax.make_mesh's
+  default in this JAX version is Explicit, which changes what jitted code may do."""
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state, metrics)."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """The leading (batch) axis split over the 'data' axis; other axes whole."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def _replicate_leaf(x: Any, sharding: NamedSharding) -> jax.Array:
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    impl = jax.random.key_impl(x)
+    return jax.random.wrap_key_data(_replicate_leaf(jax.random.key_data(x), sharding),
+                                    impl=impl)
+  if jax.process_count() == 1:
+    return jax.device_put(x, sharding)
+  # Across hosts, device_put refuses committed arrays and checks numpy inputs for equality
+  # with one collective per leaf; every host holds the same values, so build the global
+  # array from each host's copy instead.
+  if isinstance(x, jax.Array) and x.sharding == sharding:
+    return x
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Puts every leaf of `tree` (numpy or jax arrays, typed PRNG keys) on every device of
+  `mesh`, replicated. Multi-host: every host must pass the same values (as after the same
+  seeded init or the same checkpoint restore); this is not checked."""
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda x: _replicate_leaf(x, sharding), tree)
+
+
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Global arrays from this host's batch: every leaf `[B_host, ...]` becomes
+  `[B_host * process_count, ...]`, its leading axis split over every device of `mesh`
+  (process p's rows land on process p's devices).
+
+  Raises ValueError when the leaves' leading sizes differ or B_host is not divisible by this
+  host's device count."""
+  leaves = jax.tree.leaves(batch)
+  sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+  if len(sizes) != 1 or None in sizes:
+    shapes = jax.tree.map(np.shape, batch)
+    raise ValueError(f'every leaf of the batch needs the same leading (batch) size: {shapes}')
+  (size,) = sizes
+  local = mesh.local_mesh.size
+  if size % local:
+    raise ValueError(f'the per-host batch of {size} examples does not split over the {local} '
+                     f'local devices ({mesh.size} in all): make the global batch a multiple '
+                     f'of {mesh.size}')
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def to_host(tree: Any) -> Any:
+  """numpy copies of every leaf of `tree`, gathered whole on every host (sharded and
+  multi-host arrays included; a collective, so every host must call it)."""
+  def gather(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(gather, tree)
