@@ -1,41 +1,64 @@
-r"""Entry point: `python main.py --config=configs/jtso.py[:paper] [--workdir=DIR]`.
+r"""Trains Refine3DNet: `python main.py --config=configs/jtso.py[:paper] [--workdir=DIR]`.
 
-Until the training driver lands (issue #4), this builds the configured model, runs one
-forward pass on a random batch to show it works, and prints the model summary.
+Runs `train.train_and_evaluate(config, workdir)`; an existing workdir resumes from its
+latest checkpoint. The embedded synthetic dataset is built on first use (about 1.5 min on
+2 cores); ShapeNet must be built first (see README). Multi-host: start one process per
+host with --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or the
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables).
 """
+
+import os
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from refine3d_jax import configlib, summary
-from refine3d_jax.models import create_model, init_variables
+from refine3d_jax import configlib, input_pipeline, parallel, train
+from refine3d_jax.data import build
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and logs.')
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                               'Checkpoints and logs (default: runs/<config preset>).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process (0-based).')
+
+
+def ensure_synthetic_data(config) -> None:
+  """Builds the synthetic dataset the config names if it is not built yet (no download)."""
+  data = config.data
+  path = input_pipeline.dataset_dir(data.dataset, data.builder_config, data.data_dir)
+  if data.dataset == 'synthetic_shapes' and not os.path.exists(
+      os.path.join(path, 'dataset_info.json')):
+    logging.info('Building %s into %s (first run only).', data.dataset, data.data_dir)
+    build.build(data.dataset, os.path.expanduser(data.data_dir), data.builder_config or None)
+
+
+def _quiet_orbax(record) -> bool:
+  """Drops orbax's per-save INFO lines (dozens per checkpoint); keeps its warnings."""
+  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
   try:
     configlib.validate(config)
   except configlib.ConfigError as e:
     raise app.UsageError(str(e)) from None
-  logging.info('JAX devices: %s (process %d of %d)', jax.devices(), jax.process_index(),
-               jax.process_count())
-  model = create_model(config.model)
-  variables = init_variables(model, jax.random.key(config.seed))
-  s = config.model.image_size
-  images = jax.random.normal(jax.random.key(1), (1, config.train.num_views, s, s, 3))
-  out = jax.jit(model.apply)(variables, images)
-  print(summary.format_table(summary.summarize(config)))
-  print(f"\nForward pass on random {tuple(images.shape)} views: refined occupancy in "
-        f"[{float(out['refined'].min()):.3f}, {float(out['refined'].max()):.3f}], "
-        f"shape {tuple(out['refined'].shape)}.")
-  print('Training is not implemented yet (issue #4): this run only built the model.')
+  workdir = _WORKDIR.value or os.path.join('runs', config.preset)
+  logging.info('JAX devices: %s (process %d of %d); workdir %s', jax.devices(),
+               jax.process_index(), jax.process_count(), workdir)
+  if jax.process_index() == 0:
+    ensure_synthetic_data(config)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except FileNotFoundError as e:  # an unbuilt dataset: the message says how to build it
+    raise SystemExit(f'error: {e}') from None
 
 
 if __name__ == '__main__':

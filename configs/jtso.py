@@ -81,9 +81,28 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   config.train.num_epochs = 250
   config.train.lr_decay_epochs = (150,)
   config.train.lr_decay_factor = 0.5
+  config.train.lr_scale = ml_collections.ConfigDict(dict(base=1.0, att=1.0, ref=1.0))
+  config.train.adam_b1 = 0.9
+  config.train.adam_b2 = 0.999
+  config.train.adam_eps = 1e-8
+  # JTSO stages (refine3d_jax/jtso.py): 'jtso' | 'attsets' (two stages) | 'end_to_end'.
+  # The paper gives no k1/k2; ours: a third of the epochs per stage.
+  config.train.schedule = 'jtso'
+  config.train.k1_epochs = 80.0     # stage 2 (attention on view sets) starts here
+  config.train.k2_epochs = 160.0    # stage 3 (both, each with its own loss) starts here
+  config.train.num_steps = 0        # > 0 overrides num_epochs (tests, benchmarks)
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_steps = 1000
+  config.train.keep_checkpoints = 3
 
   config.eval = ml_collections.ConfigDict()
   config.eval.view_counts = (1, 2, 3, 4, 5, 8, 12, 16, 20)
+  # Periodic validation during training.
+  config.eval.every_steps = 2000
+  config.eval.val_views = (1, 3)    # validation IoU for these view counts
+  config.eval.threshold = 0.3
+  config.eval.max_examples = 0      # 0 = the whole validation split
+  config.eval.num_images = 4        # reconstructions drawn into a PNG at every evaluation
 
   config.data = data_config()
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import ml_collections
 
 FUSIONS = ('self_attention', 'attsets')
+SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
 DTYPES = ('float32', 'bfloat16')
 DATASETS = ('shapenet_r2n2', 'synthetic_shapes')  # as refine3d_jax.data.build.DATASETS
 PROTOCOLS = ('r2n2_127', 'pix2vox_224')  # refine3d_jax.data.transforms.PROTOCOLS
@@ -133,4 +134,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(0 < config.train.lr_decay_factor <= 1, 'train.lr_decay_factor',
          config.train.lr_decay_factor, 'must be in (0, 1]')
   _positive_ints('eval.view_counts', config.eval.view_counts)
+  validate_train(config.train)
+  validate_eval(config.eval)
   validate_data(config)
+
+
+def validate_train(t: ml_collections.ConfigDict) -> None:
+  """The JTSO schedule, optimizer and bookkeeping keys of `config.train`."""
+  _check(t.schedule in SCHEDULES, 'train.schedule', t.schedule, f'must be one of {SCHEDULES}')
+  _check(isinstance(t.k1_epochs, (int, float)) and t.k1_epochs >= 0, 'train.k1_epochs',
+         t.k1_epochs, 'must be >= 0 (epochs of stage 1)')
+  _check(isinstance(t.k2_epochs, (int, float)) and t.k2_epochs >= t.k1_epochs,
+         'train.k2_epochs', t.k2_epochs, f'must be >= train.k1_epochs = {t.k1_epochs}')
+  for group in ('base', 'att', 'ref'):
+    _check(t.lr_scale[group] >= 0, f'train.lr_scale.{group}', t.lr_scale[group],
+           'must be >= 0')
+  _check(0 <= t.adam_b1 < 1, 'train.adam_b1', t.adam_b1, 'must be in [0, 1)')
+  _check(0 <= t.adam_b2 < 1, 'train.adam_b2', t.adam_b2, 'must be in [0, 1)')
+  _check(t.adam_eps > 0, 'train.adam_eps', t.adam_eps, 'must be positive')
+  _check(isinstance(t.num_steps, int) and t.num_steps >= 0, 'train.num_steps', t.num_steps,
+         'must be >= 0 (0 = train.num_epochs)')
+  for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _positive_int(f'train.{key}', t[key])
+
+
+def validate_eval(e: ml_collections.ConfigDict) -> None:
+  """The periodic validation keys of `config.eval`."""
+  _positive_int('eval.every_steps', e.every_steps)
+  _positive_ints('eval.val_views', e.val_views)
+  _check(0 < e.threshold < 1, 'eval.threshold', e.threshold, 'must be in (0, 1)')
+  _check(isinstance(e.max_examples, int) and e.max_examples >= 0, 'eval.max_examples',
+         e.max_examples, 'must be >= 0 (0 = all)')
+  _check(isinstance(e.num_images, int) and e.num_images >= 1, 'eval.num_images',
+         e.num_images, 'must be >= 1')

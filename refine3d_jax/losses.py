@@ -1,0 +1,20 @@
+"""Losses: mean voxel binary cross-entropy of the coarse and refined volumes."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def voxel_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
+  """Mean BCE over every voxel of every object: logits [B, S, S, S] float, target
+  [B, S, S, S] bool/float -> scalar (computed from logits, stable for any value)."""
+  return optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                            target.astype(jnp.float32)).mean()
+
+
+def reconstruction_loss(outputs: dict[str, jax.Array],
+                        target: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """coarse BCE + refined BCE, and both terms, from the model's output dict."""
+  coarse = voxel_bce(outputs['coarse_logits'], target)
+  refined = voxel_bce(outputs['refined_logits'], target)
+  return coarse + refined, {'coarse': coarse, 'refined': refined}

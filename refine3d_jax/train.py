@@ -1,0 +1,226 @@
+"""Training: `train_and_evaluate(config, workdir)` and the pure steps it jits.
+
+The step is `(state, batch) -> (state, metrics)`, one compiled version per JTSO stage
+(the stage is static). A batch holds `images [B, n, S, S, 3]`, `mask [B, n]` and
+`voxels [B, 32, 32, 32]`; stages that need a single-view batch take view 0 of it (the
+views are drawn at random, so view 0 is a random view).
+"""
+
+import copy
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
+from refine3d_jax import metrics, parallel, visualize
+from refine3d_jax.models import Refine3DNet, create_model, init_variables
+from refine3d_jax.train_state import TrainState
+
+
+def create_train_state(config: ml_collections.ConfigDict, model: Refine3DNet,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """Initial state from config.seed: model variables, optimizer state, root key."""
+  root = jax.random.key(config.seed)
+  variables = init_variables(model, jax.random.fold_in(root, 0))
+  params = variables['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+                    rng=jax.random.key_data(root))
+
+
+def views_for(stage: jtso.Stage, config: ml_collections.ConfigDict) -> int:
+  """Views per example the data pipeline must deliver in `stage`."""
+  return config.train.num_views if stage.multi else 1
+
+
+def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels):
+  """Reconstruction loss of one batch in train mode -> (loss, (terms, new batch_stats))."""
+  outputs, updates = model.apply({'params': params, 'batch_stats': batch_stats}, images, mask,
+                                 train=True, mutable=['batch_stats'])
+  loss, terms = losses.reconstruction_loss(outputs, voxels)
+  return loss, (terms, updates['batch_stats'])
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3DNet,
+               tx: optax.GradientTransformation, stage: jtso.Stage, lr_fn,
+               lr_scale: dict[str, float]) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
+
+  With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  run = lambda images, mask: grad_fn(state.params, state.batch_stats, model, images, mask,
+                                     batch['voxels'])
+  out = {}
+  single = multi = None
+  batch_stats = state.batch_stats
+  if stage.single:
+    (loss, (terms, batch_stats)), single = run(batch['images'][:, :1], batch['mask'][:, :1])
+    out.update(loss_single=loss, coarse_single=terms['coarse'], refined_single=terms['refined'])
+  if stage.multi:
+    (loss, (terms, batch_stats)), multi = run(batch['images'], batch['mask'])
+    out.update(loss_multi=loss, coarse_multi=terms['coarse'], refined_multi=terms['refined'])
+  grads = jtso.route_gradients(stage, single, multi)
+  lr = lr_fn(state.step)
+  params, opt_state, rates = jtso.apply_updates(tx, stage, state.params, state.opt_state,
+                                                grads, lr, lr_scale)
+  out.update({f'lr_{g}': rates[g] for g in jtso.GROUPS})
+  out['grad_norm'] = optax.tree.norm(grads)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, out
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3DNet,
+              threshold: float) -> dict[str, jax.Array]:
+  """Eval-mode forward: per-example IoU of coarse and refined volumes [B] and probabilities."""
+  outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                        batch['images'], batch['mask'], train=False)
+  voxels = batch['voxels']
+  return dict(
+      iou_coarse=metrics.iou(outputs['coarse'], voxels, (threshold,))[:, 0],
+      iou_refined=metrics.iou(outputs['refined'], voxels, (threshold,))[:, 0],
+      refined=outputs['refined'])
+
+
+@functools.lru_cache(maxsize=4)
+def _programs(config_json: str, steps_per_epoch: int):
+  """(model, optimizer, {stage: jitted step}, jitted eval step) of a config, cached so a
+  second run of the same config in one process (a resume, a notebook) compiles nothing."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  model = create_model(config.model)
+  tx = jtso.optimizer(config)
+  steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
+  eval_fn = jax.jit(functools.partial(eval_step, model=model, threshold=config.eval.threshold))
+  return model, tx, steps, eval_fn
+
+
+def make_train_steps(config: ml_collections.ConfigDict, model: Refine3DNet,
+                     tx: optax.GradientTransformation, lr_fn) -> dict[str, Any]:
+  """{stage name: jitted step}, state buffers donated."""
+  lr_scale = dict(config.train.lr_scale)
+  return {name: jax.jit(functools.partial(train_step, model=model, tx=tx, stage=stage,
+                                          lr_fn=lr_fn, lr_scale=lr_scale), donate_argnums=0)
+          for name, stage in jtso.STAGES.items()}
+
+
+def _stage_iterator(config, stage: jtso.Stage, source, state=None):
+  """The training iterator delivering `stage`'s view count, continuing from `state` (a
+  previous iterator's get_state()) so a stage change keeps the data position."""
+  stage_config = copy.deepcopy(config)
+  stage_config.train.num_views = views_for(stage, config)
+  it = iter(input_pipeline.train_dataset(stage_config, source=source))
+  if state is not None:
+    it.set_state(state)
+  return it
+
+
+def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
+  """Validation IoU (refined and coarse, t = eval.threshold) for each of eval.val_views,
+  and a picture of the first few reconstructions with the first view count."""
+  out, picture = {}, None
+  for n in config.eval.val_views:
+    ious, valid = [], []
+    for batch in input_pipeline.eval_dataset(config, 'validation', n, source=source):
+      inputs = _model_inputs(batch, config.model.volume_size)
+      result = parallel.to_host(step_fn(state, parallel.shard_batch(inputs, mesh)))
+      ious.append(np.stack([result['iou_refined'], result['iou_coarse']], -1))
+      valid.append(batch['valid'])
+      if picture is None:
+        k = config.eval.num_images
+        images = batch['images'][:k] * np.asarray(config.data.std) + np.asarray(config.data.mean)
+        picture = visualize.reconstruction_grid(images, result['refined'][:k],
+                                                inputs['voxels'][:k], config.eval.threshold)
+      if config.eval.max_examples and sum(map(len, valid)) >= config.eval.max_examples:
+        break
+    ious, valid = np.concatenate(ious), np.concatenate(valid)
+    out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = ious[valid].mean(axis=0)
+  out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in config.eval.val_views]))
+  return out, picture
+
+
+def _model_inputs(batch: dict, volume_size: int) -> dict:
+  """The arrays the steps use; voxels max-pooled to the model's volume when it is smaller
+  than the data's 32^3 (a coarser model, e.g. for fast tests)."""
+  voxels = np.asarray(batch['voxels'])
+  f = voxels.shape[1] // volume_size
+  if f > 1:
+    b, s = voxels.shape[0], volume_size
+    voxels = voxels.reshape(b, s, f, s, f, s, f).max(axis=(2, 4, 6))
+  return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+  configlib.validate(config)
+  mesh = parallel.make_mesh()
+  train_source = input_pipeline.open_source(config.data, 'train')
+  val_source = input_pipeline.open_source(config.data, 'validation')
+  steps_per_epoch = input_pipeline.steps_per_epoch(config, len(train_source), jax.process_count())
+  num_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
+  plan = jtso.schedule(config, steps_per_epoch)
+  model, tx, steps, eval_fn = _programs(config.to_json_best_effort(sort_keys=True),
+                                        steps_per_epoch)
+
+  state = parallel.replicate(create_train_state(config, model, tx), mesh)
+  checkpoints = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  start = checkpoints.latest_step() or 0
+  stage = jtso.stage_at(start, plan)
+  data = _stage_iterator(config, stage, train_source)
+  if checkpoints.latest_step() is not None:
+    state = checkpoints.restore(state, data)
+    logging.info('Resumed from step %d in %s.', start, workdir)
+  writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer.rewind(start)
+  logging.info('Training %d steps (%d per epoch), stages %s, on %d devices.', num_steps,
+               steps_per_epoch, plan, jax.device_count())
+
+  bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0)
+  timer, timed_steps = time.perf_counter(), 0
+  for step in range(start, num_steps):
+    new_stage = jtso.stage_at(step, plan)
+    if views_for(new_stage, config) != views_for(stage, config):
+      data = _stage_iterator(config, new_stage, train_source, data.get_state())
+    stage = new_stage
+    state, step_metrics = steps[stage.name](state, parallel.shard_batch(
+        _model_inputs(next(data), config.model.volume_size), mesh))
+    done, timed_steps = step + 1, timed_steps + 1
+    bar.set_description(f'stage {stage.index} ({stage.name})')
+    bar.update()
+    if done % config.train.log_every_steps == 0 or done == num_steps:
+      scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
+      if not all(np.isfinite(v) for v in scalars.values()):
+        raise FloatingPointError(
+            f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
+            f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
+      elapsed = time.perf_counter() - timer
+      scalars.update(stage=stage.index, examples_per_sec=timed_steps *
+                     config.train.batch_size / elapsed)
+      writer.write_scalars(done, scalars)
+      bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
+      timer, timed_steps = time.perf_counter(), 0
+    is_eval = done % config.eval.every_steps == 0 or done == num_steps
+    if is_eval:
+      val, picture = evaluate(state, config, eval_fn, mesh, val_source)
+      writer.write_scalars(done, val)
+      writer.write_image(done, 'reconstructions', picture)
+      visualize.save_png(os.path.join(workdir, 'reconstructions', f'step_{done:07d}.png'),
+                         picture)
+      logging.info('step %d: %s', done, val)
+      timer = time.perf_counter()
+    if is_eval or done % config.train.checkpoint_every_steps == 0:
+      checkpoints.save(done, state, data, metrics=val if is_eval else None, config=config)
+  bar.close()
+  checkpoints.close()
+  writer.close()
+  return state

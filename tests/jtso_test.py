@@ -1,0 +1,126 @@
+"""JTSO: labels, stage masks (frozen groups bit-identical), gradient routing, schedules."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import jtso as jtso_config
+from refine3d_jax import jtso, losses, train
+from refine3d_jax.models import SUBTREES, create_model
+from tests.testutil import perturb
+
+
+@pytest.fixture(scope='module')
+def setup():
+  # The tiny model at 16^3: 3D convolutions and their gradients are slow on XLA:CPU, and
+  # these tests exercise the optimizer logic, not the volume size.
+  config = jtso_config.get_config('tiny')
+  config.model.update(volume_size=16, refiner_widths=(4, 4))
+  model = create_model(config.model)
+  tx = jtso.optimizer(config)
+  state = train.create_train_state(config, model, tx)
+  state = state.replace(params=perturb(state.params))  # every layer matters
+  rng = np.random.default_rng(0)
+  batch = {'images': jnp.asarray(rng.standard_normal((2, 3, 16, 16, 3)), jnp.float32),
+           'mask': jnp.ones((2, 3), bool),
+           'voxels': jnp.asarray(rng.random((2, 16, 16, 16)) < 0.3)}
+  return config, model, tx, state, batch
+
+
+def changed(a, b) -> bool:
+  return any(np.any(np.asarray(x) != np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_every_parameter_gets_a_group(setup):
+  _, _, _, state, _ = setup
+  labels = jtso.param_labels(state.params)
+  assert set(jax.tree.leaves(labels)) == set(jtso.GROUPS)
+  assert jax.tree.structure(labels) == jax.tree.structure(state.params)
+  with pytest.raises(ValueError, match='do not match'):
+    jtso.param_labels({**state.params, 'extra': {'w': jnp.zeros(2)}})
+
+
+@pytest.mark.parametrize('stage_name', ['base', 'att', 'jtso', 'joint'])
+def test_stage_updates_exactly_its_groups(setup, stage_name):
+  config, model, tx, state, batch = setup
+  stage = jtso.STAGES[stage_name]
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, stage=stage,
+                                   lr_fn=lambda s: 1e-3, lr_scale=dict(config.train.lr_scale)))
+  # Two steps, so a frozen group would drift through Adam momentum if it were updated.
+  new, metrics = step(state, batch)
+  new, metrics = step(new, batch)
+  assert int(new.step) == 2
+  for name in SUBTREES:
+    group = jtso.GROUP_OF[name]
+    assert changed(new.params[name], state.params[name]) == (group in stage.trainable), name
+  for group in jtso.GROUPS:
+    assert changed(new.opt_state.inner_states[group], state.opt_state.inner_states[group]) == (
+        group in stage.trainable), group
+  assert jax.tree.structure(new.opt_state) == jax.tree.structure(state.opt_state)
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert ('loss_single' in metrics) == bool(stage.single)
+  assert ('loss_multi' in metrics) == bool(stage.multi)
+
+
+def test_stage3_routes_each_loss_to_its_group(setup):
+  """With identity 'Adam' and learning rate 1, params move by exactly the routed gradient."""
+  config, model, _, state, batch = setup
+  tx = optax.multi_transform({g: optax.identity() for g in jtso.GROUPS}, jtso.param_labels)
+  state = state.replace(opt_state=tx.init(state.params))
+  step = functools.partial(train.train_step, model=model, tx=tx, stage=jtso.STAGES['jtso'],
+                           lr_fn=lambda s: 1.0, lr_scale={'base': 1.0, 'att': 1.0, 'ref': 1.0})
+  new, _ = jax.jit(step)(state, batch)
+  moved = jax.tree.map(lambda a, b: a - b, state.params, new.params)
+
+  def loss(params, images, mask):
+    return train.loss_fn(params, state.batch_stats, model, images, mask, batch['voxels'])[0]
+
+  g_single = jax.grad(loss)(state.params, batch['images'][:, :1], batch['mask'][:, :1])
+  g_multi = jax.grad(loss)(state.params, batch['images'], batch['mask'])
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
+  jax.tree.map(close, moved['encoder'], g_single['encoder'])
+  jax.tree.map(close, moved['decoder'], g_single['decoder'])
+  jax.tree.map(close, moved['attention'], g_multi['attention'])
+  jax.tree.map(close, moved['refiner'],
+               jax.tree.map(lambda a, b: (a + b) / 2, g_single['refiner'], g_multi['refiner']))
+  # The two losses really differ for the shared groups (else the test proves nothing).
+  assert changed(g_single['decoder'], g_multi['decoder'])
+  assert changed(g_single['attention'], jax.tree.map(jnp.zeros_like, g_single['attention']))
+
+
+def test_refiner_gradient_comes_from_the_refined_term_only(setup):
+  _, model, _, state, batch = setup
+
+  def coarse_only(params):
+    out = model.apply({'params': params, 'batch_stats': state.batch_stats}, batch['images'],
+                      batch['mask'], train=True, mutable=['batch_stats'])[0]
+    return losses.voxel_bce(out['coarse_logits'], batch['voxels'])
+
+  g = jax.grad(coarse_only)(state.params)
+  assert not changed(g['refiner'], jax.tree.map(jnp.zeros_like, g['refiner']))
+
+
+def test_schedules():
+  config = jtso_config.get_config('tiny')
+  config.train.update(k1_epochs=1.0, k2_epochs=2.5)
+  plan = jtso.schedule(config, steps_per_epoch=10)
+  assert plan == [(0, 'base'), (10, 'att'), (25, 'jtso')]
+  assert [jtso.stage_at(s, plan).name for s in (0, 9, 10, 24, 25, 1000)] == [
+      'base', 'base', 'att', 'att', 'jtso', 'jtso']
+  config.train.schedule = 'attsets'
+  assert jtso.stage_at(1000, jtso.schedule(config, 10)).name == 'att'
+  config.train.schedule = 'end_to_end'
+  assert jtso.stage_at(0, jtso.schedule(config, 10)).trainable == frozenset(jtso.GROUPS)
+
+
+def test_learning_rate_decay():
+  config = jtso_config.get_config('paper')
+  lr = jtso.learning_rate_fn(config, steps_per_epoch=100)
+  assert float(lr(0)) == pytest.approx(1e-3)
+  assert float(lr(150 * 100 - 1)) == pytest.approx(1e-3)
+  assert float(lr(150 * 100 + 1)) == pytest.approx(5e-4)
