@@ -80,8 +80,9 @@ def test_stage3_routes_each_loss_to_its_group(setup):
   def loss(params, images, mask):
     return train.loss_fn(params, state.batch_stats, model, images, mask, batch['voxels'])[0]
 
-  g_single = jax.grad(loss)(state.params, batch['images'][:, :1], batch['mask'][:, :1])
-  g_multi = jax.grad(loss)(state.params, batch['images'], batch['mask'])
+  grad = jax.jit(jax.grad(loss))
+  g_single = grad(state.params, batch['images'][:, :1], batch['mask'][:, :1])
+  g_multi = grad(state.params, batch['images'], batch['mask'])
   close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
   jax.tree.map(close, moved['encoder'], g_single['encoder'])
   jax.tree.map(close, moved['decoder'], g_single['decoder'])
@@ -101,7 +102,7 @@ def test_refiner_gradient_comes_from_the_refined_term_only(setup):
                       batch['mask'], train=True, mutable=['batch_stats'])[0]
     return losses.voxel_bce(out['coarse_logits'], batch['voxels'])
 
-  g = jax.grad(coarse_only)(state.params)
+  g = jax.jit(jax.grad(coarse_only))(state.params)
   assert not changed(g['refiner'], jax.tree.map(jnp.zeros_like, g['refiner']))
 
 

@@ -75,12 +75,6 @@ def test_summary_command_json():
   assert set(out['flops']) == {'1', '3'}
 
 
-def test_main_builds_and_summarises():
-  out = run('main.py', '--config=configs/jtso.py:tiny')
-  assert 'Refine3DNet (tiny preset)' in out
-  assert 'refined occupancy in [' in out
-
-
 def test_bad_config_value_is_one_clear_line():
   proc = subprocess.run([sys.executable, 'main.py', '--config=configs/jtso.py:tiny',
                          '--config.train.num_views=0'], capture_output=True, text=True,
