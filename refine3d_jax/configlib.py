@@ -130,7 +130,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          'must be positive')
   _positive_int('train.num_epochs', config.train.num_epochs)
   for i, epoch in enumerate(config.train.lr_decay_epochs):
-    _positive_int(f'train.lr_decay_epochs[{i}]', epoch)
+    _check(isinstance(epoch, (int, float)) and epoch > 0, f'train.lr_decay_epochs[{i}]', epoch,
+           'must be a positive number of epochs')
   _check(0 < config.train.lr_decay_factor <= 1, 'train.lr_decay_factor',
          config.train.lr_decay_factor, 'must be in (0, 1]')
   _positive_ints('eval.view_counts', config.eval.view_counts)

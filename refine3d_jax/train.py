@@ -204,15 +204,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
             f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
       elapsed = time.perf_counter() - timer
-      scalars.update(stage=stage.index, examples_per_sec=timed_steps *
-                     config.train.batch_size / elapsed)
+      scalars.update(stage=stage.index, wall_time=time.time(),
+                     examples_per_sec=timed_steps * config.train.batch_size / elapsed)
       writer.write_scalars(done, scalars)
       bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
       timer, timed_steps = time.perf_counter(), 0
     is_eval = done % config.eval.every_steps == 0 or done == num_steps
     if is_eval:
       val, picture = evaluate(state, config, eval_fn, mesh, val_source)
-      writer.write_scalars(done, val)
+      writer.write_scalars(done, {**val, 'wall_time': time.time()})
       writer.write_image(done, 'reconstructions', picture)
       visualize.save_png(os.path.join(workdir, 'reconstructions', f'step_{done:07d}.png'),
                          picture)
