@@ -133,12 +133,7 @@ class MetricWriter:
     file). Call on resume from a checkpoint at `step`, before writing anything new."""
     if not self.enabled:
       return
-    if self._file is not None:
-      self._file.close()
-      self._file = None
-    if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+    self.close()
     self._purge_step = int(step) + 1
     kept = [r for r in read_metrics(self.workdir) if r['step'] <= step]
     if not os.path.exists(self.path):
