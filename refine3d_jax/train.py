@@ -83,14 +83,15 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3DNet,
               threshold: float) -> dict[str, jax.Array]:
-  """Eval-mode forward: per-example IoU of coarse and refined volumes [B] and probabilities."""
+  """Eval-mode forward: per-example IoU [B] of coarse and refined volumes, the refined
+  probabilities, and `valid` [B] passed through (so hosts gather it with the IoUs)."""
   outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
                         batch['images'], batch['mask'], train=False)
   voxels = batch['voxels']
   return dict(
       iou_coarse=metrics.iou(outputs['coarse'], voxels, (threshold,))[:, 0],
       iou_refined=metrics.iou(outputs['refined'], voxels, (threshold,))[:, 0],
-      refined=outputs['refined'])
+      refined=outputs['refined'], valid=batch['valid'])
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,10 +133,10 @@ def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
   for n in config.eval.val_views:
     ious, valid = [], []
     for batch in input_pipeline.eval_dataset(config, 'validation', n, source=source):
-      inputs = _model_inputs(batch, config.model.volume_size)
+      inputs = {**_model_inputs(batch, config.model.volume_size), 'valid': batch['valid']}
       result = parallel.to_host(step_fn(state, parallel.shard_batch(inputs, mesh)))
       ious.append(np.stack([result['iou_refined'], result['iou_coarse']], -1))
-      valid.append(batch['valid'])
+      valid.append(result['valid'])  # all hosts' rows, like the IoUs
       if picture is None:
         k = config.eval.num_images
         images = batch['images'][:k] * np.asarray(config.data.std) + np.asarray(config.data.mean)
