@@ -99,3 +99,14 @@ def test_config_is_locked_against_typos():
   config.lock()
   with pytest.raises(AttributeError, match='fusion'):
     config.model.fusoin = 'attsets'
+
+
+@pytest.mark.parametrize('preset', jtso.PRESETS)
+def test_end_to_end_baseline_differs_only_in_schedule(preset):
+  from configs import end_to_end  # pylint: disable=g-import-not-at-top
+  config = end_to_end.get_config(preset)
+  configlib.validate(config)
+  assert config.train.schedule == 'end_to_end'
+  reference = jtso.get_config(preset)
+  reference.train.schedule = 'end_to_end'
+  assert config.to_dict() == reference.to_dict()
