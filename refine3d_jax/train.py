@@ -175,10 +175,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   state = parallel.replicate(create_train_state(config, model, tx), mesh)
   checkpoints = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  start = checkpoints.latest_step() or 0
+  latest = checkpoints.latest_step()
+  start = latest or 0
   stage = jtso.stage_at(start, plan)
   data = _stage_iterator(config, stage, train_source)
-  if checkpoints.latest_step() is not None:
+  if latest is not None:
     state = checkpoints.restore(state, data)
     logging.info('Resumed from step %d in %s.', start, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
