@@ -23,6 +23,7 @@ counts as best.
 import dataclasses
 import json
 import math
+import os
 import uuid
 from typing import Any, Mapping, Sequence
 
@@ -39,8 +40,9 @@ SUBDIR = 'checkpoints'
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
-  """`<workdir>/checkpoints`, where the step directories live."""
-  return epath.Path(workdir) / SUBDIR
+  """`<workdir>/checkpoints` as an absolute path (orbax's tensorstore writer refuses
+  relative ones, and `python main.py` defaults to the relative `runs/<preset>`)."""
+  return epath.Path(os.path.abspath(os.path.expanduser(workdir))) / SUBDIR
 
 
 def metric_value(metrics: Mapping[str, Any] | None, name: str) -> float | None:

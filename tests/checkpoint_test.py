@@ -188,3 +188,19 @@ def test_unwritable_workdir_is_named(tmp_path):
     locked.mkdir(mode=0o500)
     with pytest.raises(PermissionError, match=str(locked)):
       checkpoint.Checkpointer(str(locked))
+
+
+def test_relative_workdir(tmp_path, monkeypatch):
+  """`python main.py` defaults to the relative workdir runs/<preset>: saving there works."""
+  monkeypatch.chdir(tmp_path)
+  tx = optax.adam(1e-3)
+  params = {'w': jnp.arange(4.0)}
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                     opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
+  with checkpoint.Checkpointer('runs/rel') as ckpt:
+    assert ckpt.save(1, state)
+    ckpt.wait()
+    assert ckpt.latest_step() == 1
+    restored = ckpt.restore(state)
+  np.testing.assert_array_equal(restored.params['w'], params['w'])
+  assert (tmp_path / 'runs' / 'rel' / 'checkpoints' / '1').is_dir()
