@@ -1,6 +1,5 @@
 """The training driver end to end on the tiny synthetic dataset: learning, logs, resume."""
 
-import json
 import os
 import subprocess
 import sys
