@@ -32,6 +32,8 @@ def paper_model() -> ml_collections.ConfigDict:
       refiner_kernel=4,
       volume_size=32,
       leaky_slope=0.2,
+      conv3d='auto',              # lowering of 3D convs: 'auto' (per layer and device),
+                                  # 'fold' or 'native'; same parameters (models/conv3d.py)
       dtype='float32',            # compute dtype; 'bfloat16' for mixed precision
   ))
 

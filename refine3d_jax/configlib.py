@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import ml_collections
 
 FUSIONS = ('self_attention', 'attsets')
+CONV3D_IMPLS = ('auto', 'fold', 'native')  # refine3d_jax/models/conv3d.py
 SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
 DTYPES = ('float32', 'bfloat16')
 DATASETS = ('shapenet_r2n2', 'synthetic_shapes')  # as refine3d_jax.data.build.DATASETS
@@ -73,6 +74,8 @@ def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> N
   _positive_int(k('refiner_kernel'), model.refiner_kernel)
   _check(isinstance(model.leaky_slope, (int, float)) and 0 <= model.leaky_slope < 1,
          k('leaky_slope'), model.leaky_slope, 'must be in [0, 1)')
+  _check(model.conv3d in CONV3D_IMPLS, k('conv3d'), model.conv3d,
+         f'must be one of {CONV3D_IMPLS}')
   _check(model.dtype in DTYPES, k('dtype'), model.dtype, f'must be one of {DTYPES}')
 
 

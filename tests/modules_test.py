@@ -1,10 +1,12 @@
 """Unit tests of the building blocks: fusion modules, upsampling, encoder and decoder shapes."""
 
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import Decoder, num_upsamplings, upsample_nearest
 from refine3d_jax.models.encoder import Encoder
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
@@ -80,3 +82,33 @@ def test_decoder_upsamples_from_base_grid():
       False, False, True, False, False]
   with pytest.raises(ValueError, match='cannot upsample'):
     jax.eval_shape(Decoder(widths=(8, 8), base_size=2).init, jax.random.key(0), jnp.zeros((1, 4)))
+
+
+@pytest.mark.parametrize('kernel', [1, 3, 4])
+def test_conv3d_fold_equals_native_and_flax(kernel):
+  # Same output (SAME padding, even kernels included) and gradients in both lowerings,
+  # and the same parameters as flax.linen.Conv, so checkpoints do not depend on `impl`.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, 3))
+  flax_conv = nn.Conv(2, (kernel,) * 3)
+  variables = flax_conv.init(jax.random.PRNGKey(1), x)
+  variables = perturb(variables, scale=0.1)  # a non-zero bias
+  expected = flax_conv.apply(variables, x)
+  ours = {impl: Conv3D(2, kernel, impl=impl) for impl in ('fold', 'native')}
+  for impl, conv in ours.items():
+    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
+  grads = {impl: jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x)
+           for impl, c in ours.items()}
+  for a, b in zip(jax.tree.leaves(grads['fold']), jax.tree.leaves(grads['native'])):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_conv3d_impl_choice():
+  assert resolve_impl('auto', 32, 1, 32, backend='cpu') == 'fold'
+  assert resolve_impl('auto', 16, 64, 128, backend='cpu') == 'fold'
+  assert resolve_impl('auto', 32, 32, 64, backend='cpu') == 'native'
+  assert resolve_impl('auto', 4, 1, 4, backend='gpu') == 'native'
+  assert resolve_impl('fold', 32, 64, 64, backend='gpu') == 'fold'
+  with pytest.raises(ValueError, match='impl'):
+    resolve_impl('winograd', 8, 1, 1)

@@ -12,7 +12,8 @@ The paper describes "five residual blocks" with six widths (128, 128, 128, 64, 6
 
 Upsampling is nearest-neighbour resize followed by the block's 3x3x3 convolution (and the
 shortcut's 1x1x1 one), not ``ConvTranspose``: 3D transposed convolutions run at
-1-2 GFLOP/s on XLA:CPU, while resize + conv runs as an ordinary convolution.
+1-2 GFLOP/s on XLA:CPU, while resize + conv runs as an ordinary convolution (lowered as
+``conv_impl`` says: refine3d_jax/models/conv3d.py).
 No normalisation layer: the decoder is frozen in JTSO's stage 2, and batch statistics
 would keep drifting under a frozen decoder.
 """
@@ -23,6 +24,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from refine3d_jax.models.conv3d import Conv3D
 
 
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -46,17 +49,19 @@ class ResidualBlock3D(nn.Module):
   features: int
   upsample: bool
   leaky_slope: float = 0.2
+  conv_impl: str = 'auto'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = lambda k, name: Conv3D(self.features, k, impl=self.conv_impl, dtype=self.dtype,
+                                  name=name)
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
     if self.upsample:
       x = upsample_nearest(x)
-    y = act(nn.Conv(self.features, (3, 3, 3), dtype=self.dtype, name='conv1')(x))
-    y = nn.Conv(self.features, (3, 3, 3), dtype=self.dtype, name='conv2')(y)
+    y = conv(3, 'conv2')(act(conv(3, 'conv1')(x)))
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1, 1), dtype=self.dtype, name='shortcut')(x)
+      x = conv(1, 'shortcut')(x)
     return act(x + y)
 
 
@@ -66,6 +71,7 @@ class Decoder(nn.Module):
   base_size: int = 2
   volume_size: int = 32
   leaky_slope: float = 0.2
+  conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -79,6 +85,6 @@ class Decoder(nn.Module):
     x = nn.leaky_relu(x, self.leaky_slope).reshape(z.shape[0], b, b, b, self.widths[0])
     for i, width in enumerate(self.widths[1:]):
       x = ResidualBlock3D(width, upsample=i < ups, leaky_slope=self.leaky_slope,
-                          dtype=self.dtype, name=f'block{i + 1}')(x)
-    logits = nn.Conv(1, (1, 1, 1), dtype=self.dtype, name='logits')(x)
+                          conv_impl=self.conv_impl, dtype=self.dtype, name=f'block{i + 1}')(x)
+    logits = Conv3D(1, 1, impl=self.conv_impl, dtype=self.dtype, name='logits')(x)
     return logits[..., 0]

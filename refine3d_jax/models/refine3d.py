@@ -44,6 +44,7 @@ class Refine3DNet(nn.Module):
   refiner_kernel: int = 4
   volume_size: int = 32
   leaky_slope: float = 0.2
+  conv3d: str = 'auto'
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
@@ -57,9 +58,9 @@ class Refine3DNet(nn.Module):
     else:
       raise ValueError(f"unknown fusion {self.fusion!r}: use one of {configlib.FUSIONS}")
     self.decoder = Decoder(self.decoder_widths, self.decoder_base_size, self.volume_size,
-                           self.leaky_slope, self.dtype)
+                           self.leaky_slope, self.conv3d, self.dtype)
     self.refiner = Refiner(self.refiner_widths, self.refiner_kernel, self.leaky_slope,
-                           self.dtype)
+                           self.conv3d, self.dtype)
 
   def __call__(self, images: jax.Array, mask: Optional[jax.Array] = None,
                train: bool = False) -> dict[str, jax.Array]:

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from refine3d_jax.models.conv3d import Conv3D
 from refine3d_jax.models.decoder import upsample_nearest
 
 
@@ -29,12 +30,13 @@ class ConvBNAct(nn.Module):
   features: int
   kernel: int = 4
   leaky_slope: float = 0.2
+  conv_impl: str = 'auto'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    k = (self.kernel,) * 3
-    x = nn.Conv(self.features, k, use_bias=False, dtype=self.dtype, name='conv')(x)
+    x = Conv3D(self.features, self.kernel, use_bias=False, impl=self.conv_impl,
+               dtype=self.dtype, name='conv')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, name='bn')(x)
     return nn.leaky_relu(x, self.leaky_slope)
@@ -45,6 +47,7 @@ class Refiner(nn.Module):
   widths: Sequence[int] = (32, 64, 128)
   kernel: int = 4
   leaky_slope: float = 0.2
+  conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -52,7 +55,8 @@ class Refiner(nn.Module):
     size = coarse_logits.shape[1]
     if size % 2 ** len(self.widths):
       raise ValueError(f'refiner: volume size {size} does not divide by 2**{len(self.widths)}')
-    block = lambda w, name: ConvBNAct(w, self.kernel, self.leaky_slope, self.dtype, name=name)
+    block = lambda w, name: ConvBNAct(w, self.kernel, self.leaky_slope, self.conv_impl,
+                                      self.dtype, name=name)
     x = jax.nn.sigmoid(coarse_logits)[..., None].astype(self.dtype)
     skips = []
     for i, width in enumerate(self.widths):
@@ -61,6 +65,6 @@ class Refiner(nn.Module):
       skips.append(x)
     for i in reversed(range(len(self.widths) - 1)):
       x = block(self.widths[i], f'up{i + 1}')(upsample_nearest(x), train) + skips[i]
-    delta = nn.Conv(1, (self.kernel,) * 3, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                    name='delta')(upsample_nearest(x))
+    delta = Conv3D(1, self.kernel, impl=self.conv_impl, dtype=self.dtype,
+                   kernel_init=nn.initializers.zeros, name='delta')(upsample_nearest(x))
     return coarse_logits + delta[..., 0].astype(coarse_logits.dtype)
