@@ -7,6 +7,10 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+# IoU thresholds reported by default; papers quote the best of several (Pix2Vox: 0.2/0.3/0.4/
+# 0.5), Refine3DNet's paper uses 0.25.
+DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5)
+
 
 def iou(probs: jax.Array, target: jax.Array,
         thresholds: Sequence[float] = (0.3,)) -> jax.Array:

@@ -19,7 +19,8 @@ def test_iou_matches_reference_on_random_volumes():
   rng = np.random.default_rng(0)
   probs = rng.random((5, 32, 32, 32), dtype=np.float32)
   target = rng.random((5, 32, 32, 32)) < np.linspace(0.05, 0.6, 5)[:, None, None, None]
-  thresholds = (0.2, 0.25, 0.3, 0.4, 0.5)
+  thresholds = metrics.DEFAULT_THRESHOLDS
+  assert thresholds == (0.2, 0.25, 0.3, 0.4, 0.5)
   got = np.asarray(metrics.iou(probs, target, thresholds))
   assert got.shape == (5, 5) and got.dtype == np.float32
   want = [[reference_iou(p, g, t) for t in thresholds] for p, g in zip(probs, target)]
