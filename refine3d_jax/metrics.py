@@ -1,7 +1,8 @@
 """Evaluation metrics: per-sample voxel IoU (the benchmark's definition) and means that skip
 the examples padding the last eval batch, as pure jnp functions that run inside `jax.jit` and
 take numpy or jax arrays alike; and host-side numpy metrics for the final evaluation:
-F-Score@1% on marching-cubes surfaces (needs scikit-image and scipy)."""
+F-Score@1% on marching-cubes surfaces (needs scikit-image and scipy), the sample-weighted and
+class-mean averages, and the best of several thresholds."""
 
 from typing import Sequence
 
@@ -61,7 +62,7 @@ def weighted_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# Host-side (numpy) evaluation: F-Score@1% on surfaces.
+# Host-side (numpy) evaluation: F-Score@1% on surfaces, and the benchmark's averaging.
 
 
 def _surface(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -142,3 +143,44 @@ def fscores(preds: np.ndarray, targets: np.ndarray, threshold: float,
     raise ValueError(f'preds {preds.shape} and targets {targets.shape} must have one shape')
   return np.array([fscore(p >= threshold, t, **kwargs) for p, t in zip(preds, targets)],
                   np.float64)
+
+
+def summarize(values: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:
+  """The benchmark's averages of per-sample `values` `[N, ...]` (e.g. IoU `[N, T]`) with
+  class `labels` `[N]` (ints indexing `names`):
+
+    'sample_weighted': mean over all N objects (Pix2Vox, UMIFormer, LRGT);
+    'class_mean': unweighted mean of the per-class means, over the classes present
+      (3D-RETR);
+    'per_category': {name: mean over that class}, classes present only;
+    'count': {name: number of objects}, classes present only.
+
+  Means have shape `values.shape[1:]`, returned as python floats (or nested lists), so the
+  dict is JSON-ready. Raises ValueError when N is 0 or the shapes disagree.
+  """
+  values = np.asarray(values, np.float64)
+  labels = np.asarray(labels)
+  if labels.shape != values.shape[:1] or not len(labels):
+    raise ValueError(f'labels must be [N] = {values.shape[:1]}, N > 0; got {labels.shape}')
+  present = np.unique(labels)
+  if present[0] < 0 or present[-1] >= len(names):
+    raise ValueError(f'labels must index names ({len(names)}); got {present}')
+  means = {int(c): values[labels == c].mean(axis=0) for c in present}
+  return {
+      'sample_weighted': values.mean(axis=0).tolist(),
+      'class_mean': np.mean(list(means.values()), axis=0).tolist(),
+      'per_category': {names[c]: m.tolist() for c, m in means.items()},
+      'count': {names[int(c)]: int(np.sum(labels == c)) for c in present},
+  }
+
+
+def best_of(per_threshold: Sequence[float],
+            thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[float, float]:
+  """(best value, its threshold) of a mean metric reported at each threshold, the way papers
+  quote the best of several thresholds; the first threshold wins a tie."""
+  per_threshold = np.asarray(per_threshold, np.float64)
+  if per_threshold.shape != (len(thresholds),):
+    raise ValueError(f'per_threshold {per_threshold.shape} must be [{len(thresholds)}], '
+                     'one value per threshold')
+  i = int(np.argmax(per_threshold))
+  return float(per_threshold[i]), float(thresholds[i])

@@ -1,5 +1,7 @@
 """Tests of refine3d_jax.metrics against a per-sample Python reference."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -146,3 +148,32 @@ def test_fscores_thresholds_each_sample():
   np.testing.assert_array_equal(
       got, [1.0, metrics.fscore(preds[1] > 0, targets[1], num_points=1024), 0.0])
   np.testing.assert_array_equal(metrics.fscores(preds[:1], targets[:1], 0.4), [0.0])
+
+
+def test_summarize_unbalanced_classes():
+  values = np.array([1.0, 1.0, 1.0, 0.0])
+  labels = np.array([0, 0, 0, 2])
+  got = metrics.summarize(values, labels, ['aeroplane', 'bench', 'cabinet'])
+  assert got == {'sample_weighted': 0.75, 'class_mean': 0.5,
+                 'per_category': {'aeroplane': 1.0, 'cabinet': 0.0},
+                 'count': {'aeroplane': 3, 'cabinet': 1}}
+  json.dumps(got)  # plain python types
+  # per-threshold values [N, T]
+  got = metrics.summarize(np.array([[1.0, 0.5], [0.5, 0.5], [0.0, 1.0]]),
+                          np.array([1, 1, 0]), ['a', 'b'])
+  np.testing.assert_allclose(got['sample_weighted'], [0.5, 2 / 3])
+  np.testing.assert_allclose(got['class_mean'], [0.375, 0.75])
+  np.testing.assert_allclose(got['per_category']['b'], [0.75, 0.5])
+  assert got['count'] == {'a': 1, 'b': 2} and isinstance(got['class_mean'], list)
+  json.dumps(got)
+  with pytest.raises(ValueError, match='labels must'):
+    metrics.summarize(values, labels[:3], ['a', 'b', 'c'])
+  with pytest.raises(ValueError, match='labels must index'):
+    metrics.summarize(values, labels, ['a', 'b'])
+
+
+def test_best_of():
+  assert metrics.best_of([0.60, 0.65, 0.66, 0.66, 0.61]) == (0.66, 0.3)
+  assert metrics.best_of([0.1, 0.2], (0.5, 0.25)) == (0.2, 0.25)
+  with pytest.raises(ValueError, match='one value per threshold'):
+    metrics.best_of([0.1, 0.2])
