@@ -1,11 +1,18 @@
 """Evaluation metrics: per-sample voxel IoU (the benchmark's definition) and means that skip
-the examples padding the last eval batch. Pure jnp functions: they run inside `jax.jit` and
-take numpy or jax arrays alike."""
+the examples padding the last eval batch, as pure jnp functions that run inside `jax.jit` and
+take numpy or jax arrays alike; and host-side numpy metrics for the final evaluation:
+F-Score@1% on marching-cubes surfaces (needs scikit-image and scipy), the sample-weighted and
+class-mean averages, and the best of several thresholds."""
 
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# IoU thresholds reported by default; papers quote the best of several (Pix2Vox: 0.2/0.3/0.4/
+# 0.5), Refine3DNet's paper uses 0.25.
+DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 def iou(probs: jax.Array, target: jax.Array,
@@ -52,3 +59,128 @@ def weighted_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
   # where, not a product: padded examples may hold NaN or inf (0 * nan is nan).
   total = jnp.sum(jnp.where(w > 0, values, 0.0) * w, axis=0)
   return total / jnp.maximum(jnp.sum(w, axis=0), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host-side (numpy) evaluation: F-Score@1% on surfaces, and the benchmark's averaging.
+
+
+def _surface(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(vertices [V, 3], faces [F, 3]) of a non-empty bool S^3 grid's surface, in the unit
+  cube: marching cubes at 0.5 on the grid padded by one voxel of zeros (so the surface is
+  closed), then (v - 0.5) / S, which maps a full grid's surface onto [0, 1]^3."""
+  from skimage import measure  # Host-only dependency; imported where it is used.
+  padded = np.pad(grid.astype(np.float32), 1)
+  verts, faces, _, _ = measure.marching_cubes(padded, level=0.5)
+  return (verts - 0.5) / grid.shape[0], faces
+
+
+def _sample_surface(verts: np.ndarray, faces: np.ndarray, num_points: int,
+                    seed: int) -> np.ndarray:
+  """`num_points` points [N, 3] uniform by area on a triangle mesh: a face with probability
+  proportional to its area, then a uniform barycentric point. Each call draws from a fresh
+  `default_rng(seed)`, so identical meshes give identical points."""
+  rng = np.random.default_rng(seed)
+  tri = verts[faces].astype(np.float64)                              # [F, 3, 3]
+  e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+  cdf = np.cumsum(np.linalg.norm(np.cross(e1, e2), axis=-1))
+  face = np.searchsorted(cdf, rng.random(num_points) * cdf[-1], side='right')
+  face = np.minimum(face, len(faces) - 1)
+  u, v = rng.random((2, num_points, 1))
+  flip = u + v > 1                                 # reflect into the triangle u + v <= 1
+  u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
+  return tri[face, 0] + u * e1[face] + v * e2[face]
+
+
+def fscore(pred: np.ndarray, target: np.ndarray, distance: float = 0.01,
+           num_points: int = 8192, seed: int = 0) -> float:
+  """F-Score@1% of two bool occupancy grids (Pix2Vox++ onwards; see PROTOCOL.md).
+
+  Each grid's surface comes from marching cubes at 0.5 on the grid padded by one voxel of
+  zeros, scaled so the whole S^3 grid spans the unit cube; `num_points` points are sampled
+  uniformly by area on each surface (both with `seed`, so identical grids score exactly
+  1.0). Precision is the fraction of predicted points closer than `distance` (strictly, as
+  the peers' code) to the nearest ground-truth point, recall the converse, and
+  F = 2PR / (P + R), 0.0 when P + R = 0. Both grids empty gives 1.0 (an empty object
+  predicted empty); exactly one empty gives 0.0.
+
+  Cost, measured on 2 busy CPU cores with 8192 points: 0.018 s per 32^3 pair of 10^3-voxel
+  cubes, 0.032 s for a half-full smooth blob, 0.09 s for 30% random noise (the worst case:
+  the time grows with the surface area); about 5 minutes for the 8,770 test objects.
+
+  Args:
+    pred: `[S, S, S]` predicted occupancy, bool (or 0/1).
+    target: `[S, S, S]` ground-truth occupancy, bool (or 0/1).
+    distance: the distance threshold, as a fraction of the grid side (0.01: 1%).
+    num_points: points sampled on each surface.
+    seed: seed of the numpy generator that samples the points.
+
+  Returns:
+    F as a python float in [0, 1].
+  """
+  from scipy import spatial  # Host-only dependency; imported where it is used.
+  pred, target = np.asarray(pred).astype(bool), np.asarray(target).astype(bool)
+  if pred.shape != target.shape or pred.ndim != 3 or len(set(pred.shape)) != 1:
+    raise ValueError(f'pred {pred.shape} and target {target.shape} must be one S^3 shape')
+  if not pred.any() or not target.any():
+    return float(pred.any() == target.any())
+  p = _sample_surface(*_surface(pred), num_points, seed)
+  t = _sample_surface(*_surface(target), num_points, seed)
+  precision = np.mean(spatial.cKDTree(t).query(p)[0] < distance)
+  recall = np.mean(spatial.cKDTree(p).query(t)[0] < distance)
+  if precision + recall == 0:
+    return 0.0
+  return float(2 * precision * recall / (precision + recall))
+
+
+def fscores(preds: np.ndarray, targets: np.ndarray, threshold: float,
+            **kwargs) -> np.ndarray:
+  """`fscore` of each sample: `preds` `[B, S, S, S]` probabilities, occupied where
+  p >= `threshold`; `targets` `[B, S, S, S]` bool; `kwargs` go to `fscore`. Returns float64
+  `[B]`."""
+  preds, targets = np.asarray(preds), np.asarray(targets)
+  if preds.shape != targets.shape:
+    raise ValueError(f'preds {preds.shape} and targets {targets.shape} must have one shape')
+  return np.array([fscore(p >= threshold, t, **kwargs) for p, t in zip(preds, targets)],
+                  np.float64)
+
+
+def summarize(values: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:
+  """The benchmark's averages of per-sample `values` `[N, ...]` (e.g. IoU `[N, T]`) with
+  class `labels` `[N]` (ints indexing `names`):
+
+    'sample_weighted': mean over all N objects (Pix2Vox, UMIFormer, LRGT);
+    'class_mean': unweighted mean of the per-class means, over the classes present
+      (3D-RETR);
+    'per_category': {name: mean over that class}, classes present only;
+    'count': {name: number of objects}, classes present only.
+
+  Means have shape `values.shape[1:]`, returned as python floats (or nested lists), so the
+  dict is JSON-ready. Raises ValueError when N is 0 or the shapes disagree.
+  """
+  values = np.asarray(values, np.float64)
+  labels = np.asarray(labels)
+  if labels.shape != values.shape[:1] or not len(labels):
+    raise ValueError(f'labels must be [N] = {values.shape[:1]}, N > 0; got {labels.shape}')
+  present = np.unique(labels)
+  if present[0] < 0 or present[-1] >= len(names):
+    raise ValueError(f'labels must index names ({len(names)}); got {present}')
+  means = {int(c): values[labels == c].mean(axis=0) for c in present}
+  return {
+      'sample_weighted': values.mean(axis=0).tolist(),
+      'class_mean': np.mean(list(means.values()), axis=0).tolist(),
+      'per_category': {names[c]: m.tolist() for c, m in means.items()},
+      'count': {names[int(c)]: int(np.sum(labels == c)) for c in present},
+  }
+
+
+def best_of(per_threshold: Sequence[float],
+            thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[float, float]:
+  """(best value, its threshold) of a mean metric reported at each threshold, the way papers
+  quote the best of several thresholds; the first threshold wins a tie."""
+  per_threshold = np.asarray(per_threshold, np.float64)
+  if per_threshold.shape != (len(thresholds),):
+    raise ValueError(f'per_threshold {per_threshold.shape} must be [{len(thresholds)}], '
+                     'one value per threshold')
+  i = int(np.argmax(per_threshold))
+  return float(per_threshold[i]), float(thresholds[i])
