@@ -1,0 +1,327 @@
+"""The paper-table scripts of experiments/, run as commands on tests/fixtures/eval/results.json.
+
+The fixture follows evaluate's results.json schema; these tests read what they expect from
+it (categories, view counts, thresholds, step), never its numbers, so a fixture written by
+the real evaluate command can replace it.
+"""
+
+import copy
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from experiments import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
+SCRIPTS = ('table1_per_category', 'table2_views', 'table3_cost', 'figure7_refiner',
+           'ablation_jtso')
+WITH_PNG = ('table2_views', 'figure7_refiner', 'ablation_jtso')
+
+
+def fixture() -> dict:
+  with open(FIXTURE) as f:
+    return json.load(f)
+
+
+def write_results(path, results: dict) -> str:
+  os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(results, f)
+  return str(path)
+
+
+def with_schedule(results: dict, schedule: str) -> dict:
+  results = copy.deepcopy(results)
+  results.setdefault('config', {}).setdefault('train', {})['schedule'] = schedule
+  return results
+
+
+def run(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', name + '.py'),
+                         *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  if check:
+    assert proc.returncode == 0, proc.stderr
+  return proc
+
+
+def read(out_dir, name: str) -> tuple[str, list[str], list[dict]]:
+  """(markdown, CSV header, CSV rows) written by a script; its PNG exists where it makes one."""
+  with open(os.path.join(out_dir, name + '.md')) as f:
+    markdown = f.read()
+  with open(os.path.join(out_dir, name + '.csv'), newline='') as f:
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  if name in WITH_PNG:
+    assert os.path.getsize(os.path.join(out_dir, name + '.png')) > 1000
+  return markdown, reader.fieldnames, rows
+
+
+def assert_caption(markdown: str, results: dict, thresholds: bool = True) -> None:
+  """The caption names the dataset, split, view protocol, threshold(s), averaging and step."""
+  assert f"`{results['dataset']}`" in markdown
+  assert f"split `{results['split']}`" in markdown
+  assert f"`{results['protocol']['views']}`" in markdown
+  assert f"step {results['checkpoint']['step']}" in markdown
+  assert 'Threshold:' in markdown and 'Averaging:' in markdown
+  if thresholds:
+    assert common.thresholds_text(results) in markdown
+    assert 'sample-weighted' in markdown and 'class mean' in markdown
+  assert (common.SYNTHETIC_WARNING in markdown) == results['synthetic']
+
+
+def assert_floats(row: dict, keys) -> None:
+  for k in keys:
+    float(row[k])
+
+
+@pytest.fixture(scope='module')
+def outputs(tmp_path_factory):
+  """Every script run once on the fixture (the ablation on two schedules of it): out dir."""
+  out = tmp_path_factory.mktemp('out')
+  results = fixture()
+  jtso = write_results(out / 'in' / 'jtso.json', with_schedule(results, 'jtso'))
+  e2e = write_results(out / 'in' / 'e2e.json', with_schedule(results, 'end_to_end'))
+  for name in SCRIPTS[:-1]:
+    assert '| method |' in run(name, f'--results={FIXTURE}', f'--out={out}').stdout
+  run('ablation_jtso', f'--results={jtso},{e2e}', f'--out={out}')
+  return out
+
+
+def test_fixture_follows_the_schema():
+  results = common.load_results(FIXTURE)
+  assert len(results['categories']) >= 2 and results['view_counts']
+
+
+def test_table1_per_category(outputs):
+  results = fixture()
+  cats = results['categories']
+  markdown, header, rows = read(outputs, 'table1_per_category')
+  assert_caption(markdown, results)
+  assert header == ['method', 'source', 'threshold', 'selection', *cats, 'mean',
+                    'class_mean']
+  ours = [r for r in rows if r['source'] == 'ours']
+  assert [r['selection'] for r in ours] == ['best'] + ['fixed'] * len(results['thresholds'])
+  for r in ours:
+    assert_floats(r, [*cats, 'mean', 'class_mean', 'threshold'])
+  peers = {r['method']: r for r in rows if r['source'] == 'published'}
+  assert peers['LRGT (published)']['mean'] == '0.696'
+  assert all(peers[p][c] == '' for p in peers for c in cats)  # none published per category
+  assert 'EVolT (published)' not in peers  # it has no 1-view IoU
+  assert re.search(r'\| LRGT \(published\) \| (- \| )+0\.696 \| - \|', markdown)
+
+
+def test_table2_views(outputs):
+  results = fixture()
+  markdown, header, rows = read(outputs, 'table2_views')
+  assert_caption(markdown, results)
+  views = sorted(set(common.STANDARD_VIEWS) | set(results['view_counts']))
+  assert header == ['metric', 'method', 'source', 'averaging', 'threshold',
+                    *(f'views_{n}' for n in views), *(f't_{n}' for n in views)]
+  for r in (r for r in rows if r['source'] == 'ours'):
+    assert_floats(r, [f'views_{n}' for n in results['view_counts']])
+    assert all(r[f'views_{n}'] == '' for n in views if n not in results['view_counts'])
+  for metric, published in (('iou', common.PUBLISHED_IOU),
+                            ('fscore', common.PUBLISHED_FSCORE)):
+    peers = {r['method']: r for r in rows if r['metric'] == metric and r['source'] != 'ours'}
+    assert set(peers) == {f'{m} (published)' for m in published}
+    for m, values in published.items():
+      for n in views:
+        cell = peers[f'{m} (published)'][f'views_{n}']
+        assert cell == ('' if n not in values else str(values[n]))
+  assert '| LRGT (published) | 0.696 | 0.746 |' in markdown  # IoU
+  assert '| LRGT (published) | 0.446 | 0.501 |' in markdown  # F-score
+
+
+def test_table3_cost(outputs):
+  results = fixture()
+  markdown, header, rows = read(outputs, 'table3_cost')
+  assert_caption(markdown, results, thresholds=False)
+  assert header == ['method', 'source', 'device', 'views', 'params', 'params_encoder',
+                    'params_attention', 'params_decoder', 'params_refiner', 'peak_memory_mb',
+                    'forward_ms', 'backward_ms', 'per_object', 'training']
+  peers = {r['method']: r for r in rows if r['source'] == 'published'}
+  assert len(peers) == len(common.PUBLISHED_COST)
+  assert peers['Pix2Vox-F (published)']['forward_ms'] == '9.25'
+  assert peers['Refine3DNet (published)']['backward_ms'] == '78'
+  for text in ('35.97M', '| 1407 |', '143M', '| 24 h |'):
+    assert text in markdown
+  ours = [r for r in rows if r['source'] == 'ours']
+  if 'cost' in results:
+    assert results['cost']['device'] in markdown
+    assert {int(r['views']) for r in ours} == {
+        int(k) for k in (*results['cost']['forward_ms_per_object'],
+                         *results['cost']['backward_ms_per_object'])}
+    assert all(int(r['params']) == results['cost']['params']['total'] for r in ours)
+
+
+def test_table3_without_cost_says_so(tmp_path):
+  results = fixture()
+  results.pop('cost', None)
+  path = write_results(tmp_path / 'results.json', results)
+  stdout = run('table3_cost', f'--results={path}').stdout
+  assert 'has no `cost` section' in stdout
+  markdown, _, rows = read(tmp_path, 'table3_cost')
+  assert 'has no `cost` section' in markdown
+  assert [r['source'] for r in rows].count('published') == len(common.PUBLISHED_COST)
+
+
+def test_figure7_refiner(outputs):
+  results = fixture()
+  markdown, header, rows = read(outputs, 'figure7_refiner')
+  assert_caption(markdown, results)
+  assert header == ['method', 'views', 'averaging', 'coarse_iou', 'coarse_threshold',
+                    'refined_iou', 'refined_threshold', 'gain', 'coarse_fscore',
+                    'refined_fscore', 'fscore_threshold']
+  assert len(rows) == 2 * len(results['view_counts'])
+  for r in rows:
+    assert_floats(r, header[3:])
+    assert float(r['coarse_threshold']) in results['thresholds']
+
+
+def test_figure7_at_one_threshold(tmp_path):
+  results = fixture()
+  t = results['thresholds'][0]
+  run('figure7_refiner', f'--results={FIXTURE}', f'--out={tmp_path}', f'--threshold={t}')
+  markdown, _, rows = read(tmp_path, 'figure7_refiner')
+  assert f't = {t:g}, one of the evaluated set' in markdown
+  assert {float(r['refined_threshold']) for r in rows} == {t}
+  proc = run('figure7_refiner', f'--results={FIXTURE}', f'--out={tmp_path}',
+             '--threshold=0.123', check=False)
+  assert proc.returncode != 0 and 'threshold 0.123 was not evaluated' in proc.stderr
+
+
+def test_ablation_jtso_two_files(outputs):
+  results = fixture()
+  markdown, header, rows = read(outputs, 'ablation_jtso')
+  assert_caption(markdown, results)
+  views = sorted(results['view_counts'])
+  assert header == ['method', 'schedule', 'step', 'averaging', *(f'views_{n}' for n in views),
+                    *(f't_{n}' for n in views)]
+  assert [r['method'] for r in rows] == ['jtso'] * 2 + ['end_to_end'] * 2 + [
+      'jtso - end_to_end'] * 2
+  for r in rows:
+    assert_floats(r, [f'views_{n}' for n in views])
+  assert '| jtso | jtso |' in markdown and '| end_to_end | end_to_end |' in markdown
+
+
+def test_ablation_jtso_labels_flag(tmp_path):
+  a = write_results(tmp_path / 'a.json', fixture())
+  b = write_results(tmp_path / 'b.json', fixture())
+  run('ablation_jtso', f'--results={a},{b}', '--labels=JTSO,end-to-end')
+  markdown, _, rows = read(tmp_path, 'ablation_jtso')
+  assert {r['method'] for r in rows} == {'JTSO', 'end-to-end', 'JTSO - end-to-end'}
+  assert 'JTSO: step' in markdown
+
+
+def test_ablation_jtso_without_schedule_names_the_key(tmp_path):
+  results = fixture()
+  results.pop('config', None)
+  a = write_results(tmp_path / 'a.json', results)
+  b = write_results(tmp_path / 'b.json', with_schedule(results, 'end_to_end'))
+  proc = run('ablation_jtso', f'--results={a},{b}', check=False)
+  assert proc.returncode != 0
+  assert a in proc.stderr and "'config'" in proc.stderr and 'Traceback' not in proc.stderr
+  results['config'] = {'train': {}}
+  write_results(a, results)
+  proc = run('ablation_jtso', f'--results={a},{b}', check=False)
+  assert a in proc.stderr and "'config.train.schedule'" in proc.stderr
+
+
+def _drop(results: dict, dotted: str) -> dict:
+  results = copy.deepcopy(results)
+  *parents, last = dotted.split('.')
+  node = results
+  for key in parents:
+    node = node[key]
+  del node[last]
+  return results
+
+
+def _missing_keys() -> list[str]:
+  results = fixture()
+  n, cat = results['view_counts'][-1], results['categories'][-1]
+  return ['split', 'checkpoint.step', 'protocol.views', f'counts.{cat}', f'views.{n}',
+          f'views.{n}.coarse.iou.best', f'views.{n}.refined.iou.per_category.{cat}',
+          f'views.{n}.refined.fscore.class_mean']
+
+
+@pytest.mark.parametrize('key', _missing_keys())
+def test_missing_key_names_file_and_key(tmp_path, key):
+  path = write_results(tmp_path / 'results.json', _drop(fixture(), key))
+  with pytest.raises(common.ResultsError) as e:
+    common.load_results(path)
+  assert str(e.value) == f"{path}: missing key '{key}'"
+
+
+@pytest.mark.parametrize('name', SCRIPTS)
+def test_scripts_report_a_missing_key(tmp_path, name):
+  key = f"views.{fixture()['view_counts'][0]}.refined.iou.best"
+  path = write_results(tmp_path / 'results.json', _drop(fixture(), key))
+  proc = run(name, f'--results={path},{path}', '--labels=a,b', check=False)
+  assert proc.returncode != 0
+  assert f"{path}: missing key '{key}'" in proc.stderr and 'Traceback' not in proc.stderr
+  assert not os.path.exists(tmp_path / f'{name}.md')
+
+
+def test_wrong_length_per_threshold_list():
+  results = fixture()
+  n = results['view_counts'][0]
+  results['views'][str(n)]['refined']['iou']['sample_weighted'].pop()
+  with pytest.raises(common.ResultsError, match=f"'views.{n}.refined.iou.sample_weighted' "
+                     'must be a list of'):
+    common.validate(results, 'x.json')
+
+
+def test_rows_need_distinct_labels():
+  with pytest.raises(common.ResultsError, match='share a label'):
+    common.load_runs([FIXTURE, FIXTURE])
+  assert [r['_label'] for r in common.load_runs([FIXTURE, FIXTURE], ['a', 'b'])] == ['a', 'b']
+
+
+def test_runs_of_different_evaluations_refuse_one_table(tmp_path):
+  a = write_results(tmp_path / 'a.json', fixture())
+  b = write_results(tmp_path / 'b.json', {**fixture(), 'split': 'val'})
+  proc = run('table2_views', f'--results={a},{b}', check=False)
+  assert proc.returncode != 0 and "differ in 'split'" in proc.stderr
+
+
+def test_shapenet_results_carry_no_synthetic_warning(tmp_path):
+  results = {**fixture(), 'dataset': 'shapenet_r2n2', 'builder_config': 'pix2vox',
+             'synthetic': False}
+  path = write_results(tmp_path / 'eval' / 'results.json', results)
+  run('table2_views', f'--results={path}')  # no --out: next to the results file
+  markdown, _, _ = read(tmp_path / 'eval', 'table2_views')
+  assert_caption(markdown, results)
+  assert 'SYNTHETIC' not in markdown and 'ShapeNet (3D-R2N2 renderings' in markdown
+
+
+def test_published_numbers_match_protocol():
+  """common's transcription against ../shared/PROTOCOL.md, where this checkout has it."""
+  path = os.path.join(ROOT, common.PROTOCOL)
+  if not os.path.exists(path):
+    pytest.skip(f'{path} not in this checkout')
+  with open(path) as f:
+    text = f.read()
+  table = text.split('## Best published results')[1].split('\n## ')[0]
+  lines = [l for l in table.splitlines() if l.startswith('| ') and not l.startswith('| method')]
+  assert len(lines) == len(common.PUBLISHED_IOU)
+  for line in lines:
+    method, *cells = [c.strip() for c in line.strip('|').split('|')]
+    method = method.split(' (paper')[0]
+    for n, cell in zip(common.STANDARD_VIEWS, cells):
+      iou, _, f = cell.split(' ')[0].partition('/')
+      assert common.PUBLISHED_IOU[method].get(n) == (None if iou == '-' else float(iou))
+      assert common.PUBLISHED_FSCORE.get(method, {}).get(n) == (float(f) if f else None)
+  cost = text.split('## Cost figures published')[1].split('\n## ')[0]
+  for row in common.PUBLISHED_COST:
+    assert f"{row['method']} {row['params_m']:g}M" in cost
+    for key, unit in (('peak_memory_mb', ' MB'), ('forward_ms', ' ms forward'),
+                      ('backward_ms', ' ms backward'), ('training', ' training')):
+      if key in row:
+        assert f'{row[key]}{unit}' in cost
