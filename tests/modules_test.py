@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
-from refine3d_jax.models.decoder import Decoder, num_upsamplings, upsample_nearest
+from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsamplings,
+                                         upsample_nearest)
 from refine3d_jax.models.encoder import Encoder
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
 from tests.testutil import perturb
@@ -112,3 +113,30 @@ def test_conv3d_impl_choice():
   assert resolve_impl('fold', 32, 64, 64, backend='gpu') == 'fold'
   with pytest.raises(ValueError, match='impl'):
     resolve_impl('winograd', 8, 1, 1)
+
+
+def test_depth_to_space_places_each_channel_at_its_offset():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 5, 16))
+  y = np.asarray(depth_to_space(x))
+  assert y.shape == (2, 6, 8, 10, 2)
+  x = np.asarray(x).reshape(2, 3, 4, 5, 2, 2, 2, 2)
+  for i, j, k in np.ndindex(2, 2, 2):
+    np.testing.assert_array_equal(y[:, i::2, j::2, k::2], x[:, :, :, :, i, j, k])
+
+
+def test_shuffle_head_and_occupancy_prior():
+  dec = Decoder(widths=(8, 8, 8, 4, 4), base_size=2, volume_size=32, head='shuffle',
+                occupancy_prior=0.1)
+  z = jnp.zeros((3, 16))
+  variables = dec.init(jax.random.key(0), z)
+  params = variables['params']
+  assert sorted(k for k in params if k.startswith('block')) == ['block1', 'block2', 'block3',
+                                                                'block4']
+  assert params['logits']['kernel'].shape == (1, 1, 1, 4, 8)
+  np.testing.assert_allclose(params['logits']['bias'], np.log(0.1 / 0.9), rtol=1e-6)
+  assert dec.apply(variables, z).shape == (3, 32, 32, 32)
+  # 3 upsamplings in blocks (2 -> 16), the 4th in the head: a 4th width would add a block
+  assert Decoder(widths=(8, 8, 8, 4), base_size=2, head='shuffle').init(
+      jax.random.key(0), z)['params']['logits']['kernel'].shape == (1, 1, 1, 4, 8)
+  with pytest.raises(ValueError, match='head'):
+    Decoder(widths=(8, 8), head='transpose').init(jax.random.key(0), z)

@@ -14,6 +14,13 @@ Upsampling is nearest-neighbour resize followed by the block's 3x3x3 convolution
 shortcut's 1x1x1 one), not ``ConvTranspose``: 3D transposed convolutions run at
 1-2 GFLOP/s on XLA:CPU, while resize + conv runs as an ordinary convolution (lowered as
 ``conv_impl`` says: refine3d_jax/models/conv3d.py).
+``head='shuffle'`` (an option, off in the paper preset) replaces the last 2x upsampling and
+its block by a 1x1x1 convolution to 8 logits per voxel at half the size, rearranged into
+the 2x2x2 voxels they cover (3D depth-to-space, the "sub-pixel convolution" of ESPCN): no
+convolution runs at full size, which is most of the decoder's cost on a CPU.
+``occupancy_prior`` p > 0 starts the logits' bias at log(p / (1 - p)), so the untrained
+model predicts the data's mean occupancy instead of 0.5 (the prior initialisation of
+RetinaNet's classifier), sparing the first steps the work of learning it.
 No normalisation layer: the decoder is frozen in JTSO's stage 2, and batch statistics
 would keep drifting under a frozen decoder.
 """
@@ -34,6 +41,18 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
   x = jnp.broadcast_to(x[:, :, None, :, None, :, None, :],
                        (n, d, factor, h, factor, w, factor, c))
   return x.reshape(n, d * factor, h * factor, w * factor, c)
+
+
+HEADS = ('conv', 'shuffle')
+
+
+def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
+  """``[N, D, H, W, f^3 * C]`` -> ``[N, f*D, f*H, f*W, C]``: channel ``(i, j, k, c)`` goes
+  to voxel offset ``(i, j, k)`` of its ``f^3`` block."""
+  n, d, h, w, c = x.shape
+  f, co = factor, c // factor ** 3
+  x = x.reshape(n, d, h, w, f, f, f, co).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return x.reshape(n, d * f, h * f, w * f, co)
 
 
 def num_upsamplings(volume_size: int, base_size: int) -> int:
@@ -71,12 +90,17 @@ class Decoder(nn.Module):
   base_size: int = 2
   volume_size: int = 32
   leaky_slope: float = 0.2
+  head: str = 'conv'            # 'conv' or 'shuffle' (see the module doc)
+  occupancy_prior: float = 0.0  # > 0: the logits' initial bias is log(p / (1 - p))
   conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    ups = num_upsamplings(self.volume_size, self.base_size)
+    if self.head not in HEADS:
+      raise ValueError(f'decoder head must be one of {HEADS}, got {self.head!r}')
+    shuffle = self.head == 'shuffle'
+    ups = num_upsamplings(self.volume_size, self.base_size) - shuffle
     if ups > len(self.widths) - 1:
       raise ValueError(f'{len(self.widths) - 1} decoder blocks cannot upsample {ups} times '
                        f'from {self.base_size}^3 to {self.volume_size}^3')
@@ -86,5 +110,9 @@ class Decoder(nn.Module):
     for i, width in enumerate(self.widths[1:]):
       x = ResidualBlock3D(width, upsample=i < ups, leaky_slope=self.leaky_slope,
                           conv_impl=self.conv_impl, dtype=self.dtype, name=f'block{i + 1}')(x)
-    logits = Conv3D(1, 1, impl=self.conv_impl, dtype=self.dtype, name='logits')(x)
-    return logits[..., 0]
+    p = self.occupancy_prior
+    bias_init = (nn.initializers.constant(math.log(p / (1 - p))) if p > 0 else
+                 nn.initializers.zeros_init())
+    logits = Conv3D(8 if shuffle else 1, 1, impl=self.conv_impl, dtype=self.dtype,
+                    bias_init=bias_init, name='logits')(x)
+    return (depth_to_space(logits) if shuffle else logits)[..., 0]

@@ -40,6 +40,8 @@ class Refine3DNet(nn.Module):
   attention_mlp_dim: int = 2048
   decoder_widths: Sequence[int] = (128, 128, 128, 64, 64, 32)
   decoder_base_size: int = 2
+  decoder_head: str = 'conv'
+  occupancy_prior: float = 0.0
   refiner_widths: Sequence[int] = (32, 64, 128)
   refiner_kernel: int = 4
   volume_size: int = 32
@@ -58,7 +60,8 @@ class Refine3DNet(nn.Module):
     else:
       raise ValueError(f"unknown fusion {self.fusion!r}: use one of {configlib.FUSIONS}")
     self.decoder = Decoder(self.decoder_widths, self.decoder_base_size, self.volume_size,
-                           self.leaky_slope, self.conv3d, self.dtype)
+                           self.leaky_slope, self.decoder_head, self.occupancy_prior,
+                           self.conv3d, self.dtype)
     self.refiner = Refiner(self.refiner_widths, self.refiner_kernel, self.leaky_slope,
                            self.conv3d, self.dtype)
 
