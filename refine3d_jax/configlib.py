@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import ml_collections
 
 FUSIONS = ('self_attention', 'attsets')
+DECODER_HEADS = ('conv', 'shuffle')  # refine3d_jax/models/decoder.py
 CONV3D_IMPLS = ('auto', 'fold', 'native')  # refine3d_jax/models/conv3d.py
 SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
 DTYPES = ('float32', 'bfloat16')
@@ -63,10 +64,16 @@ def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> N
   _check(model.volume_size % model.decoder_base_size == 0 and ratio & (ratio - 1) == 0,
          k('decoder_base_size'), model.decoder_base_size,
          f'model.volume_size / model.decoder_base_size must be a power of 2')
-  ups = ratio.bit_length() - 1
+  _check(model.decoder_head in DECODER_HEADS, k('decoder_head'), model.decoder_head,
+         f'must be one of {DECODER_HEADS}')
+  ups = ratio.bit_length() - 1 - (model.decoder_head == 'shuffle')
+  _check(ups >= 0, k('decoder_head'), model.decoder_head,
+         'shuffle needs model.volume_size >= 2 * model.decoder_base_size')
   _check(len(model.decoder_widths) - 1 >= ups, k('decoder_widths'), model.decoder_widths,
          f'needs at least {ups + 1} widths (stem + one block per 2x upsampling to '
          f'{model.volume_size}^3)')
+  _check(isinstance(model.occupancy_prior, (int, float)) and 0 <= model.occupancy_prior < 1,
+         k('occupancy_prior'), model.occupancy_prior, 'must be in [0, 1) (0 = off)')
   _positive_ints(k('refiner_widths'), model.refiner_widths)
   _check(model.volume_size % 2 ** len(model.refiner_widths) == 0, k('refiner_widths'),
          model.refiner_widths, f'{len(model.refiner_widths)} poolings do not divide '
@@ -171,3 +178,11 @@ def validate_eval(e: ml_collections.ConfigDict) -> None:
          e.max_examples, 'must be >= 0 (0 = all)')
   _check(isinstance(e.num_images, int) and e.num_images >= 1, 'eval.num_images',
          e.num_images, 'must be >= 1')
+  _check(isinstance(e.thresholds, (tuple, list)) and len(e.thresholds) > 0
+         and all(isinstance(t, (int, float)) and 0 < t < 1 for t in e.thresholds),
+         'eval.thresholds', e.thresholds, 'must be a non-empty tuple of numbers in (0, 1)')
+  _check(isinstance(e.fscore_distance, (int, float)) and 0 < e.fscore_distance < 1,
+         'eval.fscore_distance', e.fscore_distance,
+         'must be in (0, 1) (a fraction of the volume side)')
+  _check(isinstance(e.measure_cost, bool), 'eval.measure_cost', e.measure_cost,
+         'must be True or False')
