@@ -53,8 +53,9 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join('runs', config.preset)
   logging.info('JAX devices: %s (process %d of %d); workdir %s', jax.devices(),
                jax.process_index(), jax.process_count(), workdir)
-  if jax.process_index() == 0:
+  if jax.process_index() == 0:  # one builder; the other hosts wait for it
     ensure_synthetic_data(config)
+  parallel.barrier('synthetic data built')
   try:
     train.train_and_evaluate(config, workdir)
   except FileNotFoundError as e:  # an unbuilt dataset: the message says how to build it

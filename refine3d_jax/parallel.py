@@ -136,6 +136,12 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
+def barrier(name: str) -> None:
+  """Waits until every process reaches `barrier(name)` (no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
 def to_host(tree: Any) -> Any:
   """numpy copies of every leaf of `tree`, gathered whole on every host (sharded and
   multi-host arrays included; a collective, so every host must call it)."""

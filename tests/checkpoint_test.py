@@ -73,11 +73,9 @@ def test_restore_into_abstract_template(tmp_path):
   assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(restored))
 
 
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-  from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
-  data_dir = str(tmp_path_factory.mktemp('tfds'))
-  build.build('synthetic_shapes', data_dir, 'tiny')
+@pytest.fixture
+def tiny_data(tiny_data_dir):
+  data_dir = tiny_data_dir
   config = jtso.get_config('tiny')
   config.data.update(data_dir=data_dir, builder_config='tiny', num_threads=1)
   config.train.batch_size = 2

@@ -29,3 +29,13 @@ def tiny_model(tiny_init):
   """(model, variables) of the tiny preset, parameters perturbed away from their init."""
   model, variables = tiny_init
   return model, {**variables, 'params': perturb(variables['params'])}
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory):
+  """A TFDS data dir holding synthetic_shapes/tiny (5/5/5 objects, one per category),
+  built once per session (per xdist worker)."""
+  from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp('tfds'))
+  build.build('synthetic_shapes', path, 'tiny')
+  return path

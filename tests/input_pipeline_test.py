@@ -277,12 +277,11 @@ def test_worker_processes_give_the_same_batches_and_resume(built_dataset):
     np.testing.assert_array_equal(a['index'], b['index'])
 
 
-def test_quick_preset_on_synthetic_shapes(tmp_path):
+def test_quick_preset_on_synthetic_shapes(tiny_data_dir):
   """The default experiment's data path: synthetic_shapes through the quick preset's
   pipeline (64 px views), with no ShapeNet data involved."""
-  build.build('synthetic_shapes', str(tmp_path), 'tiny')
   config = jtso.get_config('quick')
-  config.data.update(data_dir=str(tmp_path), builder_config='tiny', num_threads=2)
+  config.data.update(data_dir=tiny_data_dir, builder_config='tiny', num_threads=2)
   config.train.batch_size = 4
   configlib.validate(config)
   batch = next(iter(ip.train_dataset(config, shard_index=0, shard_count=1)))

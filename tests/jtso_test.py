@@ -125,3 +125,32 @@ def test_learning_rate_decay():
   assert float(lr(0)) == pytest.approx(1e-3)
   assert float(lr(150 * 100 - 1)) == pytest.approx(1e-3)
   assert float(lr(150 * 100 + 1)) == pytest.approx(5e-4)
+
+
+def test_bfloat16_mixed_precision_step(setup):
+  """model.dtype='bfloat16': bf16 compute, float32 parameters and optimizer state, a
+  finite loss that tracks the float32 one, and every stage's step runs."""
+  config, f32_model, _, state, batch = setup
+  config = config.copy_and_resolve_references()
+  config.model.dtype = 'bfloat16'
+  model = create_model(config.model)
+  tx = jtso.optimizer(config)
+  outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                        batch['images'], batch['mask'])
+  # float32 outputs of a bf16 computation: every logit is a bfloat16 number
+  logits = outputs['coarse_logits']
+  assert logits.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, logits.astype(jnp.bfloat16).astype(jnp.float32))
+  f32_loss, _ = train.loss_fn(state.params, state.batch_stats, f32_model, batch['images'],
+                              batch['mask'], batch['voxels'])
+  for stage_name in ('base', 'att', 'jtso'):
+    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
+                                     stage=jtso.STAGES[stage_name], lr_fn=lambda s: 1e-3,
+                                     lr_scale=dict(config.train.lr_scale)))
+    new, metrics = step(state, batch)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params)), stage_name
+    assert all(x.dtype == y.dtype for x, y in zip(jax.tree.leaves(new.opt_state),
+                                                   jax.tree.leaves(state.opt_state)))
+    assert all(np.isfinite(float(v)) for v in metrics.values()), (stage_name, metrics)
+  # the stage-3 step's multi-view loss is that of `state`, as f32_loss
+  np.testing.assert_allclose(float(metrics['loss_multi']), float(f32_loss), rtol=0.05)

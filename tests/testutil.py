@@ -10,3 +10,16 @@ def perturb(params, seed=1, scale=0.05):
   jax.random call per leaf shape would compile ~30 small programs."""
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda p: p + scale * rng.standard_normal(p.shape).astype(p.dtype), params)
+
+
+def small_config(data_dir, **train_overrides):
+  """The tiny preset on synthetic_shapes/tiny at 16^3 (3D conv gradients are slow on
+  XLA:CPU), 2 objects a step, so an epoch is 2 steps: stage 2 from step 2, stage 3 from
+  step 3."""
+  from configs import jtso  # pylint: disable=g-import-not-at-top
+  config = jtso.get_config('tiny')
+  config.model.update(volume_size=16, refiner_widths=(4, 4))
+  config.data.update(data_dir=data_dir, builder_config='tiny', num_threads=1)
+  config.train.update(k1_epochs=1.0, k2_epochs=1.5, log_every_steps=1, **train_overrides)
+  config.eval.update(every_steps=2, val_views=(1, 2), num_images=2)
+  return config

@@ -8,27 +8,17 @@ import jax
 import numpy as np
 import pytest
 
-from configs import jtso as jtso_config
-from refine3d_jax import checkpoint, metric_writers, train
-from refine3d_jax.data import build
+from refine3d_jax import checkpoint, jtso, metric_writers, train
+from refine3d_jax.models import create_model
+from tests import parallel_test
+from tests.testutil import small_config
+
+ROOT = parallel_test.ROOT
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('tfds'))
-  build.build('synthetic_shapes', path, 'tiny')  # 5 train / 5 validation objects
-  return path
-
-
-def small_config(data_dir, **train_overrides):
-  """The tiny model at 16^3 (3D conv gradients are slow on XLA:CPU), 2 objects a step,
-  so an epoch is 2 steps: stage 2 from step 2, stage 3 from step 3."""
-  config = jtso_config.get_config('tiny')
-  config.model.update(volume_size=16, refiner_widths=(4, 4))
-  config.data.update(data_dir=data_dir, builder_config='tiny', num_threads=1)
-  config.train.update(k1_epochs=1.0, k2_epochs=1.5, log_every_steps=1, **train_overrides)
-  config.eval.update(every_steps=2, val_views=(1, 2), num_images=2)
-  return config
+@pytest.fixture
+def data_dir(tiny_data_dir):
+  return tiny_data_dir
 
 
 def params_of(state):
@@ -67,14 +57,60 @@ def test_tiny_run_learns(data_dir, tmp_path):
   assert val and 0 <= val[-1]['val_iou_1v'] <= 1
 
 
-def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
-  args = [sys.executable, 'main.py', '--config=configs/jtso.py:tiny', f'--workdir={tmp_path}',
+def main_args(data_dir, workdir, num_steps):
+  """`python main.py` on the tiny preset at 16^3, like small_config."""
+  return [sys.executable, 'main.py', '--config=configs/jtso.py:tiny', f'--workdir={workdir}',
           f'--config.data.data_dir={data_dir}', '--config.data.builder_config=tiny',
-          '--config.train.num_steps=2', '--config.model.volume_size=16',
+          f'--config.train.num_steps={num_steps}', '--config.model.volume_size=16',
           '--config.model.refiner_widths=(4,4)']
+
+
+def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
+  args = main_args(data_dir, tmp_path, 2)
   proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [m['step'] for m in metric_writers.read_metrics(str(tmp_path)) if 'val_iou' in m] == [2]
   bad = subprocess.run(args + ['--config.train.k2_epochs=-1'], capture_output=True, text=True,
                        timeout=300)
   assert bad.returncode != 0 and 'config.train.k2_epochs' in bad.stderr
+
+
+@pytest.mark.slow
+def test_main_on_two_processes_trains_and_resumes(data_dir, tmp_path):
+  """Two hosts on 127.0.0.1 (one CPU device each), each reading its half of the data:
+  one metrics log and one checkpoint written, a rerun resumes, and one process restores
+  the checkpoint."""
+  port = parallel_test.free_port()
+
+  def run_two(num_steps):
+    procs = []
+    for i in range(2):
+      env = dict(parallel_test.worker_env(1), JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+                 JAX_COORDINATOR_BIND_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='2',
+                 JAX_PROCESS_ID=str(i))
+      procs.append(subprocess.Popen(main_args(data_dir, tmp_path, num_steps), cwd=ROOT, env=env,
+                                    text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    try:
+      outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+          p.wait()
+    for p, out in zip(procs, outputs):
+      assert p.returncode == 0, out[-3000:]
+    return outputs
+
+  outputs = run_two(2)
+  assert 'process 0 of 2' in outputs[0] and 'process 1 of 2' in outputs[1]
+  run_two(3)
+  logs = metric_writers.read_metrics(str(tmp_path))
+  assert [m['step'] for m in logs if 'loss_single' in m or 'loss_multi' in m] == [1, 2, 3]
+  assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [2, 3]
+  config = small_config(data_dir)
+  model = create_model(config.model)
+  template = train.create_train_state(config, model, jtso.optimizer(config))
+  restored = checkpoint.Checkpointer(str(tmp_path)).restore(template)
+  assert int(restored.step) == 3
+  assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
+             zip(jax.tree.leaves(restored.params), jax.tree.leaves(template.params)))
