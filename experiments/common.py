@@ -14,6 +14,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 from absl import flags
 
+from refine3d_jax import report
+
 PROTOCOL = '../shared/PROTOCOL.md'
 STANDARD_VIEWS = (1, 2, 3, 4, 5, 8, 12, 16, 20)
 SYNTHETIC_WARNING = 'SYNTHETIC data, not ShapeNet: not comparable with published numbers'
@@ -332,9 +334,7 @@ def figure_title(runs: Sequence[dict], what: str) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-  return '\n'.join(lines)
+  return report.markdown_table(header, list(rows)).rstrip('\n')
 
 
 def document(*sections: tuple[str, str, Sequence[str]]) -> str:
@@ -358,7 +358,7 @@ def output_dir(out: Optional[str], paths: Sequence[str]) -> str:
 
 
 def write_csv(path: str, columns: Sequence[str], rows: Iterable[dict]) -> None:
-  with open(path, 'w', newline='') as f:
+  with report.atomic_write(path) as f:
     writer = csv.DictWriter(f, fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
@@ -370,7 +370,7 @@ def write_outputs(out_dir: str, name: str, markdown: str, columns: Sequence[str]
   """Print the markdown; write `<name>.md` and `<name>.csv` into out_dir; their paths."""
   print(markdown)
   md, table = os.path.join(out_dir, name + '.md'), os.path.join(out_dir, name + '.csv')
-  with open(md, 'w') as f:
+  with report.atomic_write(md) as f:
     f.write(markdown)
   write_csv(table, columns, rows)
   return [md, table]
@@ -378,5 +378,5 @@ def write_outputs(out_dir: str, name: str, markdown: str, columns: Sequence[str]
 
 def save_figure(fig, out_dir: str, name: str) -> str:
   path = os.path.join(out_dir, name + '.png')
-  fig.savefig(path, dpi=120, bbox_inches='tight')
+  report.save_figure(fig, path)
   return path

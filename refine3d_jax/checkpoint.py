@@ -134,17 +134,26 @@ class Checkpointer:
   """A thin wrapper over one `ocp.CheckpointManager` at `<workdir>/checkpoints`.
 
   keep: how many of the latest checkpoints to keep (None = all); best_metric: also keep
-  the checkpoint with the highest `metrics[best_metric]` (None = no best tracking).
-  Raises PermissionError naming the directory when it cannot be written.
+  the checkpoint with the highest `metrics[best_metric]` (None = no best tracking);
+  read_only: restore only (evaluation, prediction): nothing is created, saved or deleted.
+  Raises PermissionError naming the directory when it cannot be written, and
+  FileNotFoundError when a read-only one does not exist.
   """
 
-  def __init__(self, workdir: str, keep: int | None = 3, best_metric: str | None = 'val_iou'):
+  def __init__(self, workdir: str, keep: int | None = 3, best_metric: str | None = 'val_iou',
+               read_only: bool = False):
     if keep is not None and keep < 1:
       raise ValueError(f'keep must be >= 1 or None, got {keep}')
     self.directory = checkpoint_dir(workdir)
     self.best_metric = best_metric
-    _ensure_writable(self.directory)
-    self._manager = _manager(self.directory, keep, best_metric)
+    if read_only:
+      if not self.directory.is_dir():
+        raise FileNotFoundError(f'no checkpoints in {workdir} ({self.directory} does not '
+                                'exist)')
+    else:
+      _ensure_writable(self.directory)
+    self._manager = _manager(self.directory, None if read_only else keep, best_metric,
+                             read_only=read_only)
 
   def save(self, step: int, state: TrainState,
            data_iterator: grain.DatasetIterator | None = None,

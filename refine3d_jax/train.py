@@ -81,17 +81,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3
   return new_state, out
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3DNet,
-              threshold: float) -> dict[str, jax.Array]:
-  """Eval-mode forward: per-example IoU [B] of coarse and refined volumes, the refined
-  probabilities, and `valid` [B] passed through (so hosts gather it with the IoUs)."""
-  outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                        batch['images'], batch['mask'], train=False)
-  voxels = batch['voxels']
-  return dict(
-      iou_coarse=metrics.iou(outputs['coarse'], voxels, (threshold,))[:, 0],
-      iou_refined=metrics.iou(outputs['refined'], voxels, (threshold,))[:, 0],
-      refined=outputs['refined'], valid=batch['valid'])
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: Refine3DNet,
+              thresholds: tuple[float, ...]) -> dict[str, jax.Array]:
+  """Eval-mode forward of one batch: per-example IoU [B, T] of the coarse and refined
+  volumes at each threshold, their probabilities, and `valid`, `label` and `voxels`
+  passed through (so that hosts gather them with the outputs)."""
+  outputs = model.apply(variables, batch['images'], batch['mask'], train=False)
+  result = {k: batch[k] for k in ('valid', 'label', 'voxels')}
+  for name in ('coarse', 'refined'):
+    result[f'iou_{name}'] = metrics.iou(outputs[name], batch['voxels'], thresholds)
+    result[name] = outputs[name]
+  return result
+
+
+def variables_of(state: TrainState) -> dict[str, Any]:
+  """The model's variables in a TrainState."""
+  return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,7 +107,8 @@ def _programs(config_json: str, steps_per_epoch: int):
   model = create_model(config.model)
   tx = jtso.optimizer(config)
   steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
-  eval_fn = jax.jit(functools.partial(eval_step, model=model, threshold=config.eval.threshold))
+  eval_fn = jax.jit(functools.partial(eval_step, model=model,
+                                      thresholds=(config.eval.threshold,)))
   return model, tx, steps, eval_fn
 
 
@@ -133,15 +139,15 @@ def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
   for n in config.eval.val_views:
     ious, valid = [], []
     for batch in input_pipeline.eval_dataset(config, 'validation', n, source=source):
-      inputs = {**_model_inputs(batch, config.model.volume_size), 'valid': batch['valid']}
-      result = parallel.to_host(step_fn(state, parallel.shard_batch(inputs, mesh)))
-      ious.append(np.stack([result['iou_refined'], result['iou_coarse']], -1))
+      inputs = eval_inputs(batch, config.model.volume_size)
+      result = parallel.to_host(step_fn(variables_of(state), parallel.shard_batch(inputs, mesh)))
+      ious.append(np.stack([result['iou_refined'][:, 0], result['iou_coarse'][:, 0]], -1))
       valid.append(result['valid'])  # all hosts' rows, like the IoUs
       if picture is None:
         k = config.eval.num_images
         images = batch['images'][:k] * np.asarray(config.data.std) + np.asarray(config.data.mean)
         picture = visualize.reconstruction_grid(images, result['refined'][:k],
-                                                inputs['voxels'][:k], config.eval.threshold)
+                                                result['voxels'][:k], config.eval.threshold)
       if config.eval.max_examples and sum(map(len, valid)) >= config.eval.max_examples:
         break
     ious, valid = np.concatenate(ious), np.concatenate(valid)
@@ -150,7 +156,7 @@ def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
   return out, picture
 
 
-def _model_inputs(batch: dict, volume_size: int) -> dict:
+def model_inputs(batch: dict, volume_size: int) -> dict:
   """The arrays the steps use; voxels max-pooled to the model's volume when it is smaller
   than the data's 32^3 (a coarser model, e.g. for fast tests)."""
   voxels = np.asarray(batch['voxels'])
@@ -159,6 +165,11 @@ def _model_inputs(batch: dict, volume_size: int) -> dict:
     b, s = voxels.shape[0], volume_size
     voxels = voxels.reshape(b, s, f, s, f, s, f).max(axis=(2, 4, 6))
   return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
+
+
+def eval_inputs(batch: dict, volume_size: int) -> dict:
+  """model_inputs plus what eval_step passes through: `valid` and `label`."""
+  return {**model_inputs(batch, volume_size), 'valid': batch['valid'], 'label': batch['label']}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -195,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       data = _stage_iterator(config, new_stage, train_source, data.get_state())
     stage = new_stage
     state, step_metrics = steps[stage.name](state, parallel.shard_batch(
-        _model_inputs(next(data), config.model.volume_size), mesh))
+        model_inputs(next(data), config.model.volume_size), mesh))
     done, timed_steps = step + 1, timed_steps + 1
     bar.set_description(f'stage {stage.index} ({stage.name})')
     bar.update()

@@ -12,10 +12,10 @@ takes ~0.2 s, text included. Axis convention: voxel axis 0 = x, axis 1 = y (up),
 """
 
 import functools
-import os
-import tempfile
 
 import numpy as np
+
+from refine3d_jax import report
 
 PANEL = 128            # pixels per side of each picture
 HEADER = 18            # pixels of text above each row
@@ -162,13 +162,5 @@ def save_png(path: str, image: np.ndarray) -> None:
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f'image must be uint8 [H, W, 3]; got {image.dtype} {image.shape}')
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix='.png.tmp', dir=folder)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      Image.fromarray(image).save(f, format='PNG')
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  with report.atomic_write(path, 'wb') as f:
+    Image.fromarray(image).save(f, format='PNG')

@@ -1,0 +1,338 @@
+r"""Evaluation of a trained workdir on a split, for 1 to 20 views, under a named protocol.
+
+  python -m refine3d_jax.evaluate --workdir=runs/quick [--checkpoint=best|latest|STEP]
+      [--split=test] [--config=configs/jtso.py:quick] [--config.eval.view_counts=(1,3)]
+
+Restores the best checkpoint (by validation IoU; the latest when none has one) with the
+config saved beside it (`--config` replaces it, e.g. to change `eval.*` or `data.*`), runs
+the split data-parallel over every device, and writes `<workdir>/eval/` (`--out`):
+
+  results.json             every number below (schema: `results_schema` in this module)
+  table_views.md / .csv    IoU (best of the threshold set and at each threshold, sample-
+                           weighted and class-mean) and F-score@1% against views
+  table_per_category.md / .csv   per-category IoU and F-score, refined and coarse
+  iou_vs_views.png         refined and coarse IoU against views
+
+Protocols (recorded in results.json and in every caption): `data.eval_views` 'first_n'
+(views 00..n-1, Pix2Vox and later) or 'random' (seeded by `data.eval_seed`); IoU at each
+of `eval.thresholds` and at the best of them, averaged over objects (sample-weighted:
+Pix2Vox, UMIFormer, LRGT) and over categories (class-mean: 3D-RETR); F-Score@1% of the
+volume thresholded at `eval.threshold` (refine3d_jax/metrics.py). Both the decoder's
+coarse volume and the refiner's output are scored.
+"""
+
+import functools
+import json
+import os
+import resource
+import time
+from typing import Any, Sequence
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, metrics, parallel, report
+from refine3d_jax import train
+from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
+
+OUTPUTS = ('refined', 'coarse')
+
+
+def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,
+                step: int | None = None) -> ml_collections.ConfigDict:
+  """`override` if given, else the config saved with the workdir's checkpoints, checked."""
+  if override is not None:
+    config = override
+  else:
+    config = ml_collections.ConfigDict(checkpoint.restore_config(workdir, step))
+  configlib.validate(config)
+  return config
+
+
+def restore_variables(config: ml_collections.ConfigDict, workdir: str,
+                      which: str = 'best') -> tuple[Refine3DNet, dict[str, Any], int]:
+  """(model, {'params', 'batch_stats'}, step) of checkpoint `which` ('best', 'latest' or a
+  step number) of `workdir`. 'best' falls back to the latest when no checkpoint has a
+  validation IoU. Raises FileNotFoundError naming the workdir when there is none."""
+  model = create_model(config.model)
+  tx = jtso.optimizer(config)
+  template = jax.eval_shape(lambda: train.create_train_state(config, model, tx))
+  ckpt = checkpoint.Checkpointer(workdir, keep=None, read_only=True)
+  try:
+    if which == 'best':
+      step = ckpt.best_step()
+      step = ckpt.latest_step() if step is None else step
+    elif which == 'latest':
+      step = ckpt.latest_step()
+    else:
+      step = int(which)
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {ckpt.directory} (workdir {workdir}): '
+                              'train first, e.g. python main.py --workdir=' + workdir)
+    state = ckpt.restore(template, step=step)
+  finally:
+    ckpt.close()
+  return model, {'params': state.params, 'batch_stats': state.batch_stats}, step
+
+
+def category_names(data: ml_collections.ConfigDict) -> list[str]:
+  """The dataset's category names, in label order."""
+  path = input_pipeline.dataset_dir(data.dataset, data.builder_config, data.data_dir)
+  return list(tfds.builder_from_directory(path).info.features['label'].names)
+
+
+def score(outputs: dict[str, np.ndarray], names: Sequence[str], thresholds: Sequence[float],
+          fscore_threshold: float, fscore_distance: float) -> dict[str, Any]:
+  """Per-output IoU and F-score summaries of one view count, from train.eval_step's
+  outputs of its valid examples (`iou_<output>` [N, T], `<output>` [N, S, S, S]
+  probabilities, `voxels`, `label`)."""
+  result = {}
+  labels = outputs['label']
+  for name in OUTPUTS:
+    iou = metrics.summarize(outputs[f'iou_{name}'], labels, names)
+    best = {avg: dict(zip(('value', 'threshold'), metrics.best_of(iou[avg], thresholds)))
+            for avg in ('sample_weighted', 'class_mean')}
+    f = metrics.fscores(outputs[name], outputs['voxels'], fscore_threshold,
+                        distance=fscore_distance)
+    fs = metrics.summarize(f, labels, names)
+    result[name] = {
+        'iou': {'sample_weighted': iou['sample_weighted'], 'class_mean': iou['class_mean'],
+                'per_category': iou['per_category'], 'best': best},
+        'fscore': {'sample_weighted': fs['sample_weighted'], 'class_mean': fs['class_mean'],
+                   'per_category': fs['per_category']},
+    }
+  return result
+
+
+def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: dict[str, Any],
+             split: str = 'test', progress: bool = True) -> dict[str, Any]:
+  """Scores of `variables` on `split` for every count of `config.eval.view_counts`:
+  {'names', 'counts', 'views': {n: score(...)}, 'num_objects'}. Data-parallel over every
+  device of every host (each host reads its shard; the outputs are gathered)."""
+  mesh = parallel.make_mesh()
+  variables = parallel.replicate(variables, mesh)
+  thresholds = tuple(float(t) for t in config.eval.thresholds)
+  step_fn = jax.jit(functools.partial(train.eval_step, model=model, thresholds=thresholds))
+  source = input_pipeline.open_source(config.data, split)
+  names = category_names(config.data)
+  size = config.model.volume_size
+  by_views, labels = {}, None
+  counts = [int(n) for n in config.eval.view_counts]
+  per_host = input_pipeline.per_host_batch(config.train.batch_size, jax.process_count())
+  num_batches = -(-len(source) // (per_host * jax.process_count()))
+  bar = tqdm.tqdm(total=num_batches * len(counts), desc=f'evaluate {split}',
+                  disable=not progress or jax.process_index() != 0)
+  for n in counts:
+    gathered = []
+    bar.set_postfix(views=n)
+    for batch in input_pipeline.eval_dataset(config, split, n, source=source):
+      inputs = train.eval_inputs(batch, size)
+      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh)))
+      keep = out['valid']
+      gathered.append({k: v[keep] for k, v in out.items() if k != 'valid'})
+      bar.update()
+    outputs = {k: np.concatenate([g[k] for g in gathered]) for k in gathered[0]}
+    labels = outputs['label'] if labels is None else labels
+    by_views[str(n)] = score(outputs, names, thresholds, float(config.eval.threshold),
+                             float(config.eval.fscore_distance))
+  bar.close()
+  present = sorted(set(labels.tolist()))
+  return dict(categories=[names[i] for i in present],
+              counts={names[i]: int(np.sum(labels == i)) for i in present},
+              num_objects=int(len(labels)), view_counts=counts, views=by_views)
+
+
+def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
+                 variables: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
+  """Parameters per subtree, forward time per object with 1 and 20 views and training-mode
+  forward+backward time with 1 view (batch of 1, median of `repeats` after compilation,
+  first device), and peak memory (device statistics where the backend has them, else the
+  process's peak RSS)."""
+  params = variables['params']
+  s = config.model.image_size
+  device = jax.devices()[0]
+  variables = jax.device_put(variables, device)
+  voxels = jnp.zeros((1,) + (config.model.volume_size,) * 3, bool)
+
+  def timed(fn, *args):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
+  backward = jax.jit(jax.grad(lambda p, x: train.loss_fn(
+      p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels)[0]))
+  images = {n: jnp.zeros((1, n, s, s, 3), jnp.float32) for n in (1, 20)}
+  result = dict(
+      device=f'{device.platform}: {device.device_kind}',
+      params={**{k: int(sum(x.size for x in jax.tree.leaves(params[k]))) for k in SUBTREES},
+              'total': int(sum(x.size for x in jax.tree.leaves(params)))},
+      forward_ms_per_object={str(n): timed(forward, variables, x) for n, x in images.items()},
+      backward_ms_per_object={'1': timed(backward, variables['params'], images[1])})
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  if stats and 'peak_bytes_in_use' in stats:
+    result['peak_memory_mb'] = stats['peak_bytes_in_use'] / 2 ** 20
+    result['memory_kind'] = 'device peak bytes in use'
+  else:
+    result['peak_memory_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result['memory_kind'] = 'process peak RSS (host)'
+  return result
+
+
+def caption(results: dict[str, Any]) -> str:
+  """What every table says about how its numbers were made."""
+  p = results['protocol']
+  views = ('first n views (00..n-1)' if p['views'] == 'first_n' else
+           f"n random views (seed {p['seed']})")
+  data = f"{results['dataset']}{'/' + results['builder_config'] if results['builder_config'] else ''}"
+  if results['synthetic']:
+    data += ' (SYNTHETIC data, not ShapeNet: not comparable with published numbers)'
+  return (f"{data}, {results['split']} split, {results['num_objects']} objects; {views}, "
+          f"images {p['image']}; IoU thresholds {results['thresholds']} (best = the best "
+          f"of the set per view count); F-Score@{results['fscore']['distance']:.0%} at "
+          f"t = {results['fscore']['threshold']}; checkpoint step "
+          f"{results['checkpoint']['step']} ({results['checkpoint']['which']}) of "
+          f"{results['checkpoint']['workdir']}.")
+
+
+def views_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+  """(header, rows): one row per output and view count."""
+  ts = results['thresholds']
+  header = (['output', 'views', 'IoU best', 'best t', 'IoU best class-mean',
+             'best t class-mean'] + [f'IoU t={t}' for t in ts]
+            + ['F-Score@1%', 'F-Score@1% class-mean'])
+  rows = []
+  for name in OUTPUTS:
+    for n in results['view_counts']:
+      r = results['views'][str(n)][name]
+      best = r['iou']['best']
+      rows.append([name, n, best['sample_weighted']['value'],
+                   best['sample_weighted']['threshold'], best['class_mean']['value'],
+                   best['class_mean']['threshold'], *r['iou']['sample_weighted'],
+                   r['fscore']['sample_weighted'], r['fscore']['class_mean']])
+  return header, rows
+
+
+def category_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+  """(header, rows): per category, refined IoU for each view count at that count's best
+  threshold (sample-weighted), coarse IoU and F-Score@1% for the first count."""
+  counts, first = results['view_counts'], str(results['view_counts'][0])
+  best_index = lambda n, name: results['thresholds'].index(
+      results['views'][str(n)][name]['iou']['best']['sample_weighted']['threshold'])
+  header = (['category', 'objects'] + [f'IoU {n}v' for n in counts]
+            + [f'coarse IoU {first}v', f'F-Score@1% {first}v'])
+
+  def row(label, objects, pick_iou, pick_f):
+    return ([label, objects]
+            + [pick_iou(results['views'][str(n)]['refined']['iou'])[best_index(n, 'refined')]
+               for n in counts]
+            + [pick_iou(results['views'][first]['coarse']['iou'])[best_index(first, 'coarse')],
+               pick_f(results['views'][first]['refined']['fscore'])])
+
+  rows = [row(c, results['counts'][c], lambda r, c=c: r['per_category'][c],
+              lambda r, c=c: r['per_category'][c]) for c in results['categories']]
+  rows.append(row('mean (sample-weighted)', results['num_objects'],
+                  lambda r: r['sample_weighted'], lambda r: r['sample_weighted']))
+  rows.append(row('mean (class-mean)', results['num_objects'],
+                  lambda r: r['class_mean'], lambda r: r['class_mean']))
+  return header, rows
+
+
+def plot_views(results: dict[str, Any], path: str) -> None:
+  """iou_vs_views.png: refined and coarse IoU (best threshold, sample-weighted)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(6, 3.8))
+  ax = fig.subplots()
+  counts = results['view_counts']
+  for name, style in zip(OUTPUTS, ('-o', '--s')):
+    ax.plot(counts, [results['views'][str(n)][name]['iou']['best']['sample_weighted']['value']
+                     for n in counts], style, label=name)
+  ax.set(xlabel='views', ylabel='IoU (best threshold, sample-weighted)',
+         title=f"{results['dataset']} {results['split']}"
+               + (' (synthetic)' if results['synthetic'] else ''))
+  ax.set_xticks(counts)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  report.save_figure(fig, path)
+
+
+def write_outputs(results: dict[str, Any], out_dir: str) -> str:
+  """results.json, the two tables (.md + .csv) and the PNG into `out_dir`; returns the
+  markdown of both tables."""
+  report.write_json(os.path.join(out_dir, 'results.json'), results)
+  text = report.write_table(os.path.join(out_dir, 'table_views'), *views_table(results),
+                            caption='IoU and F-Score against views. ' + caption(results))
+  text += '\n' + report.write_table(
+      os.path.join(out_dir, 'table_per_category'), *category_table(results),
+      caption='Per-category IoU (refined unless marked). ' + caption(results))
+  plot_views(results, os.path.join(out_dir, 'iou_vs_views.png'))
+  return text
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
+        split: str = 'test', out_dir: str | None = None, progress: bool = True
+        ) -> dict[str, Any]:
+  """Restores, evaluates, measures the cost and writes everything; returns results."""
+  start = time.perf_counter()
+  model, variables, step = restore_variables(config, workdir, which)
+  scores = evaluate(config, model, variables, split, progress)
+  results = dict(
+      dataset=config.data.dataset, builder_config=config.data.builder_config, split=split,
+      synthetic=config.data.dataset == 'synthetic_shapes',
+      checkpoint=dict(workdir=os.path.abspath(workdir), step=int(step), which=str(which)),
+      protocol=dict(views=config.data.eval_views, seed=int(config.data.eval_seed),
+                    image=config.data.protocol),
+      thresholds=[float(t) for t in config.eval.thresholds],
+      fscore=dict(threshold=float(config.eval.threshold),
+                  distance=float(config.eval.fscore_distance)),
+      **scores)
+  if config.eval.measure_cost:
+    results['cost'] = measure_cost(config, model, variables)
+  results['config'] = json.loads(config.to_json_best_effort())
+  results['seconds'] = time.perf_counter() - start
+  if jax.process_index() == 0:
+    out_dir = out_dir or os.path.join(workdir, 'eval')
+    print(write_outputs(results, out_dir))
+    logging.info('Wrote %s', out_dir)
+  return results
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config (default: the one saved in the workdir).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to evaluate.', required=True)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+_SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
+_OUT = flags.DEFINE_string('out', None, 'Output folder (default: <workdir>/eval).')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  parallel.initialize()
+  if _CHECKPOINT.value not in ('best', 'latest') and not _CHECKPOINT.value.isdigit():
+    raise app.UsageError(f"--checkpoint must be 'best', 'latest' or a step number, got "
+                         f'{_CHECKPOINT.value!r}')
+  try:
+    config = load_config(_WORKDIR.value, _CONFIG.value)
+    run(config, _WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value)
+  except configlib.ConfigError as e:
+    raise app.UsageError(str(e)) from None
+  except FileNotFoundError as e:
+    raise SystemExit(f'error: {e}') from None
+
+
+if __name__ == '__main__':
+  app.run(main)

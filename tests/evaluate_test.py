@@ -1,0 +1,112 @@
+"""The evaluate command on a tiny trained workdir: files, numbers, protocols, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from refine3d_jax import evaluate, input_pipeline, train
+from tests.testutil import small_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_data_dir, tmp_path_factory):
+  """A workdir trained for 2 steps on synthetic_shapes/tiny (5 test objects, one per
+  category)."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(small_config(tiny_data_dir, num_steps=2), workdir)
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def results(trained):
+  config = evaluate.load_config(trained)  # the config saved with the checkpoint
+  config.eval.view_counts = (1, 3)
+  return evaluate.run(config, trained, progress=False), trained
+
+
+def test_writes_every_file_with_the_protocol(results):
+  res, workdir = results
+  out = os.path.join(workdir, 'eval')
+  for name in ('results.json', 'table_views.md', 'table_views.csv', 'table_per_category.md',
+               'table_per_category.csv', 'iou_vs_views.png'):
+    assert os.path.getsize(os.path.join(out, name)) > 0, name
+  assert not [f for f in os.listdir(out) if f.endswith('.tmp')]
+  with open(os.path.join(out, 'results.json')) as f:
+    assert json.load(f) == json.loads(json.dumps(res))
+  assert res['protocol'] == {'views': 'first_n', 'seed': 0, 'image': 'r2n2_127'}
+  assert res['thresholds'] == [0.2, 0.25, 0.3, 0.4, 0.5]
+  assert res['checkpoint']['step'] == 2 and res['checkpoint']['which'] == 'best'
+  for name in ('table_views.md', 'table_per_category.md'):
+    with open(os.path.join(out, name)) as f:
+      text = f.read()
+    assert 'SYNTHETIC' in text and 'first n views' in text and '0.25' in text, text
+
+
+def test_numbers_are_consistent(results):
+  res, _ = results
+  assert res['num_objects'] == 5 and len(res['categories']) == 5
+  assert set(res['counts'].values()) == {1}
+  assert res['view_counts'] == [1, 3] and set(res['views']) == {'1', '3'}
+  for n in ('1', '3'):
+    for output in ('refined', 'coarse'):
+      r = res['views'][n][output]
+      sw, cm = r['iou']['sample_weighted'], r['iou']['class_mean']
+      assert len(sw) == 5 and all(0 <= x <= 1 for x in sw)
+      # one object per category: both averages agree
+      np.testing.assert_allclose(sw, cm, atol=1e-6)
+      best = r['iou']['best']['sample_weighted']
+      assert best['value'] == max(sw)
+      assert best['threshold'] == res['thresholds'][int(np.argmax(sw))]
+      per_cat = np.array([r['iou']['per_category'][c] for c in res['categories']])
+      np.testing.assert_allclose(per_cat.mean(axis=0), sw, atol=1e-6)
+      assert 0 <= r['fscore']['sample_weighted'] <= 1
+  cost = res['cost']
+  assert cost['params']['total'] == sum(cost['params'][k] for k in
+                                        ('encoder', 'attention', 'decoder', 'refiner'))
+  assert cost['forward_ms_per_object']['1'] > 0 and cost['backward_ms_per_object']['1'] > 0
+
+
+def test_iou_matches_a_direct_computation(results, tiny_data_dir):
+  """The sample-weighted IoU of 3 views equals numpy IoU of the model's own outputs on
+  views 0, 1, 2 of each test object (first_n)."""
+  res, workdir = results
+  config = evaluate.load_config(workdir)
+  model, variables, _ = evaluate.restore_variables(config, workdir)
+  ious = []
+  for batch in input_pipeline.eval_dataset(config, 'test', 3):
+    valid = batch['valid']
+    assert (batch['views'][valid] == [0, 1, 2]).all()  # the first-n protocol
+    inputs = train.model_inputs(batch, config.model.volume_size)
+    probs = np.asarray(model.apply(variables, inputs['images'], inputs['mask'])['refined'])
+    for p, gt in zip(probs[valid], inputs['voxels'][valid]):
+      pred = p[None] >= np.array(res['thresholds'])[:, None, None, None]
+      inter = (pred & gt).sum(axis=(1, 2, 3))
+      union = (pred | gt).sum(axis=(1, 2, 3))
+      ious.append(np.where(union == 0, 1.0, inter / np.maximum(union, 1)))
+  np.testing.assert_allclose(np.mean(ious, axis=0),
+                             res['views']['3']['refined']['iou']['sample_weighted'], atol=1e-6)
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'refine3d_jax.evaluate',
+                         f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0
+  assert f'no checkpoints in {tmp_path}' in proc.stderr, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+
+
+def test_checked_in_fixture_matches_the_schema(tmp_path):
+  """tests/fixtures/eval/results.json (made by this command on a tiny model, see its
+  README) still renders: the experiments scripts' tests read it."""
+  with open(FIXTURE) as f:
+    fixture = json.load(f)
+  text = evaluate.write_outputs(fixture, str(tmp_path))
+  assert 'IoU best' in text and os.path.exists(tmp_path / 'iou_vs_views.png')
