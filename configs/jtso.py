@@ -145,7 +145,6 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     config.train.log_every_steps = 25
     config.train.checkpoint_every_steps = 125
     config.eval.every_steps = 125
-    config.eval.view_counts = (1, 3, 5)
   if preset == 'tiny':
     config.model.update(
         image_size=16,

@@ -19,6 +19,17 @@ PROTOCOLS = ('r2n2_127', 'pix2vox_224')  # refine3d_jax.data.transforms.PROTOCOL
 EVAL_VIEWS = ('first_n', 'random')
 NUM_VIEWS = 24  # views per object in every dataset
 
+# Keys added after workdirs were first made, with the value that reproduces what a config
+# without them meant (with_added_keys fills them in a saved config).
+ADDED_KEYS = {
+    'model.conv3d': 'auto',                 # lowering only: same parameters and outputs
+    'model.decoder_head': 'conv',
+    'model.occupancy_prior': 0.0,
+    'eval.thresholds': (0.2, 0.25, 0.3, 0.4, 0.5),
+    'eval.fscore_distance': 0.01,
+    'eval.measure_cost': True,
+}
+
 
 class ConfigError(ValueError):
   """A config value is missing or invalid; the message names the key."""
@@ -129,6 +140,23 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
   _int_in('data.num_workers', data.num_workers, 0, 1024)
   _positive_int('data.num_threads', data.num_threads)
   _positive_int('data.prefetch', data.prefetch)
+
+
+def with_added_keys(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict,
+                                                                  list[str]]:
+  """A saved config (e.g. checkpoint.restore_config) completed with ADDED_KEYS it lacks;
+  returns (config, the keys filled in)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  filled = []
+  for dotted, value in ADDED_KEYS.items():
+    *parents, leaf = dotted.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      node[leaf] = value
+      filled.append(dotted)
+  return config, filled
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

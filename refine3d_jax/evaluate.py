@@ -46,11 +46,16 @@ OUTPUTS = ('refined', 'coarse')
 
 def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,
                 step: int | None = None) -> ml_collections.ConfigDict:
-  """`override` if given, else the config saved with the workdir's checkpoints, checked."""
+  """`override` if given, else the config saved with the workdir's checkpoints (keys added
+  to the code since then take the values that keep its meaning), checked."""
   if override is not None:
     config = override
   else:
-    config = ml_collections.ConfigDict(checkpoint.restore_config(workdir, step))
+    config, filled = configlib.with_added_keys(
+        ml_collections.ConfigDict(checkpoint.restore_config(workdir, step)))
+    if filled:
+      logging.info('%s: config saved without %s; using %s', workdir, filled,
+                   {k: configlib.ADDED_KEYS[k] for k in filled})
   configlib.validate(config)
   return config
 

@@ -110,3 +110,14 @@ def test_end_to_end_baseline_differs_only_in_schedule(preset):
   reference = jtso.get_config(preset)
   reference.train.schedule = 'end_to_end'
   assert config.to_dict() == reference.to_dict()
+
+
+def test_saved_configs_get_the_keys_added_since():
+  config = jtso.get_config('tiny')
+  del config.eval['thresholds']
+  del config.model['decoder_head']
+  completed, filled = configlib.with_added_keys(config)
+  assert sorted(filled) == ['eval.thresholds', 'model.decoder_head']
+  assert completed.model.decoder_head == 'conv' and len(completed.eval.thresholds) == 5
+  configlib.validate(completed)
+  assert configlib.with_added_keys(completed)[1] == []
