@@ -153,6 +153,21 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
               num_objects=int(len(labels)), view_counts=counts, views=by_views)
 
 
+def device_name(device: jax.Device) -> str:
+  """'gpu: NVIDIA H100 80GB HBM3'; for CPUs the processor's model and core count (XLA
+  names every CPU just 'cpu')."""
+  if device.platform != 'cpu':
+    return f'{device.platform}: {device.device_kind}'
+  model = 'cpu'
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')),
+                   model)
+  except OSError:
+    pass
+  return f'cpu: {model}, {os.cpu_count()} cores'
+
+
 def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
                  variables: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
   """Parameters per subtree, forward time per object with 1 and 20 views and training-mode
@@ -179,7 +194,7 @@ def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
       p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels)[0]))
   images = {n: jnp.zeros((1, n, s, s, 3), jnp.float32) for n in (1, 20)}
   result = dict(
-      device=f'{device.platform}: {device.device_kind}',
+      device=device_name(device),
       params={**{k: int(sum(x.size for x in jax.tree.leaves(params[k]))) for k in SUBTREES},
               'total': int(sum(x.size for x in jax.tree.leaves(params)))},
       forward_ms_per_object={str(n): timed(forward, variables, x) for n, x in images.items()},
@@ -314,15 +329,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
   return results
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config (default: the one saved in the workdir).',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to evaluate.', required=True)
-_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
-_SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
-_OUT = flags.DEFINE_string('out', None, 'Output folder (default: <workdir>/eval).')
-
-
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -340,4 +346,13 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  # Flags are defined only when run as a program, so importing this module (predict,
+  # notebooks) defines none.
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config (default: the one saved in the workdir).',
+      lock_config=True)
+  _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to evaluate.', required=True)
+  _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
+  _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
+  _OUT = flags.DEFINE_string('out', None, 'Output folder (default: <workdir>/eval).')
   app.run(main)
