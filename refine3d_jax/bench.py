@@ -1,0 +1,225 @@
+r"""Benchmark: the machine's matmul ceiling, the training step per JTSO stage, inference
+latency, the input pipeline and memory, on whatever devices are present.
+
+  python -m refine3d_jax.bench --config=configs/jtso.py:paper [--views=1,3] [--batch=4]
+      [--steps=10] [--json]
+
+Training steps run on random batches of the config's shapes (the data never limits them)
+over every local device, the batch sharded as in training; times are medians of `--steps`
+runs after one compiling call, whose time is reported apart. Model FLOPs per step come
+from XLA's cost analysis of the lowered step on the CPU backend (GPU backends leave out
+the convolutions cuDNN runs), counting a multiply-add as 2; the fraction of the ceiling is
+achieved FLOP/s over a float32 (and, on GPUs, bfloat16) matmul's FLOP/s measured in the
+same run. The input pipeline is timed on the config's dataset when it is built (the
+training protocol, `--views` views) and reported as a ratio to the examples per second the
+slowest stage consumes. Peak memory: device statistics where the backend has them, and
+the process's peak RSS.
+"""
+
+import json
+import resource
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from refine3d_jax import configlib, evaluate, input_pipeline, jtso, parallel, train
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+  """Median seconds of `repeats` calls of `fn` (blocked until ready), after one call."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def matmul_ceiling(dtype: str, size: int, repeats: int = 5) -> float:
+  """GFLOP/s of a `size` x `size` matmul in `dtype` on the default device."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
+  f = jax.jit(lambda a, b: a @ b)
+  return 2 * size ** 3 / median_time(lambda: f(a, b), repeats) / 1e9
+
+
+def cpu_flops(fn: Callable, *args: Any) -> float:
+  """FLOPs of `fn(*args)` from XLA:CPU's cost analysis of the lowered program."""
+  on_cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype,
+                                                         sharding=on_cpu), args)
+  lowered = jax.jit(fn).lower(*abstract)
+  cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
+  return float(cost['flops'])
+
+
+def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+  """A training batch of the config's shapes with random contents."""
+  rng = np.random.default_rng(seed)
+  s, v = config.model.image_size, config.model.volume_size
+  return dict(images=rng.standard_normal((batch, views, s, s, 3), dtype=np.float32),
+              mask=np.ones((batch, views), bool),
+              voxels=rng.random((batch, v, v, v)) < 0.1)
+
+
+def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
+                steps: int) -> dict[str, dict[str, float]]:
+  """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step."""
+  model, tx, stage_steps, _ = train._programs(  # pylint: disable=protected-access
+      config.to_json_best_effort(sort_keys=True), 1000)
+  mesh = parallel.make_mesh()
+  state = parallel.replicate(train.create_train_state(config, model, tx), mesh)
+  data = random_batch(config, batch, views)
+  lr_scale = dict(config.train.lr_scale)
+  out = {}
+  for name, stage in jtso.STAGES.items():
+    if name == 'joint':
+      continue  # end to end: the cost of stage 'att' plus the base's gradient
+    b = dict(data)
+    if not stage.multi:
+      b = {k: (x[:, :1] if k in ('images', 'mask') else x) for k, x in b.items()}
+    sharded = parallel.shard_batch(b, mesh)
+    start = time.perf_counter()
+    state, metrics = stage_steps[name](state, sharded)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    holder = {'state': state}
+
+    def run(holder=holder, name=name, sharded=sharded):
+      holder['state'], m = stage_steps[name](holder['state'], sharded)
+      return m
+    step_s = median_time(run, steps)
+    state = holder['state']
+    flops = cpu_flops(lambda s, x: train.train_step(
+        s, x, model=model, tx=tx, stage=stage, lr_fn=lambda _: 1e-3, lr_scale=lr_scale),
+        jax.device_get(state), b)
+    out[name] = dict(compile_s=compile_s, step_s=step_s, examples_per_s=batch / step_s,
+                     gflops_per_step=flops / 1e9, gflops_per_s=flops / step_s / 1e9)
+  return out
+
+
+def bench_inference(config: ml_collections.ConfigDict, repeats: int) -> dict[str, float]:
+  """Milliseconds per object, eval mode, for 1 and 20 views at batch 1 and 32."""
+  model, tx, _, _ = train._programs(  # pylint: disable=protected-access
+      config.to_json_best_effort(sort_keys=True), 1000)
+  state = train.create_train_state(config, model, tx)
+  variables = train.variables_of(state)
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
+  out = {}
+  for views in (1, 20):
+    for batch in (1, 32):
+      x = jnp.asarray(random_batch(config, batch, views)['images'])
+      out[f'{views}v_b{batch}_ms_per_object'] = (
+          median_time(lambda x=x: forward(variables, x), repeats) / batch * 1e3)
+  return out
+
+
+def bench_input(config: ml_collections.ConfigDict, views: int,
+                batches: int) -> dict[str, Any]:
+  """Training-pipeline examples/s with `views` views, or why it was not measured."""
+  try:
+    source = input_pipeline.open_source(config.data, 'train')
+  except (FileNotFoundError, ValueError) as e:
+    return dict(examples_per_s=None, note=f'not measured: {e}')
+  eps = input_pipeline.examples_per_second(config, views, num_batches=batches, source=source)
+  return dict(examples_per_s=eps, note=f'{config.data.dataset}, {views} views, '
+                                       f'{config.data.num_workers} workers')
+
+
+def memory() -> dict[str, float | None]:
+  stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], 'memory_stats') else None
+  device_peak = stats.get('peak_bytes_in_use') if stats else None
+  return dict(host_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              device_peak_mb=None if device_peak is None else device_peak / 2 ** 20)
+
+
+def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], steps: int,
+        input_batches: int = 10) -> dict[str, Any]:
+  """Every measurement, as one JSON-ready dict."""
+  configlib.validate(config)
+  device = jax.devices()[0]
+  gpu = device.platform != 'cpu'
+  size = 4096 if gpu else 1024
+  ceilings = {'float32': matmul_ceiling('float32', size)}
+  if gpu:
+    ceilings['bfloat16'] = matmul_ceiling('bfloat16', size)
+  multi_views = max(views)
+  config = config.copy_and_resolve_references()
+  config.train.num_views = multi_views
+  stages = bench_train(config, batch, multi_views, steps)
+  ceiling = ceilings['bfloat16' if config.model.dtype == 'bfloat16' else 'float32']
+  for s in stages.values():
+    s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
+  slowest = min(s['examples_per_s'] for s in stages.values())
+  pipeline = bench_input(config, multi_views, input_batches)
+  if pipeline['examples_per_s'] is not None:
+    pipeline['ratio_to_step'] = pipeline['examples_per_s'] / slowest
+  return dict(
+      date=time.strftime('%Y-%m-%d'), device=evaluate.device_name(device),
+      devices=jax.device_count(), preset=config.get('preset', ''),
+      dtype=config.model.dtype, image_size=config.model.image_size, batch=batch,
+      views=multi_views, matmul_gflops=ceilings, train=stages,
+      inference=bench_inference(config, max(3, steps // 2)), input_pipeline=pipeline,
+      memory=memory())
+
+
+def format_table(r: dict[str, Any]) -> str:
+  lines = [f"refine3d_jax bench, {r['date']}: {r['device']} x{r['devices']}; preset "
+           f"{r['preset']}, {r['dtype']}, {r['image_size']} px, batch {r['batch']}, "
+           f"{r['views']} views in multi-view stages",
+           'matmul ceiling: ' + ', '.join(f'{k} {v:.1f} GFLOP/s'
+                                          for k, v in r['matmul_gflops'].items()),
+           f"{'stage':<6}{'compile s':>10}{'step ms':>10}{'ex/s':>9}{'GFLOP/step':>12}"
+           f"{'GFLOP/s':>9}{'of ceiling':>11}"]
+  for name, s in r['train'].items():
+    lines.append(f"{name:<6}{s['compile_s']:>10.1f}{s['step_s'] * 1e3:>10.1f}"
+                 f"{s['examples_per_s']:>9.1f}{s['gflops_per_step']:>12.2f}"
+                 f"{s['gflops_per_s']:>9.1f}{s['fraction_of_ceiling']:>10.0%}")
+  lines.append('inference ms/object: ' + ', '.join(
+      f'{k.replace("_ms_per_object", "")} {v:.2f}' for k, v in r['inference'].items()))
+  p = r['input_pipeline']
+  lines.append('input pipeline: ' + (
+      f"{p['examples_per_s']:.1f} examples/s ({p['note']}), {p['ratio_to_step']:.1f}x the "
+      'slowest stage' if p['examples_per_s'] is not None else p['note']))
+  m = r['memory']
+  lines.append(f"memory: host peak RSS {m['host_peak_rss_mb']:.0f} MB" + (
+      f", device peak {m['device_peak_mb']:.0f} MB" if m['device_peak_mb'] is not None else ''))
+  return '\n'.join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    views = [int(v) for v in _VIEWS.value]
+    assert views and min(views) > 0 and _BATCH.value > 0 and _STEPS.value > 0
+  except (ValueError, AssertionError):
+    raise app.UsageError('--views, --batch and --steps must be positive integers') from None
+  config = _CONFIG.value
+  try:
+    result = run(config, _BATCH.value or config.train.batch_size, views, _STEPS.value)
+  except configlib.ConfigError as e:
+    sys.exit(f'error: {e}')
+  print(format_table(result))
+  if _JSON.value:
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
+                                            lock_config=True)
+  _VIEWS = flags.DEFINE_list('views', ['1', '3'], 'View counts; the largest is the '
+                             'multi-view stages\' batch.')
+  _BATCH = flags.DEFINE_integer('batch', 4, 'Objects per training step (global).')
+  _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per stage (median).')
+  _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line with every figure.')
+  app.run(main)
