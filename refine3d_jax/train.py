@@ -144,7 +144,8 @@ def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
       ious.append(np.stack([result['iou_refined'][:, 0], result['iou_coarse'][:, 0]], -1))
       valid.append(result['valid'])  # all hosts' rows, like the IoUs
       if picture is None:
-        k = config.eval.num_images
+        # this host's views; its rows come first among the gathered results (process 0)
+        k = min(config.eval.num_images, len(batch['images']))
         images = batch['images'][:k] * np.asarray(config.data.std) + np.asarray(config.data.mean)
         picture = visualize.reconstruction_grid(images, result['refined'][:k],
                                                 result['voxels'][:k], config.eval.threshold)
