@@ -329,7 +329,7 @@ def plot_preview(path: str, views: np.ndarray, labels: Sequence[str], occupied: 
   fig = Figure(figsize=(1.6 * cols + 6.4, 3.6))
   grid = fig.add_gridspec(2, cols + 4)
   for i in range(shown):
-    ax = fig.add_subplot(grid[i % 2, i // 2])
+    ax = fig.add_subplot(grid[i // cols, i % cols])
     ax.imshow(views[i], interpolation='nearest')
     ax.set_title(os.path.basename(labels[i])[:18], fontsize=6)
     ax.axis('off')
