@@ -65,13 +65,15 @@ def weighted_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
 # Host-side (numpy) evaluation: F-Score@1% on surfaces, and the benchmark's averaging.
 
 
-def _surface(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(vertices [V, 3], faces [F, 3]) of a non-empty bool S^3 grid's surface, in the unit
-  cube: marching cubes at 0.5 on the grid padded by one voxel of zeros (so the surface is
-  closed), then (v - 0.5) / S, which maps a full grid's surface onto [0, 1]^3."""
+def surface(grid: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+  """(vertices [V, 3], faces [F, 3]) of an S^3 grid's surface (bool, or probabilities with
+  `level` = the occupancy threshold; some value must reach `level`), in the unit cube:
+  marching cubes at `level` on the grid padded by one voxel of zeros (so the surface is
+  closed), then (v - 0.5) / S, which puts voxel i's centre at (i + 0.5) / S and maps a
+  full bool grid's surface onto [0, 1]^3."""
   from skimage import measure  # Host-only dependency; imported where it is used.
   padded = np.pad(grid.astype(np.float32), 1)
-  verts, faces, _, _ = measure.marching_cubes(padded, level=0.5)
+  verts, faces, _, _ = measure.marching_cubes(padded, level=level)
   return (verts - 0.5) / grid.shape[0], faces
 
 
@@ -124,8 +126,8 @@ def fscore(pred: np.ndarray, target: np.ndarray, distance: float = 0.01,
     raise ValueError(f'pred {pred.shape} and target {target.shape} must be one S^3 shape')
   if not pred.any() or not target.any():
     return float(pred.any() == target.any())
-  p = _sample_surface(*_surface(pred), num_points, seed)
-  t = _sample_surface(*_surface(target), num_points, seed)
+  p = _sample_surface(*surface(pred), num_points, seed)
+  t = _sample_surface(*surface(target), num_points, seed)
   precision = np.mean(spatial.cKDTree(t).query(p)[0] < distance)
   recall = np.mean(spatial.cKDTree(p).query(t)[0] < distance)
   if precision + recall == 0:

@@ -54,23 +54,29 @@ def _face_samples(samples: int):
   return points, np.array([0.75, 1.0, 0.6]), border
 
 
-def render_voxels(occupied: np.ndarray, colour=PRED_COLOUR, panel: int = PANEL) -> np.ndarray:
-  """uint8 [panel, panel, 3] picture of a bool [S, S, S] grid (axis 1 up) as shaded cubes."""
+def render_voxels(occupied: np.ndarray, colour=PRED_COLOUR, panel: int = PANEL,
+                  azimuth: float = 40.0) -> np.ndarray:
+  """uint8 [panel, panel, 3] picture of a bool [S, S, S] grid (axis 1 up) as shaded cubes,
+  seen from 30 degrees above at `azimuth` degrees around the up axis (40: front-right, the
+  +x and +z faces; 220: the opposite side)."""
   occupied = np.asarray(occupied, bool)
   size = occupied.shape[0]
-  right, up, view, scale, u0, v0 = _camera(size, panel)
+  right, up, view, scale, u0, v0 = _camera(size, panel, azimuth=float(azimuth))
   points, shade, border = _face_samples(max(2, int(np.ceil(2 * scale))))
   image = np.full((panel * panel, 3), BACKGROUND, np.uint8)
   us, vs, depths, colours = [], [], [], []
-  padded = np.pad(occupied, ((0, 1), (0, 1), (0, 1)))
+  padded = np.pad(occupied, 1)
   for axis in range(3):
-    # a face shows only where the neighbour on the camera's side is empty
-    shift = [slice(0, size)] * 3
-    shift[axis] = slice(1, size + 1)
+    # the face of each cube on the camera's side shows only where that neighbour is empty
+    towards = 1 if view[axis] >= 0 else -1
+    shift = [slice(1, size + 1)] * 3
+    shift[axis] = slice(1 + towards, size + 1 + towards)
     cells = np.argwhere(occupied & ~padded[tuple(shift)]).astype(np.float64)  # [F, 3]
     if not len(cells):
       continue
-    p = cells[:, None, :] + points[axis][None]                              # [F, M, 3]
+    face = points[axis].copy()
+    face[:, axis] = 1.0 if towards > 0 else 0.0
+    p = cells[:, None, :] + face[None]                                      # [F, M, 3]
     us.append((scale * (p @ right) - u0).ravel())
     vs.append((v0 - scale * (p @ up)).ravel())
     depths.append((p @ view).ravel())

@@ -50,6 +50,18 @@ def test_different_volumes_give_different_pictures():
   assert not np.array_equal(grid, visualize.reconstruction_grid(views, probs, target, 0.6))
 
 
+def test_azimuth_shows_the_other_side():
+  """Seen from azimuth 220, a volume looks as it does from the default 40 when turned 180
+  degrees about the up axis (axes 0 and 2 reversed): the hidden faces are drawn."""
+  g = np.mgrid[:32, :32, :32]
+  corner = ((g[0] < 8) | (g[2] < 8)) & (g[1] < 20)
+  noise = np.random.default_rng(0).random((32, 32, 32)) < 0.2
+  for volume in (corner, noise):
+    back = visualize.render_voxels(volume, azimuth=220)
+    np.testing.assert_array_equal(back, visualize.render_voxels(volume[::-1, :, ::-1]))
+    assert not np.array_equal(back, visualize.render_voxels(volume))
+
+
 def test_speed():
   views, probs, target = volumes()
   visualize.reconstruction_grid(views, probs, target)  # warm: fonts, caches
