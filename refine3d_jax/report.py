@@ -23,11 +23,18 @@ def atomic_write(path: str, mode: str = 'w') -> Iterator[Any]:
   try:
     with os.fdopen(fd, mode) as f:
       yield f
+    os.chmod(tmp, 0o666 & ~_umask())  # what open() would give; mkstemp makes it 0600
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def write_json(path: str, obj: Any) -> None:

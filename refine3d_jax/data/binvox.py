@@ -7,10 +7,11 @@ peer transposes the file grid with (0, 2, 1); `read_binvox` returns that transpo
 """
 
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
+
+from refine3d_jax import report
 
 _MAGIC = b'#binvox'
 _AXES = (0, 2, 1)  # file order (x, z, y) <-> the peers' order; its own inverse.
@@ -114,13 +115,5 @@ def write_binvox(path: str | os.PathLike, voxels: np.ndarray,
             f'translate {" ".join(repr(float(t)) for t in translate)}\n'
             f'scale {float(scale)!r}\ndata\n').encode()
   payload = header + _encode_runs(grid.reshape(-1))
-  path = os.fspath(path)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(payload)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with report.atomic_write(os.fspath(path), 'wb') as f:
+    f.write(payload)
