@@ -74,7 +74,7 @@ def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> N
   ratio = model.volume_size // model.decoder_base_size
   _check(model.volume_size % model.decoder_base_size == 0 and ratio & (ratio - 1) == 0,
          k('decoder_base_size'), model.decoder_base_size,
-         f'model.volume_size / model.decoder_base_size must be a power of 2')
+         'model.volume_size / model.decoder_base_size must be a power of 2')
   _check(model.decoder_head in DECODER_HEADS, k('decoder_head'), model.decoder_head,
          f'must be one of {DECODER_HEADS}')
   ups = ratio.bit_length() - 1 - (model.decoder_head == 'shuffle')

@@ -9,6 +9,7 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 
 from configs import jtso
 from refine3d_jax.models import create_model, init_variables
+from tests.data_fixtures import built_dataset  # noqa: F401  (a fixture, for every test)
 from tests.testutil import perturb
 
 

@@ -1,6 +1,6 @@
 """The dataset the input-pipeline tests read: ONE place to switch it (e.g. to synthetic_shapes).
 
-Import the fixture into a test module with `from tests.data_fixtures import built_dataset`.
+tests/conftest.py imports the fixture, so every test module can ask for `built_dataset`.
 """
 
 import os

@@ -12,7 +12,6 @@ from refine3d_jax import configlib
 from refine3d_jax import input_pipeline as ip
 from refine3d_jax.data import build
 from refine3d_jax.data import transforms
-from tests.data_fixtures import built_dataset  # pylint: disable=unused-import
 
 
 def make_config(built, preset='tiny', **data):
