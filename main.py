@@ -8,6 +8,7 @@ JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variabl
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 import jax
@@ -58,8 +59,12 @@ def main(argv):
   parallel.barrier('synthetic data built')
   try:
     train.train_and_evaluate(config, workdir)
-  except FileNotFoundError as e:  # an unbuilt dataset: the message says how to build it
+  except (FileNotFoundError,  # an unbuilt dataset: the message says how to build it
+          train.IncompatibleCheckpointError) as e:
     raise SystemExit(f'error: {e}') from None
+  except train.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first
+    print(f'{workdir}: {e}', file=sys.stderr)
+    sys.exit(128 + e.signum)
 
 
 if __name__ == '__main__':

@@ -159,6 +159,28 @@ def with_added_keys(config: ml_collections.ConfigDict) -> tuple[ml_collections.C
   return config, filled
 
 
+# Model keys that may change between a checkpoint and the run restoring it: how the same
+# parameters are computed, not what they are.
+RESTORE_MAY_CHANGE = ('model.conv3d', 'model.dtype')
+
+
+def model_differences(saved: ml_collections.ConfigDict,
+                      current: ml_collections.ConfigDict) -> list[str]:
+  """'model.key: saved X, now Y' for every model key whose value differs (keys added
+  since the save count with their ADDED_KEYS value; RESTORE_MAY_CHANGE ones are
+  ignored)."""
+  saved, _ = with_added_keys(saved)
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+  out = []
+  for key in sorted(set(saved.model.keys()) | set(current.model.keys())):
+    if f'model.{key}' in RESTORE_MAY_CHANGE:
+      continue
+    a, b = saved.model.get(key), current.model.get(key)
+    if norm(a) != norm(b):
+      out.append(f'model.{key}: saved {a!r}, now {b!r}')
+  return out
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks a whole experiment config; raises ConfigError naming the first bad key."""
   validate_model(config.model)

@@ -6,15 +6,19 @@ The step is `(state, batch) -> (state, metrics)`, one compiled version per JTSO 
 views are drawn at random, so view 0 is a random view).
 """
 
+import contextlib
 import copy
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -173,6 +177,24 @@ def eval_inputs(batch: dict, volume_size: int) -> dict:
   return {**model_inputs(batch, volume_size), 'valid': batch['valid'], 'label': batch['label']}
 
 
+class IncompatibleCheckpointError(ValueError):
+  """The workdir's checkpoint was trained with another model config."""
+
+
+def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict) -> None:
+  """Raises IncompatibleCheckpointError listing the model keys that differ from checkpoint
+  `step`'s config (a checkpoint saved without a config is not checked)."""
+  try:
+    saved = ml_collections.ConfigDict(checkpoint.restore_config(workdir, step))
+  except FileNotFoundError:
+    return
+  diffs = configlib.model_differences(saved, config)
+  if diffs:
+    raise IncompatibleCheckpointError(
+        f'{workdir} holds a checkpoint (step {step}) of another model; '
+        f'{"; ".join(diffs)}. Use another --workdir, or the saved values.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
   configlib.validate(config)
@@ -192,6 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   stage = jtso.stage_at(start, plan)
   data = _stage_iterator(config, stage, train_source)
   if latest is not None:
+    _check_compatible(workdir, latest, config)
     state = checkpoints.restore(state, data)
     logging.info('Resumed from step %d in %s.', start, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
@@ -201,40 +224,98 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0)
   timer, timed_steps = time.perf_counter(), 0
-  for step in range(start, num_steps):
-    new_stage = jtso.stage_at(step, plan)
-    if views_for(new_stage, config) != views_for(stage, config):
-      data = _stage_iterator(config, new_stage, train_source, data.get_state())
-    stage = new_stage
-    state, step_metrics = steps[stage.name](state, parallel.shard_batch(
-        model_inputs(next(data), config.model.volume_size), mesh))
-    done, timed_steps = step + 1, timed_steps + 1
-    bar.set_description(f'stage {stage.index} ({stage.name})')
-    bar.update()
-    if done % config.train.log_every_steps == 0 or done == num_steps:
-      scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
-      if not all(np.isfinite(v) for v in scalars.values()):
-        raise FloatingPointError(
-            f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
-            f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
-      elapsed = time.perf_counter() - timer
-      scalars.update(stage=stage.index, wall_time=time.time(),
-                     examples_per_sec=timed_steps * config.train.batch_size / elapsed)
-      writer.write_scalars(done, scalars)
-      bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
-      timer, timed_steps = time.perf_counter(), 0
-    is_eval = done % config.eval.every_steps == 0 or done == num_steps
-    if is_eval:
-      val, picture = evaluate(state, config, eval_fn, mesh, val_source)
-      writer.write_scalars(done, {**val, 'wall_time': time.time()})
-      writer.write_image(done, 'reconstructions', picture)
-      visualize.save_png(os.path.join(workdir, 'reconstructions', f'step_{done:07d}.png'),
-                         picture)
-      logging.info('step %d: %s', done, val)
-      timer = time.perf_counter()
-    if is_eval or done % config.train.checkpoint_every_steps == 0:
-      checkpoints.save(done, state, data, metrics=val if is_eval else None, config=config)
+  stopped_by = None
+  with _stop_requests() as received:
+    for step in range(start, num_steps):
+      new_stage = jtso.stage_at(step, plan)
+      if views_for(new_stage, config) != views_for(stage, config):
+        data = _stage_iterator(config, new_stage, train_source, data.get_state())
+      stage = new_stage
+      state, step_metrics = steps[stage.name](state, parallel.shard_batch(
+          model_inputs(next(data), config.model.volume_size), mesh))
+      done, timed_steps = step + 1, timed_steps + 1
+      bar.set_description(f'stage {stage.index} ({stage.name})')
+      bar.update()
+      is_eval = done % config.eval.every_steps == 0 or done == num_steps
+      stop = _agreed_stop(received, done, config)
+      save = is_eval or stop or done % config.train.checkpoint_every_steps == 0
+      if save or done % config.train.log_every_steps == 0 or done == num_steps:
+        # never log or save a non-finite state: the last checkpoint stays the last good one
+        scalars = _finite_scalars(step_metrics, done, stage, checkpoints, workdir)
+      if done % config.train.log_every_steps == 0 or done == num_steps:
+        elapsed = time.perf_counter() - timer
+        scalars.update(stage=stage.index, wall_time=time.time(),
+                       examples_per_sec=timed_steps * config.train.batch_size / elapsed)
+        writer.write_scalars(done, scalars)
+        bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
+        timer, timed_steps = time.perf_counter(), 0
+      if is_eval:
+        val, picture = evaluate(state, config, eval_fn, mesh, val_source)
+        writer.write_scalars(done, {**val, 'wall_time': time.time()})
+        writer.write_image(done, 'reconstructions', picture)
+        visualize.save_png(os.path.join(workdir, 'reconstructions', f'step_{done:07d}.png'),
+                           picture)
+        logging.info('step %d: %s', done, val)
+        timer = time.perf_counter()
+      if save:
+        checkpoints.save(done, state, data, metrics=val if is_eval else None, config=config,
+                         force=stop)
+      if stop:
+        logging.warning('Stopped by signal %d after step %d; checkpoint saved in %s.',
+                        received[0], done, workdir)
+        stopped_by = received[0]
+        break
   bar.close()
   checkpoints.close()
   writer.close()
+  if stopped_by is not None:
+    raise Interrupted(stopped_by, int(state.step))
   return state
+
+
+class Interrupted(Exception):
+  """Training stopped by SIGTERM or SIGINT, after saving a checkpoint of `step`."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f'stopped by {signal.Signals(signum).name} after step {step}; '
+                     'rerun the same command to resume')
+    self.signum, self.step = signum, step
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Collects SIGTERM / SIGINT into the yielded list instead of dying at once, so the loop
+  can finish its step and save (handlers only in the main thread; restored on exit)."""
+  received: list[int] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+              for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield received
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _agreed_stop(received: list[int], done: int, config) -> bool:
+  """Whether to stop after step `done`: at once with one process; with several, all
+  processes agree at logging steps (a save is collective: a host stopping alone hangs)."""
+  if jax.process_count() == 1:
+    return bool(received)
+  if done % config.train.log_every_steps:
+    return False
+  return bool(np.any(multihost_utils.process_allgather(np.array(bool(received)))))
+
+
+def _finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, workdir: str
+                    ) -> dict[str, float]:
+  """The step's metrics as floats; FloatingPointError naming the step, stage and last
+  good checkpoint when one is not finite."""
+  scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
+  if not all(np.isfinite(v) for v in scalars.values()):
+    raise FloatingPointError(
+        f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
+        f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
+  return scalars

@@ -1,8 +1,10 @@
 """The training driver end to end on the tiny synthetic dataset: learning, logs, resume."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -115,3 +117,45 @@ def test_main_on_two_processes_trains_and_resumes(data_dir, tmp_path):
   assert int(restored.step) == 3
   assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
              zip(jax.tree.leaves(restored.params), jax.tree.leaves(template.params)))
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(data_dir, tmp_path):
+  """SIGTERM mid-run: the step in progress finishes, a checkpoint of it is saved, the exit
+  status is 128 + 15, and the same command resumes from that step."""
+  args = main_args(data_dir, tmp_path, 100000) + ['--config.train.log_every_steps=5']
+  proc = subprocess.Popen(args, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+  try:
+    log = tmp_path / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while not (log.exists() and log.read_text().strip()) and time.time() < deadline:
+      time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+  assert 'stopped by SIGTERM after step' in err
+  (saved,) = checkpoint.Checkpointer(str(tmp_path)).all_steps()
+  assert saved >= 5
+  assert max(m['step'] for m in metric_writers.read_metrics(str(tmp_path))) <= saved
+  rerun = subprocess.run(main_args(data_dir, tmp_path, saved + 1), cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'Resumed from step {saved}' in rerun.stderr
+  assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == saved + 1
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_path):
+  train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
+  other = small_config(data_dir, num_steps=2)
+  other.model.latent_dim = 32
+  with pytest.raises(train.IncompatibleCheckpointError,
+                     match=r'model.latent_dim: saved 16, now 32'):
+    train.train_and_evaluate(other, str(tmp_path))
+  # how the parameters are computed may change
+  same = small_config(data_dir, num_steps=2)
+  same.model.conv3d = 'native'
+  assert int(train.train_and_evaluate(same, str(tmp_path)).step) == 2
