@@ -40,3 +40,14 @@ def tiny_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('tfds'))
   build.build('synthetic_shapes', path, 'tiny')
   return path
+
+
+@pytest.fixture(scope='session')
+def tiny_workdir(tiny_data_dir, tmp_path_factory):
+  """A workdir trained for 2 steps on synthetic_shapes/tiny (tests.testutil.small_config),
+  shared by the evaluate and predict tests (which only read it, or write into eval/)."""
+  from refine3d_jax import train  # pylint: disable=g-import-not-at-top
+  from tests.testutil import small_config  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(small_config(tiny_data_dir, num_steps=2), workdir)
+  return workdir

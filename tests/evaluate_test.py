@@ -9,19 +9,15 @@ import numpy as np
 import pytest
 
 from refine3d_jax import evaluate, input_pipeline, train
-from tests.testutil import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_data_dir, tmp_path_factory):
-  """A workdir trained for 2 steps on synthetic_shapes/tiny (5 test objects, one per
-  category)."""
-  workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(small_config(tiny_data_dir, num_steps=2), workdir)
-  return workdir
+def trained(tiny_workdir):
+  """conftest's tiny workdir (synthetic_shapes/tiny: 5 test objects, one per category)."""
+  return tiny_workdir
 
 
 @pytest.fixture(scope='module')

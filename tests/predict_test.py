@@ -12,9 +12,8 @@ from PIL import Image
 import pytest
 import trimesh
 
-from refine3d_jax import input_pipeline, predict, train
+from refine3d_jax import input_pipeline, predict
 from refine3d_jax.data import binvox, transforms
-from tests.testutil import small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'ShapeNetRendering')
@@ -46,11 +45,9 @@ def on_backdrop(rgba, size, at, noise=3.0, seed=0):
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_data_dir, tmp_path_factory):
-  """A workdir trained for 2 steps on synthetic_shapes/tiny."""
-  workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(small_config(tiny_data_dir, num_steps=2), workdir)
-  return workdir
+def trained(tiny_workdir):
+  """conftest's tiny workdir (synthetic_shapes/tiny: 5 test objects, one per category)."""
+  return tiny_workdir
 
 
 @pytest.fixture(scope='module')

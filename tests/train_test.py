@@ -119,6 +119,7 @@ def test_main_on_two_processes_trains_and_resumes(data_dir, tmp_path):
              zip(jax.tree.leaves(restored.params), jax.tree.leaves(template.params)))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(data_dir, tmp_path):
   """SIGTERM mid-run: the step in progress finishes, a checkpoint of it is saved, the exit
   status is 128 + 15, and the same command resumes from that step."""
