@@ -126,7 +126,50 @@ def process(process_id, port):
                                for s in jax.tree.leaves(parallel.to_host(stats))))
   out['probs_sum'] = float(parallel.to_host(probs).astype(np.float64).sum())
   out['probs_shape'] = list(parallel.to_host(probs).shape)
+  params = train_steps(model, variables, batch, mesh)
+  out['param_sums'] = param_sums(params)
+  out['params_digest'] = params_digest(params)
   return out
+
+
+TRAIN_STEPS = 2
+
+
+def train_steps(model, variables, batch, mesh=None):
+  """The parameters after TRAIN_STEPS JTSO stage-3 steps (both losses, Adam) on `batch`
+  from `variables`, as host numpy arrays (replicated over `mesh` when given)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import jtso as jtso_config  # pylint: disable=g-import-not-at-top
+  from refine3d_jax import jtso, parallel, train  # pylint: disable=g-import-not-at-top
+  config = jtso_config.get_config('tiny')
+  tx = jtso.optimizer(config)
+  # host copies: the step donates its state, which must not consume the caller's arrays
+  variables = jax.tree.map(np.array, variables)
+  state = train.create_train_state(config, model, tx)
+  state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
+                        opt_state=tx.init(variables['params']))
+  if mesh is not None:
+    state = parallel.replicate(state, mesh)
+  step = train.make_train_steps(config, model, tx, lambda s: 1e-3)['jtso']
+  for _ in range(TRAIN_STEPS):
+    state, _ = step(state, batch)
+  return jax.tree.map(np.asarray, parallel.to_host(state.params))
+
+
+def param_sums(params):
+  """float64 sum of every parameter leaf, in tree order."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return [float(np.sum(np.asarray(p), dtype=np.float64)) for p in jax.tree.leaves(params)]
+
+
+def params_digest(params):
+  """A hash of every parameter's bytes: equal only for bit-identical parameters."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for p in jax.tree.leaves(params):
+    h.update(np.ascontiguousarray(p).tobytes())
+  return h.hexdigest()
 
 
 if __name__ == '__main__':
