@@ -29,20 +29,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import configlib, evaluate, input_pipeline, jtso, parallel, train
-
-
-def median_time(fn: Callable[[], Any], repeats: int, budget_s: float = 60.0) -> float:
-  """Median seconds of `repeats` calls of `fn` (blocked until ready), after one call;
-  fewer (at least one) once the timed calls have taken `budget_s` (the paper model's
-  20-view batches take minutes per call on a CPU)."""
-  jax.block_until_ready(fn())
-  times = []
-  while len(times) < repeats and (not times or sum(times) < budget_s):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+from refine3d_jax import configlib, input_pipeline, jtso, parallel, timing, train
 
 
 def matmul_ceiling(dtype: str, size: int, repeats: int = 5) -> float:
@@ -50,7 +37,7 @@ def matmul_ceiling(dtype: str, size: int, repeats: int = 5) -> float:
   a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
   b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
   f = jax.jit(lambda a, b: a @ b)
-  return 2 * size ** 3 / median_time(lambda: f(a, b), repeats) / 1e9
+  return 2 * size ** 3 / timing.median_time(lambda: f(a, b), repeats) / 1e9
 
 
 def cpu_flops(fn: Callable, *args: Any) -> float:
@@ -99,7 +86,7 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
     def run(holder=holder, name=name, sharded=sharded):
       holder['state'], m = stage_steps[name](holder['state'], sharded)
       return m
-    step_s = median_time(run, steps)
+    step_s = timing.median_time(run, steps)
     state = holder['state']
     flops = cpu_flops(lambda s, x: train.train_step(
         s, x, model=model, tx=tx, stage=stage, lr_fn=lambda _: 1e-3, lr_scale=lr_scale),
@@ -122,7 +109,7 @@ def bench_inference(config: ml_collections.ConfigDict, repeats: int,
     for batch in batches:
       x = jnp.asarray(random_batch(config, batch, views)['images'])
       out[f'{views}v_b{batch}_ms_per_object'] = (
-          median_time(lambda x=x: forward(variables, x), repeats) / batch * 1e3)
+          timing.median_time(lambda x=x: forward(variables, x), repeats) / batch * 1e3)
   return out
 
 
@@ -167,7 +154,7 @@ def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], ste
   if pipeline['examples_per_s'] is not None:
     pipeline['ratio_to_step'] = pipeline['examples_per_s'] / slowest
   return dict(
-      date=time.strftime('%Y-%m-%d'), device=evaluate.device_name(device),
+      date=time.strftime('%Y-%m-%d'), device=timing.device_name(device),
       devices=jax.device_count(), preset=config.get('preset', ''),
       dtype=config.model.dtype, image_size=config.model.image_size, batch=batch,
       views=multi_views, matmul_gflops=ceilings, train=stages,

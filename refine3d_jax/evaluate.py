@@ -38,7 +38,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, metrics, parallel, report
-from refine3d_jax import train
+from refine3d_jax import timing, train
 from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 OUTPUTS = ('refined', 'coarse')
@@ -153,21 +153,6 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
               num_objects=int(len(labels)), view_counts=counts, views=by_views)
 
 
-def device_name(device: jax.Device) -> str:
-  """'gpu: NVIDIA H100 80GB HBM3'; for CPUs the processor's model and core count (XLA
-  names every CPU just 'cpu')."""
-  if device.platform != 'cpu':
-    return f'{device.platform}: {device.device_kind}'
-  model = 'cpu'
-  try:
-    with open('/proc/cpuinfo') as f:
-      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')),
-                   model)
-  except OSError:
-    pass
-  return f'cpu: {model}, {os.cpu_count()} cores'
-
-
 def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
                  variables: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
   """Parameters per subtree, forward time per object with 1 and 20 views and training-mode
@@ -180,21 +165,14 @@ def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
   variables = jax.device_put(variables, device)
   voxels = jnp.zeros((1,) + (config.model.volume_size,) * 3, bool)
 
-  def timed(fn, *args):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
+  timed = lambda fn, *args: timing.median_time(lambda: fn(*args), repeats) * 1e3
 
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
   backward = jax.jit(jax.grad(lambda p, x: train.loss_fn(
       p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels)[0]))
   images = {n: jnp.zeros((1, n, s, s, 3), jnp.float32) for n in (1, 20)}
   result = dict(
-      device=device_name(device),
+      device=timing.device_name(device),
       params={**{k: int(sum(x.size for x in jax.tree.leaves(params[k]))) for k in SUBTREES},
               'total': int(sum(x.size for x in jax.tree.leaves(params)))},
       forward_ms_per_object={str(n): timed(forward, variables, x) for n, x in images.items()},

@@ -1,0 +1,36 @@
+"""Timing helpers shared by the benchmark and the evaluation's cost table."""
+
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def median_time(fn: Callable[[], Any], repeats: int, budget_s: float = 60.0) -> float:
+  """Median seconds of `repeats` calls of `fn` (blocked until ready), after one call;
+  fewer (at least one) once the timed calls have taken `budget_s` (the paper model's
+  20-view batches take minutes per call on a CPU)."""
+  jax.block_until_ready(fn())
+  times = []
+  while len(times) < repeats and (not times or sum(times) < budget_s):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def device_name(device: jax.Device) -> str:
+  """'gpu: NVIDIA H100 80GB HBM3'; for CPUs the processor's model and core count (XLA
+  names every CPU just 'cpu')."""
+  if device.platform != 'cpu':
+    return f'{device.platform}: {device.device_kind}'
+  model = 'cpu'
+  try:
+    with open('/proc/cpuinfo') as f:
+      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')),
+                   model)
+  except OSError:
+    pass
+  return f'cpu: {model}, {os.cpu_count()} cores'
