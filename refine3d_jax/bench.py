@@ -20,7 +20,7 @@ import json
 import resource
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from absl import app, flags
 import jax
@@ -29,7 +29,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import configlib, input_pipeline, jtso, parallel, timing, train
+from refine3d_jax import configlib, input_pipeline, jtso, parallel, summary, timing, train
 
 
 def matmul_ceiling(dtype: str, size: int, repeats: int = 5) -> float:
@@ -38,16 +38,6 @@ def matmul_ceiling(dtype: str, size: int, repeats: int = 5) -> float:
   b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
   f = jax.jit(lambda a, b: a @ b)
   return 2 * size ** 3 / timing.median_time(lambda: f(a, b), repeats) / 1e9
-
-
-def cpu_flops(fn: Callable, *args: Any) -> float:
-  """FLOPs of `fn(*args)` from XLA:CPU's cost analysis of the lowered program."""
-  on_cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype,
-                                                         sharding=on_cpu), args)
-  lowered = jax.jit(fn).lower(*abstract)
-  cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
-  return float(cost['flops'])
 
 
 def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
@@ -88,7 +78,7 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
       return m
     step_s = timing.median_time(run, steps)
     state = holder['state']
-    flops = cpu_flops(lambda s, x: train.train_step(
+    flops = summary.cpu_flops(lambda s, x: train.train_step(
         s, x, model=model, tx=tx, stage=stage, lr_fn=lambda _: 1e-3, lr_scale=lr_scale),
         jax.device_get(state), b)
     out[name] = dict(compile_s=compile_s, step_s=step_s, examples_per_s=batch / step_s,

@@ -38,7 +38,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, metrics, parallel, report
-from refine3d_jax import timing, train
+from refine3d_jax import summary, timing, train
 from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 OUTPUTS = ('refined', 'coarse')
@@ -173,8 +173,8 @@ def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
   images = {n: jnp.zeros((1, n, s, s, 3), jnp.float32) for n in (1, 20)}
   result = dict(
       device=timing.device_name(device),
-      params={**{k: int(sum(x.size for x in jax.tree.leaves(params[k]))) for k in SUBTREES},
-              'total': int(sum(x.size for x in jax.tree.leaves(params)))},
+      params={**{k: summary.count_params(params[k]) for k in SUBTREES},
+              'total': summary.count_params(params)},
       forward_ms_per_object={str(n): timed(forward, variables, x) for n, x in images.items()},
       backward_ms_per_object={'1': timed(backward, variables['params'], images[1])})
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None

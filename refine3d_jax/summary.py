@@ -15,6 +15,7 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from ml_collections import config_flags
 
 from refine3d_jax import configlib
@@ -24,12 +25,15 @@ def count_params(tree) -> int:
   return sum(x.size for x in jax.tree.leaves(tree))
 
 
-def _flops(fn, *args) -> float:
+def cpu_flops(fn, *args) -> float:
+  """FLOPs of `fn(*args)` (arrays or ShapeDtypeStructs) from XLA:CPU's cost analysis of
+  the lowered program."""
   # Always XLA:CPU's analysis of the lowered program: GPU backends analyse only compiled
   # programs and miss the FLOPs of convolutions run by cuDNN (measured on an H100:
   # 0.07 GFLOPs for the paper model's 32.7).
   on_cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
-  args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_cpu), args)
+  args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=on_cpu),
+                      args)
   lowered = jax.jit(fn).lower(*args)
   cost = lowered.cost_analysis() or lowered.compile().cost_analysis()
   return float(cost['flops'])
@@ -54,12 +58,12 @@ def summarize(config: ml_collections.ConfigDict, views: Sequence[int] = (1, 20))
   for n in views:
     mask = jax.ShapeDtypeStruct((1, n), jnp.bool_)
     result['flops'][n] = dict(
-        encoder=_flops(call(lambda m, x: m.encoder(x)), variables, shape(n, s, s, 3)),
-        attention=_flops(call(lambda m, f, k: m.attention(f, k)), variables, shape(1, n, d),
+        encoder=cpu_flops(call(lambda m, x: m.encoder(x)), variables, shape(n, s, s, 3)),
+        attention=cpu_flops(call(lambda m, f, k: m.attention(f, k)), variables, shape(1, n, d),
                          mask),
-        decoder=_flops(call(lambda m, z: m.decoder(z)), variables, shape(1, d)),
-        refiner=_flops(call(lambda m, c: m.refiner(c)), variables, shape(1, vol, vol, vol)),
-        total=_flops(call(None), variables, shape(1, n, s, s, 3)))
+        decoder=cpu_flops(call(lambda m, z: m.decoder(z)), variables, shape(1, d)),
+        refiner=cpu_flops(call(lambda m, c: m.refiner(c)), variables, shape(1, vol, vol, vol)),
+        total=cpu_flops(call(None), variables, shape(1, n, s, s, 3)))
   return result
 
 
