@@ -13,7 +13,10 @@ One orbax step directory `<workdir>/checkpoints/<step>/` holds the items
   config   the resolved experiment config (JSON)
   metrics  the step's metrics (orbax's own metrics item, JSON)
 Orbax writes each step into `<step>.orbax-checkpoint-tmp-<timestamp>` and renames it when
-complete, so a half-written checkpoint is never listed, restored or counted.
+complete, so a half-written checkpoint (a kill or a full disk mid-save) is never listed,
+restored or counted; a writer removes such leftovers when it opens the directory. A save
+that fails raises CheckpointSaveError naming the step, the directory and the last complete
+checkpoint, which stays intact.
 
 Retention: the last `keep` checkpoints, plus the one with the highest finite
 `metrics[best_metric]` (the earliest on ties); a checkpoint without that metric never
@@ -27,6 +30,7 @@ import os
 import uuid
 from typing import Any, Mapping, Sequence
 
+from absl import logging
 from etils import epath
 import grain
 import jax
@@ -115,6 +119,19 @@ def _ensure_writable(directory: epath.Path) -> None:
         f'{directory.parent}): {e}') from e
 
 
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (disk full, directory gone, ...); the previous
+  checkpoints are intact."""
+
+
+def _reason(error: BaseException) -> str:
+  """One line on why a save failed, from orbax's or tensorstore's long message."""
+  text = f'{type(error).__name__}: {error}'
+  if 'No space left on device' in text or getattr(error, 'errno', None) == 28:
+    return 'the disk is full (No space left on device)'
+  return text.splitlines()[0][:400] if text.strip() else type(error).__name__
+
+
 def _manager(directory: epath.Path, keep: int | None, best_metric: str | None,
              read_only: bool = False) -> ocp.CheckpointManager:
   policies = [ocp.checkpoint_managers.LatestN(keep)]
@@ -125,6 +142,7 @@ def _manager(directory: epath.Path, keep: int | None, best_metric: str | None,
     best_fn = lambda m: metric_value(m, best_metric) or -math.inf
   options = ocp.CheckpointManagerOptions(
       best_fn=best_fn, best_mode='max', read_only=read_only, create=not read_only,
+      cleanup_tmp_directories=not read_only,
       preservation_policy=(None if read_only else
                            ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
   return ocp.CheckpointManager(directory, options=options)
@@ -154,6 +172,16 @@ class Checkpointer:
       _ensure_writable(self.directory)
     self._manager = _manager(self.directory, None if read_only else keep, best_metric,
                              read_only=read_only)
+    self._pending: int | None = None  # the step of the save in flight, if any
+    self._failed: CheckpointSaveError | None = None
+
+  def _save_failed(self, step: int, error: BaseException) -> CheckpointSaveError:
+    self._failed = CheckpointSaveError(
+        f'saving checkpoint {step} in {self.directory} failed: {_reason(error)}. The last '
+        f'complete checkpoint, step {self.latest_step()}, is intact; fix the cause and '
+        'rerun the same command to resume from it.')
+    self._pending = None
+    return self._failed
 
   def save(self, step: int, state: TrainState,
            data_iterator: grain.DatasetIterator | None = None,
@@ -169,8 +197,15 @@ class Checkpointer:
     if config is not None:
       items['config'] = ocp.args.JsonSave(_config_dict(config))
     metrics = None if metrics is None else _json_ready(dict(metrics))
-    return self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
-                              force=force)
+    self.wait()  # surfaces a failure of the previous (async) save as CheckpointSaveError
+    try:
+      started = self._manager.save(int(step), args=ocp.args.Composite(**items),
+                                   metrics=metrics, force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(int(step), e) from e
+    if started:
+      self._pending = int(step)
+    return started
 
   def restore(self, state_template: Any, data_iterator: grain.DatasetIterator | None = None,
               step: int | None = None) -> TrainState:
@@ -213,18 +248,38 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def wait(self) -> None:
-    """Blocks until the pending save (and its retention pass) is finished."""
-    self._manager.wait_until_finished()
+    """Blocks until the pending save (and its retention pass) is finished; raises
+    CheckpointSaveError if it failed (and again on later calls)."""
+    if self._failed is not None:
+      raise self._failed
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_failed(self._pending, e) from e
+    self._pending = None
 
-  def close(self) -> None:
-    """Waits for pending saves, then releases the manager."""
-    self._manager.close()
+  def close(self, raise_errors: bool = True) -> None:
+    """Waits for pending saves, then releases the manager; raises CheckpointSaveError if
+    a save failed (only logs it with raise_errors=False: when another error is already on
+    its way up)."""
+    try:
+      self.wait()
+    except CheckpointSaveError as e:
+      if raise_errors:
+        raise
+      logging.error('%s', e)
+    finally:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        if self._failed is None:
+          raise
 
   def __enter__(self) -> 'Checkpointer':
     return self
 
-  def __exit__(self, *exc) -> None:
-    self.close()
+  def __exit__(self, exc_type, *exc) -> None:
+    self.close(raise_errors=exc_type is None)
 
   def _step_dir(self, step: int) -> epath.Path:
     return self.directory / str(step)

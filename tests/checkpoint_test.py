@@ -14,6 +14,7 @@ from configs import jtso
 from refine3d_jax import checkpoint
 from refine3d_jax import input_pipeline as ip
 from refine3d_jax.train_state import TrainState
+from tests.testutil import fill_disk
 
 
 def make_state(seed=0, step=7):
@@ -169,10 +170,15 @@ def test_uncommitted_tmp_dirs_are_ignored(tmp_path):
   partial = tmp_path / 'checkpoints' / '9.orbax-checkpoint-tmp-1700000000000000'
   (partial / 'state').mkdir(parents=True)
   (partial / 'state' / '_METADATA').write_text('{')
+  reader = checkpoint.Checkpointer(str(tmp_path), read_only=True)
+  assert reader.latest_step() == 3 and reader.all_steps() == [3]
+  assert partial.exists()  # a reader (evaluate, predict) changes nothing
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   assert ckpt.latest_step() == 3 and ckpt.all_steps() == [3]
   assert_identical(make_state(), ckpt.restore(make_state()))
+  ckpt.save(4, make_state())
   ckpt.close()
+  assert not partial.exists()  # a writer (a resumed run) removes the leftovers
 
 
 def test_unwritable_workdir_is_named(tmp_path):
@@ -202,3 +208,44 @@ def test_relative_workdir(tmp_path, monkeypatch):
     restored = ckpt.restore(state)
   np.testing.assert_array_equal(restored.params['w'], params['w'])
   assert (tmp_path / 'runs' / 'rel' / 'checkpoints' / '1').is_dir()
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(small_disk):
+  """A real full disk (a tmpfs) while the asynchronous save of step 2 writes: the error
+  names the step, the directory and the intact step 1, which still restores; the next
+  writer removes the half-written step."""
+  ckpt = checkpoint.Checkpointer(str(small_disk / 'run'))
+  ckpt.save(1, make_state(step=1))
+  ckpt.wait()
+  filler = fill_disk(small_disk)
+  with pytest.raises(checkpoint.CheckpointSaveError) as error:
+    ckpt.save(2, make_state(step=2))
+    ckpt.close()
+  assert str(error.value) == (
+      f'saving checkpoint 2 in {small_disk}/run/checkpoints failed: the disk is full (No '
+      'space left on device). The last complete checkpoint, step 1, is intact; fix the cause '
+      'and rerun the same command to resume from it.')
+  assert ckpt.all_steps() == [1]
+  ckpt.close(raise_errors=False)
+  os.remove(filler)
+  with checkpoint.Checkpointer(str(small_disk / 'run')) as again:
+    assert again.all_steps() == [1]
+    assert_identical(make_state(step=1), again.restore(make_state()))
+  assert sorted(os.listdir(small_disk / 'run' / 'checkpoints')) == ['1']
+
+
+def test_a_failing_save_is_reported_once_per_call_and_never_listed(tmp_path, monkeypatch):
+  """The same path without a tmpfs: orbax's save itself raising ENOSPC."""
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, make_state(step=1))
+
+  def full(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(ckpt._manager, 'save', full)
+  with pytest.raises(checkpoint.CheckpointSaveError, match='saving checkpoint 2 in .* failed: '
+                     r'the disk is full .*step 1, is intact'):
+    ckpt.save(2, make_state(step=2))
+  with pytest.raises(checkpoint.CheckpointSaveError):  # no later call pretends it worked
+    ckpt.wait()
+  ckpt.close(raise_errors=False)
+  assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]

@@ -1,5 +1,8 @@
 """Shared fixtures: the tiny model, with parameters that make every layer matter."""
 
+import shutil
+import subprocess
+
 import jax
 import pytest
 
@@ -51,3 +54,22 @@ def tiny_workdir(tiny_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   train.train_and_evaluate(small_config(tiny_data_dir, num_steps=2), workdir)
   return workdir
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 4 MiB tmpfs mounted at tmp_path/disk (needs root or CAP_SYS_ADMIN; skips without),
+  to fill the disk for real during a checkpoint save."""
+  path = tmp_path / 'disk'
+  path.mkdir()
+  if not shutil.which('mount'):
+    pytest.skip('a full disk is simulated with a small tmpfs, and there is no mount command')
+  mount = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(path)],
+                         capture_output=True, text=True, check=False)
+  if mount.returncode != 0:
+    pytest.skip('a full disk is simulated with a small tmpfs, and mounting one needs root '
+                f'or CAP_SYS_ADMIN: {mount.stderr.strip()}')
+  try:
+    yield path
+  finally:
+    subprocess.run(['umount', '-l', str(path)], check=False)

@@ -23,3 +23,24 @@ def small_config(data_dir, **train_overrides):
   config.train.update(k1_epochs=1.0, k2_epochs=1.5, log_every_steps=1, **train_overrides)
   config.eval.update(every_steps=2, val_views=(1, 2), num_images=2)
   return config
+
+
+def fill_disk(directory, leave_bytes=0):
+  """Fills the file system holding `directory` with one file, then frees `leave_bytes`
+  of it; returns the file's path."""
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, 'filler')
+  fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+  try:
+    while True:
+      os.write(fd, b'\0' * (1 << 16))
+  except OSError:
+    pass
+  try:
+    while True:
+      os.write(fd, b'\0' * 512)
+  except OSError:
+    pass
+  os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave_bytes))
+  os.close(fd)
+  return path
