@@ -315,6 +315,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"--checkpoint must be 'best', 'latest' or a step number, got "
                          f'{_CHECKPOINT.value!r}')
   try:
+    configlib.check_local(_WORKDIR.value, '--workdir')
+    configlib.check_local(_OUT.value, '--out')
     config = load_config(_WORKDIR.value, _CONFIG.value)
     run(config, _WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value)
   except configlib.ConfigError as e:
@@ -333,4 +335,4 @@ if __name__ == '__main__':
   _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
   _OUT = flags.DEFINE_string('out', None, 'Output folder (default: <workdir>/eval).')
-  app.run(main)
+  app.run(main, flags_parser=configlib.parse_flags)

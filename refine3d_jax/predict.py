@@ -54,7 +54,8 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from refine3d_jax import checkpoint, evaluate, input_pipeline, metrics, report, visualize
+from refine3d_jax import checkpoint, configlib, evaluate, input_pipeline, metrics, report
+from refine3d_jax import visualize
 from refine3d_jax.data import binvox, features, transforms
 from refine3d_jax.models import Refine3DNet
 
@@ -81,6 +82,8 @@ def list_images(args: Sequence[str]) -> list[str]:
     raise InputError('no images given: pass --images a.png b.jpg ... (files or folders)')
   paths = []
   for arg in args:
+    if configlib.is_url(arg):
+      raise InputError(f'{arg}: a URL; {configlib.NO_NETWORK}')
     if os.path.isdir(arg):
       found = sorted(os.path.join(arg, f) for f in os.listdir(arg)
                      if f.lower().endswith(IMAGE_EXTENSIONS))
@@ -390,6 +393,9 @@ def main(argv: Sequence[str]) -> None:
     output = 'coarse' if _COARSE.value or not _REFINED.value else 'refined'
     if _THRESHOLD.value is not None and not 0 < _THRESHOLD.value < 1:
       raise InputError(f'--threshold must be in (0, 1), got {_THRESHOLD.value}')
+    for flag in (_WORKDIR, _CHECKPOINT, _OUT):
+      if configlib.is_url(flag.value):
+        raise InputError(f'--{flag.name} = {flag.value}: a URL; {configlib.NO_NETWORK}')
     paths = list_images(list(_IMAGES.value) + list(argv[1:]))
     images = [read_image(p) for p in paths]
     reconstructor = load(_WORKDIR.value, _CHECKPOINT.value)

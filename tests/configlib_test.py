@@ -71,6 +71,8 @@ def test_default_preset_is_quick():
     ('data.num_workers', -1, r'config.data.num_workers = -1'),
     ('data.num_threads', 0, r'config.data.num_threads = 0'),
     ('data.prefetch', 0, r'config.data.prefetch = 0'),
+    ('data.data_dir', 'gs://bucket/tfds',
+     r"config.data.data_dir = 'gs://bucket/tfds': is a URL; .* fetches nothing from the net"),
 ])
 def test_bad_values_name_their_key(key, value, message):
   config = jtso.get_config('paper')

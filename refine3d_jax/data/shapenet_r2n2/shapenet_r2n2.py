@@ -129,7 +129,9 @@ def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
   try:
     manual_dir = os.fspath(dl_manager.manual_dir)
   except AssertionError as e:  # TFDS asserts the manual dir exists and is non-empty.
-    raise FileNotFoundError(f'{e}\n\nShapeNet data not found. {MANUAL_DOWNLOAD_INSTRUCTIONS}')
+    first = str(e).split('. Create it')[0]  # TFDS then repeats our instructions
+    raise FileNotFoundError(f'ShapeNet data not found: {first}.\n'
+                            f'{MANUAL_DOWNLOAD_INSTRUCTIONS}') from None
   if not any(os.path.isdir(os.path.join(manual_dir, d))
              for d in (objects.RENDERING, objects.VOXELS)):
     raise FileNotFoundError(
