@@ -52,6 +52,10 @@ def main(argv):
   except configlib.ConfigError as e:
     raise app.UsageError(str(e)) from None
   workdir = _WORKDIR.value or os.path.join('runs', config.preset)
+  try:
+    configlib.check_local(workdir, '--workdir')
+  except configlib.ConfigError as e:
+    raise app.UsageError(str(e)) from None
   logging.info('JAX devices: %s (process %d of %d); workdir %s', jax.devices(),
                jax.process_index(), jax.process_count(), workdir)
   if jax.process_index() == 0:  # one builder; the other hosts wait for it
@@ -59,7 +63,9 @@ def main(argv):
   parallel.barrier('synthetic data built')
   try:
     train.train_and_evaluate(config, workdir)
-  except (FileNotFoundError,  # an unbuilt dataset: the message says how to build it
+  except (OSError,  # an unbuilt dataset (the message says how to build it), an unwritable
+                    # workdir, a full disk (CheckpointSaveError: the previous one is kept)
+          FloatingPointError,  # a NaN / inf loss: the last good checkpoint is kept
           train.IncompatibleCheckpointError) as e:
     raise SystemExit(f'error: {e}') from None
   except train.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first
@@ -68,4 +74,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=configlib.parse_flags)

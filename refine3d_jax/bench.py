@@ -53,8 +53,7 @@ def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
 def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
                 steps: int) -> dict[str, dict[str, float]]:
   """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step."""
-  model, tx, stage_steps, _ = train._programs(  # pylint: disable=protected-access
-      config.to_json_best_effort(sort_keys=True), 1000)
+  model, tx, stage_steps, _ = train.programs(config, 1000)
   mesh = parallel.make_mesh()
   state = parallel.replicate(train.create_train_state(config, model, tx), mesh)
   data = random_batch(config, batch, views)
@@ -89,8 +88,7 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
 def bench_inference(config: ml_collections.ConfigDict, repeats: int,
                     batches: Sequence[int] = (1, 32)) -> dict[str, float]:
   """Milliseconds per object, eval mode, for 1 and 20 views at each batch size."""
-  model, tx, _, _ = train._programs(  # pylint: disable=protected-access
-      config.to_json_best_effort(sort_keys=True), 1000)
+  model, tx, _, _ = train.programs(config, 1000)
   state = train.create_train_state(config, model, tx)
   variables = train.variables_of(state)
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
@@ -208,4 +206,4 @@ if __name__ == '__main__':
   _LATENCY = flags.DEFINE_list('latency_batches', ['1', '32'], 'Batch sizes of the '
                                'inference latency (1 and 20 views each).')
   _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line with every figure.')
-  app.run(main)
+  app.run(main, flags_parser=configlib.parse_flags)

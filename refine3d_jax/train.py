@@ -103,10 +103,36 @@ def variables_of(state: TrainState) -> dict[str, Any]:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
+# Keys that never change a compiled step: the stage plan, bookkeeping and data (a batch
+# of another shape retraces by itself). Runs differing only in these share programs.
+_NOT_IN_PROGRAMS = {
+    None: ('data', 'seed', 'preset'),
+    'train': ('batch_size', 'num_views', 'num_epochs', 'num_steps', 'schedule', 'k1_epochs',
+              'k2_epochs', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'),
+    'eval': ('view_counts', 'thresholds', 'fscore_distance', 'measure_cost', 'every_steps',
+             'val_views', 'max_examples', 'num_images'),
+}
+
+
+def program_key(config: ml_collections.ConfigDict) -> str:
+  """The config as JSON without the keys in _NOT_IN_PROGRAMS: `_programs`'s cache key."""
+  d = json.loads(config.to_json_best_effort())
+  for section, keys in _NOT_IN_PROGRAMS.items():
+    for key in keys:
+      (d if section is None else d.get(section, {})).pop(key, None)
+  return json.dumps(d, sort_keys=True)
+
+
+def programs(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """(model, optimizer, {stage name: jitted step}, jitted eval step) of `config`, shared
+  by the runs of one process that differ only in keys no program uses."""
+  return _programs(program_key(config), steps_per_epoch)
+
+
 @functools.lru_cache(maxsize=4)
 def _programs(config_json: str, steps_per_epoch: int):
-  """(model, optimizer, {stage: jitted step}, jitted eval step) of a config, cached so a
-  second run of the same config in one process (a resume, a notebook) compiles nothing."""
+  """(model, optimizer, {stage: jitted step}, jitted eval step) of a `program_key`, cached
+  so a second run of the same model in one process (a resume, a notebook) compiles nothing."""
   config = ml_collections.ConfigDict(json.loads(config_json))
   model = create_model(config.model)
   tx = jtso.optimizer(config)
@@ -204,8 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   steps_per_epoch = input_pipeline.steps_per_epoch(config, len(train_source), jax.process_count())
   num_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
   plan = jtso.schedule(config, steps_per_epoch)
-  model, tx, steps, eval_fn = _programs(config.to_json_best_effort(sort_keys=True),
-                                        steps_per_epoch)
+  model, tx, steps, eval_fn = programs(config, steps_per_epoch)
 
   state = parallel.replicate(create_train_state(config, model, tx), mesh)
   checkpoints = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
@@ -225,49 +250,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   bar = tqdm.tqdm(total=num_steps, initial=start, disable=jax.process_index() != 0)
   timer, timed_steps = time.perf_counter(), 0
   stopped_by = None
-  with _stop_requests() as received:
-    for step in range(start, num_steps):
-      new_stage = jtso.stage_at(step, plan)
-      if views_for(new_stage, config) != views_for(stage, config):
-        data = _stage_iterator(config, new_stage, train_source, data.get_state())
-      stage = new_stage
-      state, step_metrics = steps[stage.name](state, parallel.shard_batch(
-          model_inputs(next(data), config.model.volume_size), mesh))
-      done, timed_steps = step + 1, timed_steps + 1
-      bar.set_description(f'stage {stage.index} ({stage.name})')
-      bar.update()
-      is_eval = done % config.eval.every_steps == 0 or done == num_steps
-      stop = _agreed_stop(received, done, config)
-      save = is_eval or stop or done % config.train.checkpoint_every_steps == 0
-      if save or done % config.train.log_every_steps == 0 or done == num_steps:
-        # never log or save a non-finite state: the last checkpoint stays the last good one
-        scalars = _finite_scalars(step_metrics, done, stage, checkpoints, workdir)
-      if done % config.train.log_every_steps == 0 or done == num_steps:
-        elapsed = time.perf_counter() - timer
-        scalars.update(stage=stage.index, wall_time=time.time(),
-                       examples_per_sec=timed_steps * config.train.batch_size / elapsed)
-        writer.write_scalars(done, scalars)
-        bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
-        timer, timed_steps = time.perf_counter(), 0
-      if is_eval:
-        val, picture = evaluate(state, config, eval_fn, mesh, val_source)
-        writer.write_scalars(done, {**val, 'wall_time': time.time()})
-        writer.write_image(done, 'reconstructions', picture)
-        visualize.save_png(os.path.join(workdir, 'reconstructions', f'step_{done:07d}.png'),
-                           picture)
-        logging.info('step %d: %s', done, val)
-        timer = time.perf_counter()
-      if save:
-        checkpoints.save(done, state, data, metrics=val if is_eval else None, config=config,
-                         force=stop)
-      if stop:
-        logging.warning('Stopped by signal %d after step %d; checkpoint saved in %s.',
-                        received[0], done, workdir)
-        stopped_by = received[0]
-        break
-  bar.close()
-  checkpoints.close()
-  writer.close()
+  finished = False
+  try:
+    with _stop_requests() as received:
+      for step in range(start, num_steps):
+        new_stage = jtso.stage_at(step, plan)
+        if views_for(new_stage, config) != views_for(stage, config):
+          data = _stage_iterator(config, new_stage, train_source, data.get_state())
+        stage = new_stage
+        state, step_metrics = steps[stage.name](state, parallel.shard_batch(
+            model_inputs(next(data), config.model.volume_size), mesh))
+        done, timed_steps = step + 1, timed_steps + 1
+        bar.set_description(f'stage {stage.index} ({stage.name})')
+        bar.update()
+        is_eval = done % config.eval.every_steps == 0 or done == num_steps
+        stop = _agreed_stop(received, done, config)
+        save = is_eval or stop or done % config.train.checkpoint_every_steps == 0
+        if save or done % config.train.log_every_steps == 0 or done == num_steps:
+          # never log or save a non-finite state: the last checkpoint stays the last good one
+          scalars = _finite_scalars(step_metrics, done, stage, checkpoints, workdir)
+        if done % config.train.log_every_steps == 0 or done == num_steps:
+          elapsed = time.perf_counter() - timer
+          scalars.update(stage=stage.index, wall_time=time.time(),
+                         examples_per_sec=timed_steps * config.train.batch_size / elapsed)
+          writer.write_scalars(done, scalars)
+          bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
+          timer, timed_steps = time.perf_counter(), 0
+        if is_eval:
+          val, picture = evaluate(state, config, eval_fn, mesh, val_source)
+          writer.write_scalars(done, {**val, 'wall_time': time.time()})
+          writer.write_image(done, 'reconstructions', picture)
+          visualize.save_png(
+              os.path.join(workdir, 'reconstructions', f'step_{done:07d}.png'), picture)
+          logging.info('step %d: %s', done, val)
+          timer = time.perf_counter()
+        if save:
+          checkpoints.save(done, state, data, metrics=val if is_eval else None, config=config,
+                           force=stop)
+        if stop:
+          logging.warning('Stopped by signal %d after step %d; checkpoint saved in %s.',
+                          received[0], done, workdir)
+          stopped_by = received[0]
+          break
+    finished = True
+  finally:  # an error (NaN, full disk, bad data) still finishes the last good save
+    bar.close()
+    checkpoints.close(raise_errors=finished)
+    try:
+      writer.close()
+    except OSError as e:  # e.g. the disk is full too: report the error that stopped us
+      if finished:
+        raise
+      logging.error('closing the metric writers in %s: %s', workdir, e)
   if stopped_by is not None:
     raise Interrupted(stopped_by, int(state.step))
   return state
@@ -315,6 +349,8 @@ def _finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, wor
   good checkpoint when one is not finite."""
   scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
   if not all(np.isfinite(v) for v in scalars.values()):
+    with contextlib.suppress(checkpoint.CheckpointSaveError):
+      checkpoints.wait()  # the save in flight is of a good state: let it finish first
     raise FloatingPointError(
         f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
         f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')

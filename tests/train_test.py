@@ -13,7 +13,7 @@ import pytest
 from refine3d_jax import checkpoint, jtso, metric_writers, train
 from refine3d_jax.models import create_model
 from tests import parallel_test
-from tests.testutil import small_config
+from tests.testutil import fill_disk, small_config
 
 ROOT = parallel_test.ROOT
 
@@ -75,6 +75,13 @@ def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
   bad = subprocess.run(args + ['--config.train.k2_epochs=-1'], capture_output=True, text=True,
                        timeout=300)
   assert bad.returncode != 0 and 'config.train.k2_epochs' in bad.stderr
+  typo = subprocess.run(args + ['--config.train.num_step=3'], capture_output=True, text=True,
+                        timeout=300)
+  assert typo.returncode == 1
+  assert typo.stderr.strip().splitlines()[-1] == (
+      "error: --config.train.num_step: no such config key 'num_step'. Did you mean "
+      '"num_steps" instead of "num_step"?')
+  assert 'Traceback' not in typo.stderr
 
 
 @pytest.mark.slow
@@ -160,3 +167,141 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_
   same = small_config(data_dir, num_steps=2)
   same.model.conv3d = 'native'
   assert int(train.train_and_evaluate(same, str(tmp_path)).step) == 2
+
+
+def poison_from(monkeypatch, first_bad_batch, poison):
+  """Makes the training batches from the `first_bad_batch`-th on (1-based) go through
+  `poison(batch)`; validation batches stay clean."""
+  calls, evaluating = [], []
+  clean_inputs, clean_evaluate = train.model_inputs, train.evaluate
+
+  def inputs(batch, volume_size):
+    batch = clean_inputs(batch, volume_size)
+    if evaluating:
+      return batch
+    calls.append(1)
+    return poison(batch) if len(calls) >= first_bad_batch else batch
+
+  def evaluate(*args, **kwargs):
+    evaluating.append(1)
+    try:
+      return clean_evaluate(*args, **kwargs)
+    finally:
+      evaluating.pop()
+  monkeypatch.setattr(train, 'model_inputs', inputs)
+  monkeypatch.setattr(train, 'evaluate', evaluate)
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    data_dir, tmp_path, monkeypatch):
+  poison_from(monkeypatch, 2, lambda b: {**b, 'images': b['images'] * np.nan})
+  config = small_config(data_dir, num_steps=4, checkpoint_every_steps=1)
+  with pytest.raises(FloatingPointError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert str(error.value).startswith(
+      "non-finite loss at step 2 (stage 1, base): {'coarse_single': nan, ")
+  assert str(error.value).endswith(f'the last good checkpoint is step 1 in {tmp_path}')
+  assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]
+  assert max(m['step'] for m in metric_writers.read_metrics(str(tmp_path))) == 1
+
+
+def test_disk_full_during_a_save_stops_cleanly(data_dir, small_disk, monkeypatch):
+  """The disk fills after step 1's checkpoint: step 2's save fails with one error, and
+  step 1 stays the latest checkpoint, whole; the rerun resumes from it, and the log has
+  each step once."""
+  save = checkpoint.Checkpointer.save
+
+  def save_and_wait(self, *args, **kwargs):  # so that the disk fills between two saves
+    started = save(self, *args, **kwargs)
+    self.wait()
+    return started
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_and_wait)
+  poison_from(monkeypatch, 2, lambda b: fill_disk(small_disk, leave_bytes=8192) and b)
+  workdir = str(small_disk / 'run')
+  config = small_config(data_dir, num_steps=4, checkpoint_every_steps=1)
+  config.eval.every_steps = 4  # no picture to write at step 2, only the checkpoint
+  with pytest.raises(checkpoint.CheckpointSaveError) as error:
+    train.train_and_evaluate(config, workdir)
+  assert str(error.value) == (
+      f'saving checkpoint 2 in {workdir}/checkpoints failed: the disk is full (No space left '
+      'on device). The last complete checkpoint, step 1, is intact; fix the cause and rerun '
+      'the same command to resume from it.')
+  monkeypatch.undo()
+  os.remove(small_disk / 'filler')
+  assert checkpoint.Checkpointer(workdir).all_steps() == [1]
+  resumed = train.train_and_evaluate(small_config(data_dir, num_steps=2), workdir)
+  assert int(resumed.step) == 2
+  steps = [m['step'] for m in metric_writers.read_metrics(workdir) if 'loss_multi' in m
+           or 'loss_single' in m]
+  assert steps == [1, 2]
+
+
+def _restored_params(workdir, data_dir):
+  config = small_config(data_dir)
+  template = train.create_train_state(config, create_model(config.model), jtso.optimizer(config))
+  with checkpoint.Checkpointer(str(workdir), read_only=True) as ckpt:
+    if ckpt.latest_step() is None:
+      return None, None
+    return ckpt.latest_step(), params_of(ckpt.restore(template))
+
+
+def _logged(workdir):
+  """metrics.jsonl without the timing fields, which differ between runs."""
+  return [{k: v for k, v in m.items() if k not in ('examples_per_sec', 'wall_time')}
+          for m in metric_writers.read_metrics(str(workdir))]
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, tmp_path):
+  """SIGKILL three times (once while a checkpoint is being written, twice at random
+  moments), rerunning the same command after each: no half-written checkpoint is ever
+  listed, and the final parameters and metrics log are bit-identical to one run that was
+  never interrupted (data order included)."""
+  num_steps = 6
+  extra = ['--config.train.checkpoint_every_steps=1', '--config.train.log_every_steps=1']
+  reference = subprocess.run(main_args(data_dir, tmp_path / 'ref', num_steps) + extra,
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert reference.returncode == 0, reference.stderr[-3000:]
+
+  workdir = tmp_path / 'killed'
+  ckpt_dir = workdir / 'checkpoints'
+  rng = np.random.default_rng(0)
+  killed_mid_save = False
+  for attempt in range(3):
+    proc = subprocess.Popen(main_args(data_dir, workdir, num_steps) + extra, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+      deadline = time.time() + 600
+      if attempt == 0:  # the moment a save starts: orbax's temporary directory exists
+        while proc.poll() is None and time.time() < deadline and not (
+            ckpt_dir.exists() and any('orbax-checkpoint-tmp' in p for p in
+                                      os.listdir(ckpt_dir))):
+          time.sleep(0.002)
+        killed_mid_save = proc.poll() is None
+      else:  # after a random number of logged steps and a random delay
+        wanted = int(rng.integers(0, 2))
+        log = workdir / 'metrics.jsonl'
+        while proc.poll() is None and time.time() < deadline and not (
+            log.exists() and len(log.read_text().splitlines()) > wanted):
+          time.sleep(0.01)
+        time.sleep(float(rng.uniform(0, 1.5)))
+      assert proc.poll() is None, f'run {attempt} ended before it could be killed'
+    finally:
+      proc.kill()
+      proc.wait()
+    if ckpt_dir.exists() and os.listdir(ckpt_dir):  # the latest listed one restores whole
+      step, _ = _restored_params(workdir, data_dir)
+      assert step is None or (ckpt_dir / str(step) / '_CHECKPOINT_METADATA').exists()
+  assert killed_mid_save, 'the run ended before a save could be caught in progress'
+
+  rerun = subprocess.run(main_args(data_dir, workdir, num_steps) + extra, cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert not [p for p in os.listdir(ckpt_dir) if 'tmp' in p]
+  (step_a, params_a), (step_b, params_b) = (_restored_params(tmp_path / 'ref', data_dir),
+                                            _restored_params(workdir, data_dir))
+  assert step_a == step_b == num_steps
+  jax.tree.map(np.testing.assert_array_equal, params_b, params_a)
+  assert _logged(workdir) == _logged(tmp_path / 'ref')
+  train_steps = [m['step'] for m in _logged(workdir) if 'stage' in m]
+  assert train_steps == list(range(1, num_steps + 1))
