@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from refine3d_jax import configlib, input_pipeline, parallel, train
 from refine3d_jax.data import build
+from refine3d_jax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
                                           lock_config=True)
@@ -66,6 +67,7 @@ def main(argv):
   except (OSError,  # an unbuilt dataset (the message says how to build it), an unwritable
                     # workdir, a full disk (CheckpointSaveError: the previous one is kept)
           FloatingPointError,  # a NaN / inf loss: the last good checkpoint is kept
+          DataError,  # a corrupt file or an unusable split, named in the message
           train.IncompatibleCheckpointError) as e:
     raise SystemExit(f'error: {e}') from None
   except train.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first

@@ -39,6 +39,7 @@ import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, metrics, parallel, report
 from refine3d_jax import summary, timing, train
+from refine3d_jax.data.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 OUTPUTS = ('refined', 'coarse')
@@ -321,7 +322,7 @@ def main(argv: Sequence[str]) -> None:
     run(config, _WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value)
   except configlib.ConfigError as e:
     raise app.UsageError(str(e)) from None
-  except FileNotFoundError as e:
+  except (FileNotFoundError, DataError) as e:
     raise SystemExit(f'error: {e}') from None
 
 

@@ -39,6 +39,7 @@ import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
 from refine3d_jax.data import transforms
+from refine3d_jax.data.errors import DataError
 
 TRAIN_SPLIT = 'train'
 EVAL_VIEWS = ('first_n', 'random')
@@ -78,7 +79,7 @@ def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[st
         '(shapenet_r2n2 also needs --manual_dir=<extracted ShapeNet>)')
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
-    raise ValueError(f'{path} has no split {split!r}; it has {sorted(builder.info.splits)}')
+    raise DataError(f'{path} has no split {split!r}; it has {sorted(builder.info.splits)}')
   return builder.as_data_source(split, decoders={'images': SkipDecoding()})
 
 
@@ -155,7 +156,7 @@ def decode_view(example: dict[str, Any], view: int) -> np.ndarray:
   try:
     return transforms.decode_png(example['images'][view])
   except ValueError as e:
-    raise ValueError(f'object {_text(example["synset"])}/{_text(example["model_id"])} '
+    raise DataError(f'object {_text(example["synset"])}/{_text(example["model_id"])} '
                      f'view {view:02d}: {e}') from e
 
 
@@ -247,7 +248,7 @@ def shard(shard_index: int | None = None, shard_count: int | None = None) -> tup
 def per_host_batch(global_batch: int, shard_count: int) -> int:
   """Examples per host and step; raises unless `global_batch` splits evenly."""
   if global_batch % shard_count:
-    raise ValueError(f'config.train.batch_size = {global_batch} does not divide over '
+    raise DataError(f'config.train.batch_size = {global_batch} does not divide over '
                      f'{shard_count} hosts')
   return global_batch // shard_count
 
@@ -277,7 +278,7 @@ def train_dataset(config: ml_collections.ConfigDict, *, source=None,
   source = open_source(config.data, TRAIN_SPLIT) if source is None else source
   records = grain.MapDataset.range(len(source))[shard_index::shard_count]
   if len(records) < batch:
-    raise ValueError(f'shard {shard_index}/{shard_count} of the train split has '
+    raise DataError(f'shard {shard_index}/{shard_count} of the train split has '
                      f'{len(records)} examples, fewer than one batch of {batch}')
   element = functools.partial(
       _train_element, source=source, opts=view_options(config, train=True), seed=config.seed,

@@ -77,3 +77,21 @@ def test_synthetic_shapes_dispatch(monkeypatch):
   assert build.builder_class('synthetic_shapes') is fake.SyntheticShapes
   with pytest.raises(ValueError, match='unknown --dataset'):
     build.builder_class('imagenet')
+
+
+@needs_sample
+def test_a_corrupt_file_is_one_line(tmp_path):
+  """The build command prints a data error as one line naming the file, no traceback."""
+  from tests.shapenet_r2n2_test import CHAIR, CHAIRS, copy_object, write_split  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / 'manual'
+  copy_object(manual, CHAIR, CHAIRS[0])
+  vox = manual / 'ShapeNetVox32' / CHAIR / CHAIRS[0] / 'model.binvox'
+  vox.write_bytes(vox.read_bytes()[:-3])
+  split = write_split(tmp_path / 's.json', {'train': [CHAIRS[0]]})
+  proc = run_command('--dataset=shapenet_r2n2', '--builder_config=pix2vox',
+                     f'--data_dir={tmp_path / "data"}', f'--manual_dir={manual}',
+                     f'--split_file={split}')
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'error: {vox}: truncated data (odd number of run bytes: 1807)')
+  assert 'Traceback' not in proc.stderr

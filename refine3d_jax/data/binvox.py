@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from refine3d_jax import report
+from refine3d_jax.data.errors import DataError
 
 _MAGIC = b'#binvox'
 _AXES = (0, 2, 1)  # file order (x, z, y) <-> the peers' order; its own inverse.
@@ -20,14 +21,14 @@ _AXES = (0, 2, 1)  # file order (x, z, y) <-> the peers' order; its own inverse.
 def _parse_header(data: bytes, name: str) -> tuple[dict[str, Any], int]:
   """Parses the text header; returns (header, offset of the first run byte)."""
   if not data.startswith(_MAGIC):
-    raise ValueError(f'{name}: not a binvox file (bad magic {data[:12]!r}, '
+    raise DataError(f'{name}: not a binvox file (bad magic {data[:12]!r}, '
                      f'expected {_MAGIC!r})')
   header: dict[str, Any] = {'translate': (0.0, 0.0, 0.0), 'scale': 1.0}
   offset = data.index(b'\n') + 1 if b'\n' in data else len(data)
   while True:
     end = data.find(b'\n', offset)
     if end < 0:
-      raise ValueError(f'{name}: truncated header (no `data` line)')
+      raise DataError(f'{name}: truncated header (no `data` line)')
     line = data[offset:end].strip()
     offset = end + 1
     key, _, rest = line.partition(b' ')
@@ -37,18 +38,18 @@ def _parse_header(data: bytes, name: str) -> tuple[dict[str, Any], int]:
       if key == b'dim':
         dims = tuple(int(x) for x in rest.split())
         if len(dims) != 3 or min(dims) <= 0:
-          raise ValueError(f'need 3 positive ints, got {rest.decode(errors="replace")!r}')
+          raise DataError(f'need 3 positive ints, got {rest.decode(errors="replace")!r}')
         header['dims'] = dims
       elif key == b'translate':
         header['translate'] = tuple(float(x) for x in rest.split())
         if len(header['translate']) != 3:
-          raise ValueError(f'need 3 floats, got {rest.decode(errors="replace")!r}')
+          raise DataError(f'need 3 floats, got {rest.decode(errors="replace")!r}')
       elif key == b'scale':
         header['scale'] = float(rest)
     except ValueError as e:
-      raise ValueError(f'{name}: bad {key.decode(errors="replace")} line: {e}') from None
+      raise DataError(f'{name}: bad {key.decode(errors="replace")} line: {e}') from None
   if 'dims' not in header:
-    raise ValueError(f'{name}: bad dims (no `dim` line in the header)')
+    raise DataError(f'{name}: bad dims (no `dim` line in the header)')
   return header, offset
 
 
@@ -56,15 +57,15 @@ def _decode_runs(runs: bytes, dims: tuple[int, int, int], name: str) -> np.ndarr
   """Expands (value, count) byte pairs to a bool grid of shape `dims` (file order)."""
   total = int(np.prod(dims))
   if len(runs) % 2:
-    raise ValueError(f'{name}: truncated data (odd number of run bytes: {len(runs)})')
+    raise DataError(f'{name}: truncated data (odd number of run bytes: {len(runs)})')
   pairs = np.frombuffer(runs, np.uint8).reshape(-1, 2)
   counts = pairs[:, 1].astype(np.int64)
   covered = int(counts.sum())
   if covered < total:
-    raise ValueError(f'{name}: truncated data (runs cover {covered} of {total} voxels, '
+    raise DataError(f'{name}: truncated data (runs cover {covered} of {total} voxels, '
                      f'dims {dims})')
   if covered > total:
-    raise ValueError(f'{name}: run lengths sum to {covered}, expected {total} = '
+    raise DataError(f'{name}: run lengths sum to {covered}, expected {total} = '
                      f'{"x".join(map(str, dims))}')
   return np.repeat(pairs[:, 0] > 0, counts).reshape(dims)
 

@@ -15,6 +15,8 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from refine3d_jax.data.errors import DataError
+
 DATASETS = ('shapenet_r2n2', 'synthetic_shapes')
 _SYNTHETIC_MODULE = 'refine3d_jax.data.synthetic_shapes'
 
@@ -95,8 +97,8 @@ def main(argv: Sequence[str]) -> None:
   try:
     summary = build(f.dataset, f.data_dir, f.builder_config, f.manual_dir, f.split_file,
                     f.force)
-  except (FileNotFoundError, ModuleNotFoundError) as e:
-    raise SystemExit(f'error: {e}') from e
+  except (FileNotFoundError, ModuleNotFoundError, DataError) as e:
+    raise SystemExit(f'error: {e}') from None
   print(format_summary(f.dataset, summary), flush=True)
 
 

@@ -20,6 +20,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from refine3d_jax.data.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
@@ -54,7 +56,7 @@ def decode_png(data: bytes) -> np.ndarray:
       image.load()
       rgba = image.convert('RGBA')
   except Exception as e:  # PIL raises many types for corrupt files.
-    raise ValueError(f'corrupt PNG ({type(e).__name__}: {e})') from e
+    raise DataError(f'corrupt PNG ({type(e).__name__}: {e})') from e
   return np.asarray(rgba)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from refine3d_jax.data import binvox
 from refine3d_jax.data import features
+from refine3d_jax.data.errors import DataError
 
 RENDERING = 'ShapeNetRendering'
 VOXELS = 'ShapeNetVox32'
@@ -76,10 +77,10 @@ def read_png(path: str) -> bytes:
       fmt, size, mode = image.format, image.size, image.mode
       image.verify()
   except Exception as e:  # PIL raises many types for corrupt files.
-    raise ValueError(f'{path}: corrupt PNG ({type(e).__name__}: {e})') from e
+    raise DataError(f'{path}: corrupt PNG ({type(e).__name__}: {e})') from e
   expected = (features.IMAGE_SIZE, features.IMAGE_SIZE)
   if fmt != 'PNG' or size != expected or mode != 'RGBA':
-    raise ValueError(f'{path}: expected a {expected[0]}x{expected[1]} RGBA PNG, got '
+    raise DataError(f'{path}: expected a {expected[0]}x{expected[1]} RGBA PNG, got '
                      f'{fmt} {size[0]}x{size[1]} {mode}')
   return data
 
@@ -92,9 +93,9 @@ def read_camera(path: str) -> np.ndarray:
   try:
     camera = np.asarray(lines, np.float32)
   except ValueError as e:
-    raise ValueError(f'{path}: expected {shape[0]} lines of {shape[1]} floats ({e})') from e
+    raise DataError(f'{path}: expected {shape[0]} lines of {shape[1]} floats ({e})') from e
   if camera.shape != shape:
-    raise ValueError(f'{path}: expected {shape[0]} lines of {shape[1]} floats, got '
+    raise DataError(f'{path}: expected {shape[0]} lines of {shape[1]} floats, got '
                      f'{len(lines)} lines of {sorted({len(l) for l in lines})} values')
   return camera
 
@@ -103,7 +104,7 @@ def read_voxels(path: str) -> np.ndarray:
   """Occupancy bool [32, 32, 32] in the peers' axis order."""
   voxels, _ = binvox.read_binvox(path)
   if voxels.shape != (features.VOXEL_SIZE,) * 3:
-    raise ValueError(f'{path}: expected a {features.VOXEL_SIZE}^3 grid, got '
+    raise DataError(f'{path}: expected a {features.VOXEL_SIZE}^3 grid, got '
                      f'{"x".join(map(str, voxels.shape))}')
   return voxels
 

@@ -12,6 +12,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
+from refine3d_jax.data.errors import DataError
 from refine3d_jax.data.shapenet_r2n2 import objects
 from refine3d_jax.data.shapenet_r2n2 import splits
 
@@ -98,7 +99,7 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     })
     empty = sorted(s for s, v in kept.items() if not v)
     if empty:
-      raise ValueError(
+      raise DataError(
           f'split(s) {empty} of shapenet_r2n2/{self.builder_config.name} would be empty: '
           f'none of their objects is complete in {manual_dir} (skipped: '
           f'{ {s: counts[s] for s in empty} }). Check the manual dir layout:\n'

@@ -6,6 +6,8 @@ import os
 import pathlib
 from typing import Iterable, Sequence
 
+from refine3d_jax.data.errors import DataError
+
 # The 13 R2N2 classes in synset order; label i is CATEGORIES[i] everywhere.
 CATEGORIES = (
     ('02691156', 'aeroplane'), ('02828884', 'bench'), ('02933112', 'cabinet'),
@@ -31,7 +33,7 @@ def check_synsets(synsets: Iterable[str], where: str) -> None:
   """Raises ValueError naming any synset that is not one of the 13 R2N2 classes."""
   unknown = sorted(set(synsets) - set(SYNSETS))
   if unknown:
-    raise ValueError(f'{where}: unknown category id(s) {unknown}; known: '
+    raise DataError(f'{where}: unknown category id(s) {unknown}; known: '
                      f'{", ".join(f"{s} {n}" for s, n in CATEGORIES)}')
 
 
@@ -49,7 +51,7 @@ def read_split_file(path: str | os.PathLike, synsets: Sequence[str]) -> dict[str
       taxonomies = json.load(f)
     ids = {c['taxonomy_id']: c for c in taxonomies}
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f'{path}: not a Pix2Vox-format split file ({e})') from e
+    raise DataError(f'{path}: not a Pix2Vox-format split file ({e})') from e
   check_synsets(ids, path)
   present = [s for s in SPLITS if any(c.get(s) for c in taxonomies)]
   return {TFDS_SPLITS[split]: [(s, m) for s in synsets if s in ids for m in ids[s].get(split, [])]
