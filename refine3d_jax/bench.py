@@ -10,9 +10,10 @@ runs after one compiling call, whose time is reported apart. Model FLOPs per ste
 from XLA's cost analysis of the lowered step on the CPU backend (GPU backends leave out
 the convolutions cuDNN runs), counting a multiply-add as 2; the fraction of the ceiling is
 achieved FLOP/s over a float32 (and, on GPUs, bfloat16) matmul's FLOP/s measured in the
-same run. The input pipeline is timed on the config's dataset when it is built (the
-training protocol, `--views` views) and reported as a ratio to the examples per second the
-slowest stage consumes. Peak memory: device statistics where the backend has them, and
+same run. Where the time goes: each of the four modules alone, forward and backward on
+the multi-view batch's shapes, with its share of their summed time. The input pipeline
+is timed on the config's dataset when it is built (the training protocol, `--views`
+views) and reported as a ratio to the examples per second the slowest stage consumes. Peak memory: device statistics where the backend has them, and
 the process's peak RSS.
 """
 
@@ -85,6 +86,48 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
   return out
 
 
+def _module_call(name: str):
+  """method for `model.apply` running only submodule `name` (the refiner in train mode,
+  as in a training step)."""
+  if name == 'attention':
+    return lambda m, x: m.attention(x, jnp.ones(x.shape[:2], bool))
+  if name == 'refiner':
+    return lambda m, x: m.refiner(x, train=True)
+  return lambda m, x: getattr(m, name)(x)
+
+
+def bench_modules(config: ml_collections.ConfigDict, batch: int, views: int,
+                  repeats: int) -> dict[str, dict[str, float]]:
+  """Forward + backward of each submodule alone, on a multi-view batch's shapes: ms,
+  GFLOPs, GFLOP/s and its share of the four modules' time. The gradient is taken with
+  respect to the parameters and (except for the encoder, whose input is data) the input,
+  as in a training step."""
+  model, tx, _, _ = train.programs(config, 1000)
+  variables = train.variables_of(train.create_train_state(config, model, tx))
+  rng = np.random.default_rng(0)
+  s, d, v = config.model.image_size, config.model.latent_dim, config.model.volume_size
+  inputs = dict(encoder=(batch * views, s, s, 3), attention=(batch, views, d),
+                decoder=(batch, d), refiner=(batch, v, v, v))
+  out = {}
+  for name, shape in inputs.items():
+    x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+    call = _module_call(name)
+
+    def loss(params, x, call=call):
+      y = model.apply({**variables, 'params': params}, x, method=call,
+                      mutable=['batch_stats'])[0]
+      return jnp.mean(jnp.square(y.astype(jnp.float32)))
+    grad = jax.grad(loss, argnums=0 if name == 'encoder' else (0, 1))
+    fn = jax.jit(grad)
+    seconds = timing.median_time(lambda fn=fn, x=x: fn(variables['params'], x), repeats)
+    flops = summary.cpu_flops(grad, variables['params'], x)
+    out[name] = dict(ms=seconds * 1e3, gflops=flops / 1e9, gflops_per_s=flops / seconds / 1e9)
+  total = sum(m['ms'] for m in out.values())
+  for m in out.values():
+    m['share'] = m['ms'] / total
+  return out
+
+
 def bench_inference(config: ml_collections.ConfigDict, repeats: int,
                     batches: Sequence[int] = (1, 32)) -> dict[str, float]:
   """Milliseconds per object, eval mode, for 1 and 20 views at each batch size."""
@@ -134,8 +177,9 @@ def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], ste
   config = config.copy_and_resolve_references()
   config.train.num_views = multi_views
   stages = bench_train(config, batch, multi_views, steps)
+  modules = bench_modules(config, batch, multi_views, max(3, steps // 2))
   ceiling = ceilings['bfloat16' if config.model.dtype == 'bfloat16' else 'float32']
-  for s in stages.values():
+  for s in [*stages.values(), *modules.values()]:
     s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
   slowest = min(s['examples_per_s'] for s in stages.values())
   pipeline = bench_input(config, multi_views, input_batches)
@@ -145,7 +189,7 @@ def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], ste
       date=time.strftime('%Y-%m-%d'), device=timing.device_name(device),
       devices=jax.device_count(), preset=config.get('preset', ''),
       dtype=config.model.dtype, image_size=config.model.image_size, batch=batch,
-      views=multi_views, matmul_gflops=ceilings, train=stages,
+      views=multi_views, matmul_gflops=ceilings, train=stages, modules=modules,
       inference=bench_inference(config, max(3, steps // 2), latency_batches),
       input_pipeline=pipeline,
       memory=memory())
@@ -163,6 +207,12 @@ def format_table(r: dict[str, Any]) -> str:
     lines.append(f"{name:<6}{s['compile_s']:>10.1f}{s['step_s'] * 1e3:>10.1f}"
                  f"{s['examples_per_s']:>9.1f}{s['gflops_per_step']:>12.2f}"
                  f"{s['gflops_per_s']:>9.1f}{s['fraction_of_ceiling']:>10.0%}")
+  lines.append(f"modules alone, forward + backward, batch {r['batch']} x {r['views']} views:")
+  lines.append(f"{'module':<10}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>9}{'of ceiling':>11}"
+               f"{'share':>7}")
+  for name, m in r['modules'].items():
+    lines.append(f"{name:<10}{m['ms']:>10.1f}{m['gflops']:>9.2f}{m['gflops_per_s']:>9.1f}"
+                 f"{m['fraction_of_ceiling']:>10.0%}{m['share']:>7.0%}")
   lines.append('inference ms/object: ' + ', '.join(
       f'{k.replace("_ms_per_object", "")} {v:.2f}' for k, v in r['inference'].items()))
   p = r['input_pipeline']

@@ -14,7 +14,8 @@ def test_bench_emits_every_field(tiny_data_dir):
       [sys.executable, '-m', 'refine3d_jax.bench', '--config=configs/jtso.py:tiny',
        '--config.model.volume_size=16', '--config.model.refiner_widths=(4,4)',
        f'--config.data.data_dir={tiny_data_dir}', '--config.data.builder_config=tiny',
-       '--config.data.num_threads=1', '--steps=1', '--batch=2', '--views=1,2', '--json'],
+       '--config.data.num_threads=1', '--steps=1', '--batch=2', '--views=1,2',
+       '--latency_batches=1', '--json'],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
@@ -28,6 +29,12 @@ def test_bench_emits_every_field(tiny_data_dir):
     assert all(v > 0 for v in stage.values())
   # the multi-view stages do more work than the single-view one
   assert r['train']['jtso']['gflops_per_step'] > r['train']['base']['gflops_per_step']
-  assert set(r['inference']) == {f'{v}v_b{b}_ms_per_object' for v in (1, 20) for b in (1, 32)}
+  assert set(r['modules']) == {'encoder', 'attention', 'decoder', 'refiner'}
+  for m in r['modules'].values():
+    assert set(m) == {'ms', 'gflops', 'gflops_per_s', 'share', 'fraction_of_ceiling'}
+    assert all(v > 0 for v in m.values())
+  assert abs(sum(m['share'] for m in r['modules'].values()) - 1) < 1e-9
+  assert 'modules alone' in proc.stdout
+  assert set(r['inference']) == {'1v_b1_ms_per_object', '20v_b1_ms_per_object'}
   assert r['input_pipeline']['examples_per_s'] > 0 and r['input_pipeline']['ratio_to_step'] > 0
   assert r['memory']['host_peak_rss_mb'] > 0 and 'float32' in r['matmul_gflops']

@@ -82,7 +82,8 @@ def test_synthetic_shapes_dispatch(monkeypatch):
 @needs_sample
 def test_a_corrupt_file_is_one_line(tmp_path):
   """The build command prints a data error as one line naming the file, no traceback."""
-  from tests.shapenet_r2n2_test import CHAIR, CHAIRS, copy_object, write_split  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tests.shapenet_r2n2_test import CHAIR, CHAIRS, copy_object, write_split
   manual = tmp_path / 'manual'
   copy_object(manual, CHAIR, CHAIRS[0])
   vox = manual / 'ShapeNetVox32' / CHAIR / CHAIRS[0] / 'model.binvox'
