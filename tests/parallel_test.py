@@ -21,7 +21,8 @@ TIMEOUT = 120  # seconds per subprocess: a hang fails the test instead of blocki
 
 def worker_env(devices):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
+                       '--xla_backend_optimization_level=0')  # as conftest sets
   for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
     env.pop(name, None)
   return env
