@@ -10,6 +10,7 @@ from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsamplings,
                                          upsample_nearest)
 from refine3d_jax.models.encoder import Encoder
+from refine3d_jax.models.refiner import max_pool2
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
 from tests.testutil import perturb
 
@@ -140,3 +141,12 @@ def test_shuffle_head_and_occupancy_prior():
       jax.random.key(0), z)['params']['logits']['kernel'].shape == (1, 1, 1, 4, 8)
   with pytest.raises(ValueError, match='head'):
     Decoder(widths=(8, 8), head='transpose').init(jax.random.key(0), z)
+
+
+def test_max_pool2_equals_flax_max_pool_and_its_gradient():
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 4, 6, 3)), jnp.float32)
+  flax_pool = lambda x: nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
+  np.testing.assert_array_equal(max_pool2(x), flax_pool(x))
+  weights = jnp.arange(2 * 4 * 2 * 3 * 3, dtype=jnp.float32).reshape(2, 4, 2, 3, 3)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
+  np.testing.assert_array_equal(grad(max_pool2), grad(flax_pool))  # no ties in random x
