@@ -10,7 +10,7 @@ from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsamplings,
                                          upsample_nearest)
 from refine3d_jax.models.encoder import Encoder
-from refine3d_jax.models.refiner import max_pool2
+from refine3d_jax.models.pooling import max_pool2
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
 from tests.testutil import perturb
 
@@ -143,10 +143,14 @@ def test_shuffle_head_and_occupancy_prior():
     Decoder(widths=(8, 8), head='transpose').init(jax.random.key(0), z)
 
 
-def test_max_pool2_equals_flax_max_pool_and_its_gradient():
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 4, 6, 3)), jnp.float32)
-  flax_pool = lambda x: nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))
+@pytest.mark.parametrize('shape', [(2, 8, 4, 6, 3), (2, 7, 5, 3), (1, 127, 127, 2)])
+def test_max_pool2_equals_flax_max_pool_and_its_gradient(shape):
+  """2D and 3D, even and odd sides (SAME padding), values and gradients."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+  d = len(shape) - 2
+  flax_pool = lambda x: nn.max_pool(x, (2,) * d, strides=(2,) * d, padding='SAME')
   np.testing.assert_array_equal(max_pool2(x), flax_pool(x))
-  weights = jnp.arange(2 * 4 * 2 * 3 * 3, dtype=jnp.float32).reshape(2, 4, 2, 3, 3)
+  weights = jnp.asarray(np.random.default_rng(1).standard_normal(flax_pool(x).shape),
+                        jnp.float32)
   grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
   np.testing.assert_array_equal(grad(max_pool2), grad(flax_pool))  # no ties in random x

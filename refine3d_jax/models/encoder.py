@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from refine3d_jax.models.pooling import max_pool2
+
 
 class ResidualBlock2D(nn.Module):
   """conv -> act -> conv (+ 1x1 conv shortcut) -> act -> 2x max-pool.
@@ -41,7 +43,7 @@ class ResidualBlock2D(nn.Module):
     if self.shortcut:
       y = y + nn.Conv(self.features, (1, 1), dtype=self.dtype, name='shortcut')(x)
     y = act(y)
-    return nn.max_pool(y, (2, 2), strides=(2, 2), padding='SAME')
+    return max_pool2(y)
 
 
 class Encoder(nn.Module):

@@ -3,8 +3,7 @@
 Paper: 4^3 convolutions with 32/64/128 channels, BatchNorm, LeakyReLU, max-pooling and skip
 connections, after Pix2Vox's refiner. Our reading:
 - input: the coarse occupancy probabilities (sigmoid of the decoder's logits);
-- down path: per width, conv4 -> BN -> LeakyReLU -> 2x max-pool (32^3 -> 16 -> 8 -> 4;
-  `max_pool2`);
+- down path: per width, conv4 -> BN -> LeakyReLU -> 2x max-pool (32^3 -> 16 -> 8 -> 4);
 - up path: nearest 2x resize -> conv4 -> BN -> LeakyReLU, plus the down path's output at
   the same resolution (additive skips, as Pix2Vox's refiner adds them: concatenation
   would double the channels of the costliest convolutions);
@@ -24,16 +23,7 @@ import jax.numpy as jnp
 
 from refine3d_jax.models.conv3d import Conv3D
 from refine3d_jax.models.decoder import upsample_nearest
-
-
-def max_pool2(x: jax.Array) -> jax.Array:
-  """2x2x2 max-pooling, stride 2, of ``[N, D, H, W, C]`` (even sides) as a reshape and a
-  max: the same values as ``nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2))``, but its
-  gradient is a mask instead of XLA's select-and-scatter, which is slow on CPUs (the
-  quick refiner's forward + backward took 423 ms against 478 at batch 16). Ties share
-  the gradient instead of giving it to the first maximum."""
-  n, d, h, w, c = x.shape
-  return x.reshape(n, d // 2, 2, h // 2, 2, w // 2, 2, c).max(axis=(2, 4, 6))
+from refine3d_jax.models.pooling import max_pool2
 
 
 class ConvBNAct(nn.Module):
