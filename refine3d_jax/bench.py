@@ -13,8 +13,8 @@ achieved FLOP/s over a float32 (and, on GPUs, bfloat16) matmul's FLOP/s measured
 same run. Where the time goes: each of the four modules alone, forward and backward on
 the multi-view batch's shapes, with its share of their summed time. The input pipeline
 is timed on the config's dataset when it is built (the training protocol, `--views`
-views) and reported as a ratio to the examples per second the slowest stage consumes. Peak memory: device statistics where the backend has them, and
-the process's peak RSS.
+views) and reported as a ratio to the examples per second the slowest stage consumes.
+Peak memory: device statistics where the backend has them, and the process's peak RSS.
 """
 
 import json
@@ -51,6 +51,13 @@ def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
               voxels=rng.random((batch, v, v, v)) < 0.1)
 
 
+def stage_batch(batch: dict[str, np.ndarray], stage: jtso.Stage) -> dict[str, np.ndarray]:
+  """`batch` as `stage` consumes it: view 0 only for a single-view stage."""
+  if stage.multi:
+    return dict(batch)
+  return {k: (x[:, :1] if k in ('images', 'mask') else x) for k, x in batch.items()}
+
+
 def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
                 steps: int) -> dict[str, dict[str, float]]:
   """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step."""
@@ -63,9 +70,7 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
   for name, stage in jtso.STAGES.items():
     if name == 'joint':
       continue  # end to end: the cost of stage 'att' plus the base's gradient
-    b = dict(data)
-    if not stage.multi:
-      b = {k: (x[:, :1] if k in ('images', 'mask') else x) for k, x in b.items()}
+    b = stage_batch(data, stage)
     sharded = parallel.shard_batch(b, mesh)
     start = time.perf_counter()
     state, metrics = stage_steps[name](state, sharded)

@@ -129,7 +129,7 @@ def _reason(error: BaseException) -> str:
   text = f'{type(error).__name__}: {error}'
   if 'No space left on device' in text or getattr(error, 'errno', None) == 28:
     return 'the disk is full (No space left on device)'
-  return text.splitlines()[0][:400] if text.strip() else type(error).__name__
+  return text.splitlines()[0][:400]
 
 
 def _manager(directory: epath.Path, keep: int | None, best_metric: str | None,

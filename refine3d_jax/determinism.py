@@ -56,9 +56,8 @@ def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
       state = parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh)
       losses = []
       for b in batches:
-        if not stage.multi:
-          b = {k: (x[:, :1] if k in ('images', 'mask') else x) for k, x in b.items()}
-        state, m = stage_steps[name](state, parallel.shard_batch(b, mesh))
+        b = parallel.shard_batch(bench.stage_batch(b, stage), mesh)
+        state, m = stage_steps[name](state, b)
         losses.append(m)
       runs.append(jax.device_get((state.params, state.batch_stats, losses)))
     out[name] = compare(*runs)
