@@ -9,8 +9,8 @@ over every local device, the batch sharded as in training; times are medians of 
 runs after one compiling call, whose time is reported apart. Model FLOPs per step come
 from XLA's cost analysis of the lowered step on the CPU backend (GPU backends leave out
 the convolutions cuDNN runs), counting a multiply-add as 2; the fraction of the ceiling is
-achieved FLOP/s over a float32 (and, on GPUs, bfloat16) matmul's FLOP/s measured in the
-same run. Where the time goes: each of the four modules alone, forward and backward on
+achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul FLOP/s measured in
+the same run (two square sizes, `CEILING_SIZES`). Where the time goes: each of the four modules alone, forward and backward on
 the multi-view batch's shapes, with its share of their summed time. The input pipeline
 is timed on the config's dataset when it is built (the training protocol, `--views`
 views) and reported as a ratio to the examples per second the slowest stage consumes.
@@ -33,12 +33,23 @@ import numpy as np
 from refine3d_jax import configlib, input_pipeline, jtso, parallel, summary, timing, train
 
 
-def matmul_ceiling(dtype: str, size: int, repeats: int = 5) -> float:
-  """GFLOP/s of a `size` x `size` matmul in `dtype` on the default device."""
-  a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
-  b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
-  f = jax.jit(lambda a, b: a @ b)
-  return 2 * size ** 3 / timing.median_time(lambda: f(a, b), repeats) / 1e9
+# Square matmul sides whose best GFLOP/s is the ceiling. One 4096^3 bf16 matmul takes
+# 0.3 ms on an H100, too short to time steadily (it measured 333 and 447 TFLOP/s in two
+# runs); 8192^3 takes 8x longer.
+CEILING_SIZES = {'cpu': (1024, 2048), 'gpu': (4096, 8192)}
+
+
+def matmul_ceiling(dtype: str, sizes: Sequence[int], repeats: int = 10) -> tuple[float, int]:
+  """The best GFLOP/s of a square matmul in `dtype` over `sizes` (median of `repeats`
+  calls each) on the default device, and the side that reached it."""
+  best = (0.0, 0)
+  for size in sizes:
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
+    f = jax.jit(lambda a, b: a @ b)
+    best = max(best, (2 * size ** 3 / timing.median_time(lambda: f(a, b), repeats) / 1e9,
+                      size))
+  return best
 
 
 def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
@@ -174,10 +185,10 @@ def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], ste
   configlib.validate(config)
   device = jax.devices()[0]
   gpu = device.platform != 'cpu'
-  size = 4096 if gpu else 1024
-  ceilings = {'float32': matmul_ceiling('float32', size)}
-  if gpu:
-    ceilings['bfloat16'] = matmul_ceiling('bfloat16', size)
+  sizes = CEILING_SIZES['gpu' if gpu else 'cpu']
+  ceilings, ceiling_sizes = {}, {}
+  for dtype in ('float32', 'bfloat16') if gpu else ('float32',):
+    ceilings[dtype], ceiling_sizes[dtype] = matmul_ceiling(dtype, sizes)
   multi_views = max(views)
   config = config.copy_and_resolve_references()
   config.train.num_views = multi_views
@@ -194,7 +205,8 @@ def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], ste
       date=time.strftime('%Y-%m-%d'), device=timing.device_name(device),
       devices=jax.device_count(), preset=config.get('preset', ''),
       dtype=config.model.dtype, image_size=config.model.image_size, batch=batch,
-      views=multi_views, matmul_gflops=ceilings, train=stages, modules=modules,
+      views=multi_views, matmul_gflops=ceilings, matmul_size=ceiling_sizes, train=stages,
+      modules=modules,
       inference=bench_inference(config, max(3, steps // 2), latency_batches),
       input_pipeline=pipeline,
       memory=memory())
@@ -204,8 +216,9 @@ def format_table(r: dict[str, Any]) -> str:
   lines = [f"refine3d_jax bench, {r['date']}: {r['device']} x{r['devices']}; preset "
            f"{r['preset']}, {r['dtype']}, {r['image_size']} px, batch {r['batch']}, "
            f"{r['views']} views in multi-view stages",
-           'matmul ceiling: ' + ', '.join(f'{k} {v:.1f} GFLOP/s'
-                                          for k, v in r['matmul_gflops'].items()),
+           'matmul ceiling: ' + ', '.join(
+               f"{k} {v:.1f} GFLOP/s ({r['matmul_size'][k]}^3)"
+               for k, v in r['matmul_gflops'].items()),
            f"{'stage':<6}{'compile s':>10}{'step ms':>10}{'ex/s':>9}{'GFLOP/step':>12}"
            f"{'GFLOP/s':>9}{'of ceiling':>11}"]
   for name, s in r['train'].items():

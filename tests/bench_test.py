@@ -37,4 +37,6 @@ def test_bench_emits_every_field(tiny_data_dir):
   assert 'modules alone' in proc.stdout
   assert set(r['inference']) == {'1v_b1_ms_per_object', '20v_b1_ms_per_object'}
   assert r['input_pipeline']['examples_per_s'] > 0 and r['input_pipeline']['ratio_to_step'] > 0
-  assert r['memory']['host_peak_rss_mb'] > 0 and 'float32' in r['matmul_gflops']
+  assert r['memory']['host_peak_rss_mb'] > 0 and r['matmul_gflops']['float32'] > 0
+  assert r['matmul_size'] == {'float32': r['matmul_size']['float32']}
+  assert r['matmul_size']['float32'] in (1024, 2048)
