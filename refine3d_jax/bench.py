@@ -47,8 +47,8 @@ def matmul_ceiling(dtype: str, sizes: Sequence[int], repeats: int = 10) -> tuple
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.dtype(dtype))
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
     f = jax.jit(lambda a, b: a @ b)
-    best = max(best, (2 * size ** 3 / timing.median_time(lambda: f(a, b), repeats) / 1e9,
-                      size))
+    seconds = timing.median_time(lambda f=f, a=a, b=b: f(a, b), repeats)
+    best = max(best, (2 * size ** 3 / seconds / 1e9, size))
   return best
 
 
