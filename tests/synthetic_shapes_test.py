@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
 from refine3d_jax.data.synthetic_shapes import SyntheticShapes
-from refine3d_jax.data.synthetic_shapes import camera as camera_lib
+from refine3d_jax.data import camera as camera_lib
 from refine3d_jax.data.synthetic_shapes import generate
 from refine3d_jax.data.synthetic_shapes import shapes
 

@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 
-from refine3d_jax.data.synthetic_shapes import camera as camera_lib
+from refine3d_jax.data import camera as camera_lib
 from refine3d_jax.data.synthetic_shapes import render
 from refine3d_jax.data.synthetic_shapes import shapes
 

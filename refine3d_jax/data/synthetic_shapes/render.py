@@ -9,12 +9,11 @@ Voxelization likewise samples each primitive only inside its bounding box.
 
 import numpy as np
 
+from refine3d_jax.data import camera as camera_lib
 from refine3d_jax.data import features
-from refine3d_jax.data.synthetic_shapes import camera as camera_lib
+from refine3d_jax.data import shading
 from refine3d_jax.data.synthetic_shapes import shapes
 
-_AMBIENT, _KEY, _SKY = 0.28, 0.52, 0.25
-_KEY_CAM = np.array([-0.45, 0.55, -0.70]) / np.linalg.norm([-0.45, 0.55, -0.70])
 _KINDS = ('box', 'cylinder', 'ellipsoid')
 
 
@@ -93,7 +92,8 @@ def _ray_pairs(lo, hi, camera, size):
 
 
 def render(parts: list, camera: np.ndarray, colour: np.ndarray,
-           size: int = features.IMAGE_SIZE) -> np.ndarray:
+           size: int = features.IMAGE_SIZE,
+           light: shading.Light = shading.CAMERA_LIGHT) -> np.ndarray:
   """RGBA views [V, size, size, 4] uint8 of primitives `parts` through cameras [V, 5].
 
   Background is transparent (alpha 0); covered pixels have alpha 255.
@@ -123,10 +123,8 @@ def render(parts: list, camera: np.ndarray, colour: np.ndarray,
   first = np.r_[True, pix[1:] != pix[:-1]]
   pix, n, v = pix[first], n[first], v[first]
   n /= np.sqrt(np.maximum(_dot(n, n), 1e-24))[:, None]
-  key = _KEY_CAM @ rot  # [V, 3]: the key light follows the camera (upper left)
-  shade = _AMBIENT + _KEY * np.maximum(_dot(n, key[v]), 0) + _SKY * np.maximum(n[:, 1], 0)
   out = np.zeros((len(camera) * size * size, 4), np.uint8)
-  out[pix, :3] = np.round(np.clip(shade[:, None] * colour, 0, 1) * 255)
+  out[pix, :3] = np.round(shading.shade(n, v, rot, light, colour) * 255)
   out[pix, 3] = 255
   return out.reshape(len(camera), size, size, 4)
 
