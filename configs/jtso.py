@@ -44,7 +44,8 @@ def paper_model() -> ml_collections.ConfigDict:
 def data_config() -> ml_collections.ConfigDict:
   """The input pipeline (refine3d_jax/input_pipeline.py): what to read and how."""
   return ml_collections.ConfigDict(dict(
-      dataset='synthetic_shapes',       # TFDS builder: 'shapenet_r2n2' or 'synthetic_shapes'
+      dataset='synthetic_shapes',       # TFDS builder: 'shapenet_r2n2', 'shapenet_vox' or
+                                        # 'synthetic_shapes' (refine3d_jax/data/build.py)
       builder_config='',                # '' = the builder's default config
       data_dir='~/tensorflow_datasets',  # TFDS data dir (~ expanded); build into it with
                                          # python -m refine3d_jax.data.build

@@ -295,6 +295,7 @@ def iou_threshold_text(run: dict, threshold: Optional[float]) -> str:
 
 def dataset_text(run: dict) -> str:
   name = {'shapenet_r2n2': 'ShapeNet (3D-R2N2 renderings, 32³ voxels)',
+          'shapenet_vox': 'ShapeNet shapes (ShapeNetVox32 grids rendered by refine3d_jax)',
           'synthetic_shapes': 'synthetic shapes'}.get(run['dataset'], run['dataset'])
   config = f", builder config '{run['builder_config']}'" if run['builder_config'] else ''
   return f"{name} (`{run['dataset']}`{config})"

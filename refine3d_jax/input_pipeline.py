@@ -76,7 +76,7 @@ def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[st
         f'dataset {data.dataset} is not built in {path} (config.data.data_dir = '
         f'{data.data_dir!r}); build it with: python -m refine3d_jax.data.build '
         f'--dataset={data.dataset}{config_flag} --data_dir={data.data_dir} '
-        '(shapenet_r2n2 also needs --manual_dir=<extracted ShapeNet>)')
+        '(shapenet_r2n2 and shapenet_vox also need --manual_dir=<extracted ShapeNet>)')
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
     raise DataError(f'{path} has no split {split!r}; it has {sorted(builder.info.splits)}')

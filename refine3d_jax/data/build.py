@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 
 from refine3d_jax.data.errors import DataError
 
-DATASETS = ('shapenet_r2n2', 'synthetic_shapes')
+DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')
 _SYNTHETIC_MODULE = 'refine3d_jax.data.synthetic_shapes'
 
 
@@ -26,6 +26,9 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
   if dataset == 'shapenet_r2n2':
     from refine3d_jax.data.shapenet_r2n2 import ShapenetR2n2  # pylint: disable=g-import-not-at-top
     return ShapenetR2n2
+  if dataset == 'shapenet_vox':
+    from refine3d_jax.data.shapenet_vox import ShapenetVox  # pylint: disable=g-import-not-at-top
+    return ShapenetVox
   if dataset == 'synthetic_shapes':
     try:
       from refine3d_jax.data.synthetic_shapes import SyntheticShapes  # pylint: disable=g-import-not-at-top
@@ -53,8 +56,8 @@ def build(dataset: str, data_dir: str, builder_config: str | None = None,
     raise FileNotFoundError(f'--manual_dir={manual_dir} does not exist. {instructions}')
   kwargs = {}
   if split_file is not None:
-    if dataset != 'shapenet_r2n2':
-      raise ValueError('--split_file applies to --dataset=shapenet_r2n2 only')
+    if dataset not in ('shapenet_r2n2', 'shapenet_vox'):
+      raise ValueError('--split_file applies to --dataset=shapenet_r2n2 or shapenet_vox only')
     kwargs['split_file'] = split_file
   builder = cls(config=builder_config, data_dir=data_dir, file_format='array_record', **kwargs)
   reused = not force and os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
@@ -107,13 +110,13 @@ def _define_flags() -> None:
   flags.DEFINE_string('data_dir', None, 'TFDS data dir to write into.', required=True)
   flags.DEFINE_string('builder_config', None,
                       'Builder config, e.g. shapenet_r2n2: pix2vox (default), r2n2, '
-                      'pix2vox_5class, r2n2_5class.')
+                      'pix2vox_5class, r2n2_5class; shapenet_vox: pix2vox (default), r2n2.')
   flags.DEFINE_string('manual_dir', None,
                       'Dir holding the extracted ShapeNetRendering/ and ShapeNetVox32/ '
-                      '(default <data_dir>/downloads/manual).')
+                      '(shapenet_vox: ShapeNetVox32/ only; default <data_dir>/downloads/manual).')
   flags.DEFINE_string('split_file', None,
-                      'shapenet_r2n2 pix2vox configs: a Pix2Vox-format ShapeNet.json to use '
-                      'instead of the shipped one.')
+                      'shapenet_r2n2 and shapenet_vox pix2vox configs: a Pix2Vox-format '
+                      'ShapeNet.json to use instead of the shipped one.')
   flags.DEFINE_bool('force', False, 'Rebuild even if a finished build exists.')
 
 
