@@ -23,6 +23,7 @@ def paper_model() -> ml_collections.ConfigDict:
       encoder_first_kernel=7,
       latent_dim=1024,
       fusion='self_attention',    # or 'attsets' (AttSets FC attention, the authors' code)
+                                  # or 'mean' (plain mean of the views: the baseline)
       num_heads=8,
       attention_layers=1,
       attention_mlp_dim=2048,
@@ -97,6 +98,8 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   config.train.k1_epochs = 80.0     # stage 2 (attention on view sets) starts here
   config.train.k2_epochs = 160.0    # stage 3 (both, each with its own loss) starts here
   config.train.num_steps = 0        # > 0 overrides num_epochs (tests, benchmarks)
+  config.train.steps_per_epoch = 0  # > 0: the schedule's epochs are this many steps on any
+                                    # dataset; 0 = one pass over the training split
   config.train.log_every_steps = 50
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
@@ -139,6 +142,9 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     config.train.batch_size = 16
     # 7 epochs of 2000 objects, 875 steps: stage 1 to 40%, stage 2 (attention) to 50%,
     # stage 3 after; the rate halves at 80%. About 13 minutes on 2 CPU cores (README).
+    # An epoch is 125 steps (2000 / 16) on every dataset, so the quick run is the same
+    # 875 steps, and the same minutes, on shapenet_vox's 4,744 chairs too.
+    config.train.steps_per_epoch = 125
     config.train.num_epochs = 7
     config.train.k1_epochs = 2.8
     config.train.k2_epochs = 3.5

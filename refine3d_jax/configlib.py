@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from absl import app
 import ml_collections
 
-FUSIONS = ('self_attention', 'attsets')
+FUSIONS = ('self_attention', 'attsets', 'mean')
 DECODER_HEADS = ('conv', 'shuffle')  # refine3d_jax/models/decoder.py
 CONV3D_IMPLS = ('auto', 'fold', 'native')  # refine3d_jax/models/conv3d.py
 SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
@@ -31,6 +31,7 @@ ADDED_KEYS = {
     'eval.thresholds': (0.2, 0.25, 0.3, 0.4, 0.5),
     'eval.fscore_distance': 0.01,
     'eval.measure_cost': True,
+    'train.steps_per_epoch': 0,
 }
 
 
@@ -252,6 +253,8 @@ def validate_train(t: ml_collections.ConfigDict) -> None:
   _check(t.adam_eps > 0, 'train.adam_eps', t.adam_eps, 'must be positive')
   _check(isinstance(t.num_steps, int) and t.num_steps >= 0, 'train.num_steps', t.num_steps,
          'must be >= 0 (0 = train.num_epochs)')
+  _check(isinstance(t.steps_per_epoch, int) and t.steps_per_epoch >= 0, 'train.steps_per_epoch',
+         t.steps_per_epoch, 'must be >= 0 (0 = one pass over the training split)')
   for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     _positive_int(f'train.{key}', t[key])
 

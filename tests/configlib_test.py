@@ -91,7 +91,7 @@ def test_data_defaults():
 
 def test_create_model_validates():
   config = jtso.get_config('tiny')
-  config.model.fusion = 'mean'
+  config.model.fusion = 'median'
   with pytest.raises(configlib.ConfigError, match='config.model.fusion'):
     create_model(config.model)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import jtso
+from refine3d_jax import summary
 from refine3d_jax.models import SUBTREES, create_model
 
 VOLUME = (32, 32, 32)
@@ -141,3 +142,18 @@ def test_wrong_input_shapes_raise(tiny_model):
     model.apply(variables, jnp.zeros((1, 2, 20, 20, 3)))
   with pytest.raises(ValueError, match='mask must be'):
     model.apply(variables, views(2), jnp.ones((2, 3), bool))
+
+
+def test_mean_fusion_is_the_plain_mean_with_no_weights():
+  config = jtso.get_config('tiny')
+  config.model.fusion = 'mean'
+  model = create_model(config.model)
+  images = jax.random.uniform(jax.random.key(0), (2, 3, 16, 16, 3))
+  variables = model.init(jax.random.key(1), images)
+  assert summary.count_params(variables['params']['attention']) == 0
+  mask = jnp.array([[True, True, False], [True, False, False]])
+  features = model.apply(variables, images.reshape(6, 16, 16, 3), method=lambda m, x: m.encoder(x))
+  fused = model.apply(variables, features.reshape(2, 3, -1), mask,
+                      method=lambda m, x, k: m.attention(x, k))
+  np.testing.assert_allclose(fused[0], features.reshape(2, 3, -1)[0, :2].mean(0), rtol=1e-6)
+  np.testing.assert_allclose(fused[1], features.reshape(2, 3, -1)[1, 0], rtol=1e-6)

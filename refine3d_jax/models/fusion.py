@@ -15,6 +15,9 @@ on a single view, and stage 2 starts from exactly the function stage 1 left.
 ``AttSetsFusion`` (``model.fusion = 'attsets'``, what the authors' public code uses): the
 FC attention pooling of AttSets, per-feature softmax scores over views from one Dense
 layer, output = sum of scores * features. The identity on a single view.
+
+``MeanFusion`` (``model.fusion = 'mean'``): the plain masked mean, nothing learnt; the
+baseline that shows what a learnt fusion adds.
 """
 
 import flax.linen as nn
@@ -63,6 +66,16 @@ class SelfAttentionFusion(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     for i in range(self.num_layers):
       x = SelfAttentionBlock(self.num_heads, self.mlp_dim, self.dtype, name=f'block{i + 1}')(x, mask)
+    return masked_mean(x, mask)
+
+
+class MeanFusion(nn.Module):
+  """The masked mean over views. Its one parameter is an empty array: it keeps the
+  `attention` subtree that JTSO routes (and every tool counts) present, with 0 weights."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    self.param('none', nn.initializers.zeros, (0,))
     return masked_mean(x, mask)
 
 

@@ -21,7 +21,7 @@ import ml_collections
 from refine3d_jax import configlib
 from refine3d_jax.models.decoder import Decoder
 from refine3d_jax.models.encoder import Encoder
-from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion
+from refine3d_jax.models.fusion import AttSetsFusion, MeanFusion, SelfAttentionFusion
 from refine3d_jax.models.refiner import Refiner
 
 SUBTREES = ('encoder', 'attention', 'decoder', 'refiner')
@@ -57,6 +57,8 @@ class Refine3DNet(nn.Module):
                                            self.attention_mlp_dim, self.dtype)
     elif self.fusion == 'attsets':
       self.attention = AttSetsFusion(self.dtype)
+    elif self.fusion == 'mean':
+      self.attention = MeanFusion()
     else:
       raise ValueError(f"unknown fusion {self.fusion!r}: use one of {configlib.FUSIONS}")
     self.decoder = Decoder(self.decoder_widths, self.decoder_base_size, self.volume_size,
