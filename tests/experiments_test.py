@@ -325,3 +325,40 @@ def test_published_numbers_match_protocol():
                       ('backward_ms', ' ms backward'), ('training', ' training')):
       if key in row:
         assert f'{row[key]}{unit}' in cost
+
+
+def _set_iou(results: dict, views: int, value: float) -> dict:
+  results = copy.deepcopy(results)
+  t = results['thresholds'].index(0.3)
+  results['views'][str(views)]['refined']['iou']['sample_weighted'][t] = value
+  return results
+
+
+def test_views_benchmark_means_seeds_and_plots(tmp_path):
+  base = fixture()
+  for row, seed, one, three in (('jtso', 0, 0.40, 0.50), ('jtso', 1, 0.42, 0.54),
+                                ('mean', 0, 0.41, 0.43), ('mean', 1, 0.39, 0.45)):
+    results = _set_iou(_set_iou(base, 1, one), 3, three)
+    results['config']['seed'] = seed
+    write_results(tmp_path / 'runs' / f'{row}_seed{seed}' / 'eval' / 'results.json', results)
+  result = subprocess.run(
+      [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path / "runs"}',
+       '--rows=jtso,mean', '--seeds=0,1', '--report_only', f'--out={tmp_path / "out"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  md = (tmp_path / 'out' / 'views_benchmark.md').read_text()
+  assert re.search(r'\| JTSO, self-attention \| 2 \| 0\.410 \| [0-9.]+ \| 0\.520 \| \+0\.110 \|', md), md
+  assert re.search(r'\| JTSO, mean of views \| 2 \| 0\.400 \| [0-9.]+ \| 0\.440 \| \+0\.040 \|', md), md
+  with open(tmp_path / 'out' / 'views_benchmark.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['method'], r['seed']) for r in rows] == [('jtso', '0'), ('jtso', '1'),
+                                                      ('mean', '0'), ('mean', '1')]
+  assert (tmp_path / 'out' / 'views_benchmark.png').stat().st_size > 1000
+
+
+def test_views_benchmark_without_runs_is_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path}',
+       '--report_only'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == f'error: no finished run in {tmp_path}'

@@ -1,0 +1,173 @@
+r"""The views benchmark: IoU against views for JTSO, end-to-end and each fusion, over seeds.
+
+Trains (or resumes, or reuses when finished) one workdir per row and seed, evaluates it on
+the test split at the view counts below, and writes the table, the CSV and the plot:
+
+  python experiments/views_benchmark.py --dataset=shapenet_vox --data_dir=DIR \
+      --runs_dir=runs/views_chairs --out=docs/benchmarks/chairs [--seeds=0,1] \
+      [--rows=jtso,end_to_end,attsets,mean] [--preset=quick] [--set=KEY=VALUE,...]
+
+Each row is `python main.py` with the preset and the row's overrides (below), then
+`python -m refine3d_jax.evaluate` on its best checkpoint (by validation IoU); the wall time
+of both is recorded in `<workdir>/wall_seconds.json`; the evaluated view counts are set
+at training time (`eval.view_counts`), so `evaluate --workdir=W` alone gives them. A row's cell is the mean over the
+seeds (each seed in the CSV), refined output, sample-weighted over the test objects, at
+`--threshold`. `--set` adds config overrides to every row (e.g. `data.min_views=1`).
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NAME = 'views_benchmark'
+VIEWS = (1, 2, 3, 5, 8, 12, 20)
+# Row -> (config file, overrides). Every row trains the same steps on the same data.
+ROWS = {
+    'jtso': ('configs/jtso.py', {}),
+    'end_to_end': ('configs/end_to_end.py', {}),
+    'attsets': ('configs/jtso.py', {'model.fusion': 'attsets'}),
+    'mean': ('configs/jtso.py', {'model.fusion': 'mean'}),
+}
+LABELS = {'jtso': 'JTSO, self-attention', 'end_to_end': 'end-to-end, self-attention',
+          'attsets': 'JTSO, AttSets pooling', 'mean': 'JTSO, mean of views'}
+
+_DATASET = flags.DEFINE_string('dataset', 'shapenet_vox', 'config.data.dataset')
+_BUILDER_CONFIG = flags.DEFINE_string('builder_config', '', 'config.data.builder_config')
+_DATA_DIR = flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'config.data.data_dir')
+_RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'Workdirs go here, one per row and seed.',
+                                required=True)
+_OUT = flags.DEFINE_string('out', None, 'Table and plot folder (default: --runs_dir).')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1'], 'config.seed of each run.')
+_ROWS = flags.DEFINE_list('rows', list(ROWS), f'Rows, of {list(ROWS)}.')
+_PRESET = flags.DEFINE_string('preset', 'quick', 'Preset of the config files.')
+_SET = flags.DEFINE_list('set', [], 'KEY=VALUE config overrides for every row.')
+_THRESHOLD = flags.DEFINE_float('threshold', 0.3, 'IoU threshold (one of eval.thresholds).')
+_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only tabulate finished workdirs.')
+
+
+def workdir(row: str, seed: str) -> str:
+  return os.path.join(_RUNS_DIR.value, f'{row}_seed{seed}')
+
+
+def _overrides(row: str, seed: str) -> list[str]:
+  config, row_set = ROWS[row]
+  sets = {'seed': seed, 'data.dataset': _DATASET.value,
+          'data.builder_config': _BUILDER_CONFIG.value, 'data.data_dir': _DATA_DIR.value,
+          'eval.view_counts': f'({",".join(map(str, VIEWS))})', 'eval.measure_cost': 'False',
+          **dict(kv.split('=', 1) for kv in _SET.value), **row_set}
+  return [f'--config={config}:{_PRESET.value}', *(f'--config.{k}={v}' for k, v in sets.items())]
+
+
+def run_row(row: str, seed: str) -> str:
+  """Trains and evaluates one workdir unless its results exist; its results.json path."""
+  w = workdir(row, seed)
+  results = os.path.join(w, 'eval', 'results.json')
+  if os.path.exists(results) or _REPORT_ONLY.value:
+    return results
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  start = time.time()
+  for cmd in ([sys.executable, 'main.py', *_overrides(row, seed), f'--workdir={w}'],
+              [sys.executable, '-m', 'refine3d_jax.evaluate', f'--workdir={w}']):
+    print('+', ' '.join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+  with open(os.path.join(w, 'wall_seconds.json'), 'w') as f:
+    json.dump({'train_and_evaluate': time.time() - start, 'machine': platform.processor()
+               or platform.machine(), 'cpus': os.cpu_count()}, f)
+  return results
+
+
+def view_counts(by_row: dict[str, list[dict]]) -> list[int]:
+  """The view counts every run evaluated (VIEWS when they ran through this script)."""
+  runs = [r for rs in by_row.values() for r in rs]
+  return sorted(set.intersection(*(set(r['view_counts']) for r in runs)))
+
+
+def cells(runs: list[dict], views: list[int], threshold: float) -> dict[int, list[float]]:
+  """views -> the runs' IoUs (refined, sample-weighted) at `threshold`."""
+  return {n: [common.iou(r, n, 'refined', 'sample_weighted', threshold)[0] for r in runs]
+          for n in views}
+
+
+def build(by_row: dict[str, list[dict]], threshold: float):
+  """(markdown, CSV columns, CSV rows) of the rows' seed means, with the 5-1 view gain."""
+  views = view_counts(by_row)
+  gain = (5, 1) if {1, 5} <= set(views) else (views[-1], views[0])
+  header = ['method', 'seeds', *(f'{n} view' + ('s' if n > 1 else '') for n in views),
+            f'{gain[0]} - {gain[1]}']
+  table, csv_rows = [], []
+  for row, runs in by_row.items():
+    c = cells(runs, views, threshold)
+    means = {n: float(np.mean(v)) for n, v in c.items()}
+    table.append([LABELS[row], len(runs), *(common.fmt(means[n]) for n in views),
+                  f'{means[gain[0]] - means[gain[1]]:+.3f}'])
+    for i, run in enumerate(runs):
+      csv_rows.append({'method': row, 'seed': common.config_value(run, 'seed'),
+                       'step': run['checkpoint']['step'],
+                       **{f'views_{n}': c[n][i] for n in views}})
+  first = next(iter(by_row.values()))
+  cap = common.caption(first, '**Views benchmark.** IoU against the number of views, mean '
+                       'over seeds, refined output.',
+                       threshold=f't = {threshold:g}',
+                       averaging='sample-weighted mean over all test objects')
+  notes = ['Every row trains the same steps on the same data; each seed is a row of the CSV.']
+  columns = ['method', 'seed', 'step', *(f'views_{n}' for n in views)]
+  return common.document((cap, common.markdown_table(header, table), notes)), columns, csv_rows
+
+
+def plot(by_row: dict[str, list[dict]], out_dir: str, threshold: float) -> str:
+  """IoU against views per row: seed mean, bars from the lowest to the highest seed."""
+  views = view_counts(by_row)
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for (row, runs), color in zip(by_row.items(), common.RUN_COLORS * 2):
+    c = cells(runs, views, threshold)
+    mean = np.array([np.mean(c[n]) for n in views])
+    lo, hi = (np.array([f(c[n]) for n in views]) for f in (np.min, np.max))
+    ax.errorbar(views, mean, yerr=[mean - lo, hi - mean], marker='o', color=color,
+                capsize=3, label=f'{LABELS[row]} ({len(runs)} seeds)')
+  ax.set(xlabel='views', ylabel=f'IoU, refined (t = {threshold:g})', xticks=views,
+         title=common.figure_title(next(iter(by_row.values())), 'IoU against views'))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  path = common.save_figure(fig, out_dir, NAME)
+  plt.close(fig)
+  return path
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(_ROWS.value) - set(ROWS))
+  if unknown:
+    raise SystemExit(f'error: --rows: unknown {unknown}; choose from {list(ROWS)}')
+  paths = {row: [run_row(row, seed) for seed in _SEEDS.value] for row in _ROWS.value}
+  try:
+    done = {row: [p for p in ps if os.path.exists(p)] for row, ps in paths.items()}
+    by_row = {row: common.load_runs(ps, [f'{row}{i}' for i in range(len(ps))])
+              for row, ps in done.items() if ps}
+    if not by_row:
+      raise common.ResultsError(f'no finished run in {_RUNS_DIR.value}')
+    markdown, columns, rows = build(by_row, _THRESHOLD.value)
+  except common.ResultsError as e:
+    raise SystemExit(f'error: {e}') from e
+  out_dir = _OUT.value or _RUNS_DIR.value
+  os.makedirs(out_dir, exist_ok=True)
+  for path in [*common.write_outputs(out_dir, NAME, markdown, columns, rows),
+               plot(by_row, out_dir, _THRESHOLD.value)]:
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)
