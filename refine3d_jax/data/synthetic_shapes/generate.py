@@ -1,4 +1,4 @@
-"""One synthetic object, from (seed, split, index) alone: any object can be made independently."""
+"""One synthetic object, from (seed, split, index, variant) alone: any can be made independently."""
 
 import struct
 from typing import Any
@@ -7,6 +7,8 @@ import zlib
 import numpy as np
 
 from refine3d_jax.data import camera as camera_lib
+from refine3d_jax.data import shading
+from refine3d_jax.data.synthetic_shapes import hard_shapes
 from refine3d_jax.data.synthetic_shapes import render
 from refine3d_jax.data.synthetic_shapes import shapes
 
@@ -16,9 +18,10 @@ _COLOURS = {'chair': (0.75, 0.45, 0.25), 'table': (0.55, 0.40, 0.30), 'lamp': (0
             'car': (0.70, 0.15, 0.15), 'aeroplane': (0.75, 0.78, 0.85)}
 
 
-def object_rng(seed: int, split: str, index: int) -> np.random.Generator:
+def object_rng(seed: int, split: str, index: int, variant: str = 'simple') -> np.random.Generator:
   """The object's own generator, independent of generation order."""
-  return np.random.default_rng([seed, SPLITS.index(split), index])
+  key = [seed, SPLITS.index(split), index]
+  return np.random.default_rng(key if variant == 'simple' else key + [VARIANTS.index(variant)])
 
 
 def category_of(index: int) -> str:
@@ -26,18 +29,40 @@ def category_of(index: int) -> str:
   return shapes.CATEGORY_NAMES[index % len(shapes.CATEGORY_NAMES)]
 
 
-def make_object(seed: int, split: str, index: int) -> dict[str, Any]:
+def _simple_look(rng, category, parts):
+  """One jittered base colour [3] per category, the fixed camera light."""
+  del parts
+  colour = np.clip(np.array(_COLOURS[category]) + rng.uniform(-0.15, 0.15, 3), 0.05, 1.0)
+  return colour, shading.CAMERA_LIGHT
+
+
+def _hard_look(rng, category, parts):
+  """Per-part colours [P, 3] from a palette of 1-3 random colours, and a random light."""
+  del category
+  palette = np.stack([shading.sample_colour(rng) for _ in range(rng.integers(1, 4))])
+  return palette[rng.integers(0, len(palette), len(parts))], shading.sample_light(rng)
+
+
+_GENERATORS = {'simple': (shapes.CATEGORIES, _simple_look),
+               'hard': (hard_shapes.CATEGORIES, _hard_look)}
+VARIANTS = tuple(_GENERATORS)
+
+
+def make_object(seed: int, split: str, index: int, variant: str = 'simple') -> dict[str, Any]:
   """Arrays of one object: images [24, 137, 137, 4] uint8, camera [24, 5], voxels [32]^3, ...
 
-  Also returns `side`, the voxel grid's side in the object's (unit-diagonal) frame.
+  variant: 'simple' (one colour, fixed light, objects nearly fixed by one view) or 'hard'
+  (`hard_shapes`, per-part colours, a random light). Also returns `side`, the voxel grid's
+  side in the object's (unit-diagonal) frame.
   """
-  rng = object_rng(seed, split, index)
+  categories, look = _GENERATORS[variant]
+  rng = object_rng(seed, split, index, variant)
   category = category_of(index)
-  parts, side = shapes.normalize(shapes.CATEGORIES[category](rng))
+  parts, side = shapes.normalize(categories[category](rng))
   camera = camera_lib.sample_cameras(rng)
-  colour = np.clip(np.array(_COLOURS[category]) + rng.uniform(-0.15, 0.15, 3), 0.05, 1.0)
+  colour, light = look(rng, category, parts)
   return {
-      'images': render.render(parts, camera, colour),
+      'images': render.render(parts, camera, colour, light=light),
       'camera': camera,
       'voxels': render.voxelize(parts, side),
       'label': category,
@@ -65,9 +90,10 @@ def encode_png(image: np.ndarray) -> bytes:
           + _chunk(b'IDAT', zlib.compress(rows.tobytes(), 1)) + _chunk(b'IEND', b''))
 
 
-def make_example(seed: int, split: str, index: int) -> tuple[str, dict[str, Any]]:
+def make_example(seed: int, split: str, index: int,
+                 variant: str = 'simple') -> tuple[str, dict[str, Any]]:
   """(key, TFDS example) with PNG-encoded views, ready for `features.features`."""
-  obj = make_object(seed, split, index)
+  obj = make_object(seed, split, index, variant)
   obj.pop('side')
   obj['images'] = [encode_png(im) for im in obj['images']]
   return f'{obj["synset"]}/{obj["model_id"]}', obj

@@ -14,7 +14,7 @@ from refine3d_jax.data import features
 from refine3d_jax.data import shading
 from refine3d_jax.data.synthetic_shapes import shapes
 
-_KINDS = ('box', 'cylinder', 'ellipsoid')
+_KINDS = ('box', 'cylinder', 'ellipsoid', 'obox', 'tube')
 
 
 def _dot(a, b):
@@ -73,7 +73,42 @@ def _ellipsoid_hit(o, d, p):
   return np.where((disc >= 0) & (t > 0), t, np.inf), n
 
 
-_HITS = {'box': _box_hit, 'cylinder': _cylinder_hit, 'ellipsoid': _ellipsoid_hit}
+def _obox_hit(o, d, p):
+  """As `_box_hit` for oriented boxes p [N, 15] (centre, half extents, W row-major)."""
+  w = p[:, 6:15].reshape(-1, 3, 3)
+  ol = np.einsum('nij,nj->ni', w, o - p[:, :3])
+  dl = np.einsum('nij,nj->ni', w, d)
+  t, n = _box_hit(ol, dl, np.concatenate([np.zeros_like(ol), p[:, 3:6]], 1))
+  return t, np.einsum('nji,nj->ni', w, n)
+
+
+def _tube_hit(o, d, p):
+  """As `_box_hit` for tubes p [N, 9] (centre, unit axis, outer r, inner q, half length).
+
+  The solid is the finite outer cylinder less the infinite inner one: a ray entering the
+  outer cylinder inside the hole hits the hole's wall where it leaves the inner cylinder.
+  """
+  t, n = _cylinder_hit(o, d, p[:, [0, 1, 2, 3, 4, 5, 6, 8]])
+  oc = o - p[:, :3]
+  a = p[:, 3:6]
+  dp = d - _dot(d, a)[:, None] * a
+  op = oc - _dot(oc, a)[:, None] * a
+  qa = np.maximum(_dot(dp, dp), 1e-18)
+  qb, qc = _dot(op, dp), _dot(op, op) - p[:, 7] ** 2
+  disc = qb ** 2 - qa * qc
+  sq = np.sqrt(np.maximum(disc, 0.0))
+  u0, u1 = (-qb - sq) / qa, (-qb + sq) / qa
+  in_hole = np.isfinite(t) & (disc > 0) & (u0 <= t) & (t <= u1)
+  # The hole's wall, if the ray leaves the hole before it leaves the tube's slab.
+  s = (_dot(oc, a) + u1 * _dot(d, a)) / p[:, 8]
+  inner = in_hole & (np.abs(s) <= 1.0)
+  t = np.where(in_hole, np.where(inner, u1, np.inf), t)
+  n = np.where(inner[:, None], -(op + u1[:, None] * dp), n)
+  return t, n
+
+
+_HITS = {'box': _box_hit, 'cylinder': _cylinder_hit, 'ellipsoid': _ellipsoid_hit,
+         'obox': _obox_hit, 'tube': _tube_hit}
 
 
 def _ray_pairs(lo, hi, camera, size):
@@ -91,19 +126,16 @@ def _ray_pairs(lo, hi, camera, size):
   return rep // len(lo), rep % len(lo), x0[rep] + k % w[rep], y0[rep] + k // w[rep]
 
 
-def render(parts: list, camera: np.ndarray, colour: np.ndarray,
-           size: int = features.IMAGE_SIZE,
-           light: shading.Light = shading.CAMERA_LIGHT) -> np.ndarray:
-  """RGBA views [V, size, size, 4] uint8 of primitives `parts` through cameras [V, 5].
-
-  Background is transparent (alpha 0); covered pixels have alpha 255.
-  """
+def _hits(parts, camera, size):
+  """Every ray-primitive hit: distance t [N], normal [N, 3], pixel [N] (flat index into
+  [V, size, size]), view [N] and part [N] (index into `parts`)."""
   centre, rot = camera_lib.frames(camera.astype(np.float64))
-  ts, normals, pixels, views = [], [], [], []
+  out = []
   for kind in _KINDS:
-    params = np.array([p for k, p in parts if k == kind])
-    if not len(params):
+    index = np.array([j for j, (k, _) in enumerate(parts) if k == kind], np.int64)
+    if not len(index):
       continue
+    params = np.array([parts[j][1] for j in index])
     lo, hi = shapes.part_bounds(kind, params)
     v, i, x, y = _ray_pairs(lo, hi, camera, size)
     xn = (x + 0.5 - size / 2) / camera_lib.FOCAL_PX
@@ -112,19 +144,32 @@ def render(parts: list, camera: np.ndarray, colour: np.ndarray,
     d = xn[:, None] * r[:, 0] + yn[:, None] * r[:, 1] + r[:, 2]
     t, n = _HITS[kind](centre[v], d, params[i])
     hit = np.isfinite(t)
-    ts.append(t[hit])
-    normals.append(n[hit])
-    pixels.append((v * size + y)[hit] * size + x[hit])
-    views.append(v[hit])
-  t, n, pix, v = (np.concatenate(a) for a in (ts, normals, pixels, views))
+    out.append((t[hit], n[hit], (v * size + y)[hit] * size + x[hit], v[hit], index[i[hit]]))
+  return tuple(np.concatenate(a) for a in zip(*out))
+
+
+def render(parts: list, camera: np.ndarray, colour: np.ndarray,
+           size: int = features.IMAGE_SIZE,
+           light: shading.Light = shading.CAMERA_LIGHT) -> np.ndarray:
+  """RGBA views [V, size, size, 4] uint8 of primitives `parts` through cameras [V, 5].
+
+  colour: [3] for the whole object, or [P, 3] per primitive, in `parts` order.
+  Background is transparent (alpha 0); covered pixels have alpha 255.
+  """
+  colour = np.asarray(colour)
+  if colour.ndim == 2 and colour.shape != (len(parts), 3):
+    raise ValueError(f'colour {colour.shape} is not [3] or [{len(parts)}, 3]')
+  t, n, pix, v, part = _hits(parts, camera, size)
   # Per pixel, nearest first: one float sort key (t < 4 always: camera within 1.7 of the object).
   order = np.argsort(pix + t / 4.0)
-  pix, n, v = pix[order], n[order], v[order]
+  pix, n, v, part = pix[order], n[order], v[order], part[order]
   first = np.r_[True, pix[1:] != pix[:-1]]
-  pix, n, v = pix[first], n[first], v[first]
+  pix, n, v, part = pix[first], n[first], v[first], part[first]
   n /= np.sqrt(np.maximum(_dot(n, n), 1e-24))[:, None]
+  rot = camera_lib.frames(camera.astype(np.float64))[1]
   out = np.zeros((len(camera) * size * size, 4), np.uint8)
-  out[pix, :3] = np.round(shading.shade(n, v, rot, light, colour) * 255)
+  rgb = shading.shade(n, v, rot, light, colour[part] if colour.ndim == 2 else colour)
+  out[pix, :3] = np.round(rgb * 255)
   out[pix, 3] = 255
   return out.reshape(len(camera), size, size, 4)
 
@@ -134,9 +179,13 @@ def _inside(kind, p, pts):
   q = pts - p[:3]
   if kind == 'box':
     return np.all(np.abs(q) <= p[3:6], -1)
-  if kind == 'cylinder':
+  if kind == 'obox':
+    return np.all(np.abs(q @ p[6:15].reshape(3, 3).T) <= p[3:6], -1)
+  if kind in ('cylinder', 'tube'):
     qa = q @ p[3:6]
-    return (np.abs(qa) <= p[7]) & ((q * q).sum(-1) - qa ** 2 <= p[6] ** 2)
+    radial = (q * q).sum(-1) - qa ** 2
+    inside = (np.abs(qa) <= p[-1]) & (radial <= p[6] ** 2)
+    return inside & (radial >= p[7] ** 2) if kind == 'tube' else inside
   return ((q / p[3:6]) ** 2).sum(-1) <= 1.0
 
 
