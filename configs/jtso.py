@@ -145,6 +145,11 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     # An epoch is 125 steps (2000 / 16) on every dataset, so the quick run is the same
     # 875 steps, and the same minutes, on shapenet_vox's 4,744 chairs too.
     config.train.steps_per_epoch = 125
+    # Multi-view batches hold 1 to 8 views per object (padded, masked), so the attention
+    # learns sets of every size up to 8 (the authors' code, from AttSets, trains on sets of
+    # up to 24); fixed 3-view sets were the default before.
+    config.train.num_views = 8
+    config.data.min_views = 1
     config.train.num_epochs = 7
     config.train.k1_epochs = 2.8
     config.train.k2_epochs = 3.5
