@@ -49,6 +49,13 @@ def test_resume_gives_bit_identical_parameters_and_logs(data_dir, tmp_path):
   assert saved['model']['volume_size'] == 16
 
 
+def test_steps_per_epoch_sets_the_schedule_on_any_dataset(data_dir, tmp_path):
+  """An epoch of train.steps_per_epoch steps, not a pass over the 5 objects (2 steps)."""
+  config = small_config(data_dir, num_steps=5, steps_per_epoch=4)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert [m['stage'] for m in _logged(tmp_path) if 'stage' in m] == [1, 1, 1, 1, 2]
+
+
 def test_tiny_run_learns(data_dir, tmp_path):
   config = small_config(data_dir, num_steps=12, schedule='end_to_end', learning_rate=3e-3)
   config.eval.every_steps = 12
