@@ -104,11 +104,7 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
   t = 'best t' if threshold is None else f't = {threshold:g}'
   ax.set(xlabel='views', ylabel=f'IoU, refined ({t})', xticks=view_columns(runs),
          title=common.figure_title(runs, 'JTSO ablation: IoU against the number of views'))
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  path = common.save_figure(fig, out_dir, NAME)
-  plt.close(fig)
-  return path
+  return common.finish_figure(fig, ax, out_dir, NAME)
 
 
 def main(argv):

@@ -377,6 +377,16 @@ def write_outputs(out_dir: str, name: str, markdown: str, columns: Sequence[str]
   return [md, table]
 
 
+def finish_figure(fig, ax, out_dir: str, name: str) -> str:
+  """Grid and legend on `ax`, then `<out_dir>/<name>.png`; closes the figure, returns the path."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  path = save_figure(fig, out_dir, name)
+  plt.close(fig)
+  return path
+
+
 def save_figure(fig, out_dir: str, name: str) -> str:
   path = os.path.join(out_dir, name + '.png')
   report.save_figure(fig, path)

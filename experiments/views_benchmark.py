@@ -140,11 +140,7 @@ def plot(by_row: dict[str, list[dict]], out_dir: str, threshold: float) -> str:
                 capsize=3, label=f'{LABELS[row]} ({len(runs)} seeds)')
   ax.set(xlabel='views', ylabel=f'IoU, refined (t = {threshold:g})', xticks=views,
          title=common.figure_title(next(iter(by_row.values())), 'IoU against views'))
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  path = common.save_figure(fig, out_dir, NAME)
-  plt.close(fig)
-  return path
+  return common.finish_figure(fig, ax, out_dir, NAME)
 
 
 def main(argv):
