@@ -287,7 +287,12 @@ def test_quick_preset_on_synthetic_shapes(tiny_data_dir):
   assert batch['images'].shape == (4, config.train.num_views, 64, 64, 3)
   assert batch['images'].dtype == np.float32
   assert 0 <= batch['images'].min() and batch['images'].max() <= 1
-  assert batch['mask'].all() and batch['voxels'].shape == (4, 32, 32, 32)
+  # 1 to 8 real views per object (data.min_views = 1), then zero padding.
+  counts = batch['mask'].sum(1)
+  assert config.data.min_views == 1 and counts.min() >= 1 and counts.max() <= 8
+  np.testing.assert_array_equal(batch['mask'], np.arange(8) < counts[:, None])
+  assert not batch['images'][~batch['mask']].any()
+  assert batch['voxels'].shape == (4, 32, 32, 32)
   assert all(batch['voxels'][i].sum() > 0 for i in range(4))
   test = next(iter(ip.eval_dataset(config, 'test', num_views=2)))
   assert test['images'].shape == (4, 2, 64, 64, 3)
