@@ -1,7 +1,6 @@
 """Tests of refine3d_jax.visualize: shapes, determinism, sensitivity, speed, atomic PNG."""
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -60,14 +59,6 @@ def test_azimuth_shows_the_other_side():
     back = visualize.render_voxels(volume, azimuth=220)
     np.testing.assert_array_equal(back, visualize.render_voxels(volume[::-1, :, ::-1]))
     assert not np.array_equal(back, visualize.render_voxels(volume))
-
-
-def test_speed():
-  views, probs, target = volumes()
-  visualize.reconstruction_grid(views, probs, target)  # warm: fonts, caches
-  start = time.perf_counter()
-  visualize.reconstruction_grid(views, probs, target)
-  assert time.perf_counter() - start < 1.0
 
 
 def test_bad_shapes():
