@@ -1,4 +1,4 @@
-"""Tests of refine3d_jax.visualize: shapes, determinism, sensitivity, speed, atomic PNG."""
+"""Tests of refine3d_jax.visualize: shapes, determinism, sensitivity, atomic PNG."""
 
 import os
 
