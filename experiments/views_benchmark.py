@@ -9,7 +9,7 @@ the test split at the view counts below, and writes the table, the CSV and the p
 
 Each row is `python main.py` with the preset and the row's overrides (below), then
 `python -m refine3d_jax.evaluate` on its best checkpoint (by validation IoU); the wall time
-of both is recorded in `<workdir>/wall_seconds.json`; the evaluated view counts are set
+of each is recorded in `<workdir>/wall_seconds.json`; the evaluated view counts are set
 at training time (`eval.view_counts`), so `evaluate --workdir=W` alone gives them. A row's cell is the mean over the
 seeds (each seed in the CSV), refined output, sample-weighted over the test objects, at
 `--threshold`. `--set` adds config overrides to every row (e.g. `data.min_views=1`).
@@ -79,15 +79,27 @@ def run_row(row: str, seed: str) -> str:
   if os.path.exists(results) or _REPORT_ONLY.value:
     return results
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  start = time.time()
-  for cmd in ([sys.executable, 'main.py', *_overrides(row, seed), f'--workdir={w}'],
-              [sys.executable, '-m', 'refine3d_jax.evaluate', f'--workdir={w}']):
+  seconds = {}
+  for name, cmd in (('train', [sys.executable, 'main.py', *_overrides(row, seed),
+                               f'--workdir={w}']),
+                    ('evaluate', [sys.executable, '-m', 'refine3d_jax.evaluate',
+                                  f'--workdir={w}'])):
     print('+', ' '.join(cmd), flush=True)
+    start = time.time()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    seconds[name] = time.time() - start
+  # A resumed run's 'train' counts only this call's part; metrics.jsonl has every step's time.
   with open(os.path.join(w, 'wall_seconds.json'), 'w') as f:
-    json.dump({'train_and_evaluate': time.time() - start, 'machine': platform.processor()
-               or platform.machine(), 'cpus': os.cpu_count()}, f)
+    json.dump({**seconds, 'machine': _cpu_name(), 'cpus': os.cpu_count()}, f)
   return results
+
+
+def _cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+  except (OSError, StopIteration):
+    return platform.processor() or platform.machine()
 
 
 def view_counts(by_row: dict[str, list[dict]]) -> list[int]:
