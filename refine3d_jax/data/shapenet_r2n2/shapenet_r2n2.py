@@ -83,7 +83,8 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = _manual_dir(dl_manager)
+    manual_dir = objects.manual_dir(dl_manager, 'ShapeNet', (objects.RENDERING, objects.VOXELS),
+                                    MANUAL_DOWNLOAD_INSTRUCTIONS)
     wanted = self._wanted_ids(manual_dir)
     kept, counts, ids = {}, {}, {}
     for split, object_ids in wanted.items():
@@ -123,22 +124,6 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     for synset, model_id in object_ids:
       label = splits.SYNSETS.index(synset)
       yield f'{synset}_{model_id}', objects.load_example(manual_dir, synset, model_id, label)
-
-
-def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  """The manual dir as a str, or a FileNotFoundError saying how to fill it."""
-  try:
-    manual_dir = os.fspath(dl_manager.manual_dir)
-  except AssertionError as e:  # TFDS asserts the manual dir exists and is non-empty.
-    first = str(e).split('. Create it')[0]  # TFDS then repeats our instructions
-    raise FileNotFoundError(f'ShapeNet data not found: {first}.\n'
-                            f'{MANUAL_DOWNLOAD_INSTRUCTIONS}') from None
-  if not any(os.path.isdir(os.path.join(manual_dir, d))
-             for d in (objects.RENDERING, objects.VOXELS)):
-    raise FileNotFoundError(
-        f'{manual_dir} has neither {objects.RENDERING}/ nor {objects.VOXELS}/. '
-        + MANUAL_DOWNLOAD_INSTRUCTIONS)
-  return manual_dir
 
 
 def _check_objects(manual_dir: str, split: str, object_ids: Sequence[splits.ObjectId]

@@ -53,9 +53,10 @@ def object_rng(seed: int, synset: str, model_id: str) -> np.random.Generator:
 
 def make_object(manual_dir: str, synset: str, model_id: str, seed: int) -> dict[str, Any]:
   """Arrays of one object: images [24, 137, 137, 4] uint8, camera [24, 5], voxels, ids."""
-  voxels = objects.read_voxels(objects.voxel_path(manual_dir, synset, model_id))
+  path = objects.voxel_path(manual_dir, synset, model_id)
+  voxels = objects.read_voxels(path)
   if not voxels.any():
-    raise DataError(f'{objects.voxel_path(manual_dir, synset, model_id)}: empty grid')
+    raise DataError(f'{path}: empty grid')
   rng = object_rng(seed, synset, model_id)
   camera = camera_lib.sample_cameras(rng)
   colour, light = shading.sample_colour(rng), shading.sample_light(rng)
@@ -102,7 +103,8 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
         homepage='https://cvgl.stanford.edu/3d-r2n2/', metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = _manual_dir(dl_manager)
+    manual_dir = objects.manual_dir(dl_manager, 'ShapeNetVox32', (objects.VOXELS,),
+                                    MANUAL_DOWNLOAD_INSTRUCTIONS)
     kept, skipped = {}, {}
     for split, ids in self._wanted_ids(manual_dir).items():
       kept[split] = _present(manual_dir, split, ids)
@@ -112,7 +114,7 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
                         if self.builder_config.split_kind == 'pix2vox' else 'r2n2 80/20',
         'skipped_counts': skipped,
         'render': {'sigma': render.SIGMA, 'level': render.LEVEL,
-                   'seed': self.builder_config.seed},
+                   'normal_sigma': render.NORMAL_SIGMA, 'seed': self.builder_config.seed},
     })
     empty = sorted(s for s, v in kept.items() if not v)
     if empty:
@@ -157,16 +159,3 @@ def _present(manual_dir: str, split: str, ids: Sequence[splits.ObjectId]
                     'in %s (warned about the first %d).', split, missing, manual_dir,
                     _MAX_MISSING_WARNINGS)
   return kept
-
-
-def _manual_dir(dl_manager: tfds.download.DownloadManager) -> str:
-  """The manual dir as a str, or a FileNotFoundError saying how to fill it."""
-  try:
-    manual_dir = os.fspath(dl_manager.manual_dir)
-  except AssertionError as e:  # TFDS asserts the manual dir exists and is non-empty.
-    raise FileNotFoundError(f'ShapeNetVox32 data not found: {str(e).split(". Create it")[0]}.'
-                            f'\n{MANUAL_DOWNLOAD_INSTRUCTIONS}') from None
-  if not os.path.isdir(os.path.join(manual_dir, objects.VOXELS)):
-    raise FileNotFoundError(f'{manual_dir} has no {objects.VOXELS}/ folder. '
-                            + MANUAL_DOWNLOAD_INSTRUCTIONS)
-  return manual_dir
