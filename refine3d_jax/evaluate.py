@@ -93,20 +93,17 @@ def category_names(data: ml_collections.ConfigDict) -> list[str]:
   return list(tfds.builder_from_directory(path).info.features['label'].names)
 
 
-def score(outputs: dict[str, np.ndarray], names: Sequence[str], thresholds: Sequence[float],
-          fscore_threshold: float, fscore_distance: float) -> dict[str, Any]:
-  """Per-output IoU and F-score summaries of one view count, from train.eval_step's
-  outputs of its valid examples (`iou_<output>` [N, T], `<output>` [N, S, S, S]
-  probabilities, `voxels`, `label`)."""
+def score(outputs: dict[str, np.ndarray], names: Sequence[str],
+          thresholds: Sequence[float]) -> dict[str, Any]:
+  """Per-output IoU and F-score summaries of one view count, from the valid examples'
+  `iou_<output>` [N, T], `fscore_<output>` [N] and `label` [N] (see `batch_scores`)."""
   result = {}
   labels = outputs['label']
   for name in OUTPUTS:
     iou = metrics.summarize(outputs[f'iou_{name}'], labels, names)
     best = {avg: dict(zip(('value', 'threshold'), metrics.best_of(iou[avg], thresholds)))
             for avg in ('sample_weighted', 'class_mean')}
-    f = metrics.fscores(outputs[name], outputs['voxels'], fscore_threshold,
-                        distance=fscore_distance)
-    fs = metrics.summarize(f, labels, names)
+    fs = metrics.summarize(outputs[f'fscore_{name}'], labels, names)
     result[name] = {
         'iou': {'sample_weighted': iou['sample_weighted'], 'class_mean': iou['class_mean'],
                 'per_category': iou['per_category'], 'best': best},
@@ -116,38 +113,67 @@ def score(outputs: dict[str, np.ndarray], names: Sequence[str], thresholds: Sequ
   return result
 
 
+def batch_scores(out: dict[str, Any], counts: Sequence[int], fscore_threshold: float,
+                 fscore_distance: float) -> dict[int, dict[str, np.ndarray]]:
+  """{n: per-example numbers of count n} of one batch's valid rows, from train.eval_step's
+  `out` with `view_counts=counts`: `iou_<output>`, `fscore_<output>` (F-Score of the volume
+  thresholded at `fscore_threshold`; each target's surface is sampled once for all counts
+  and outputs, and the volumes are dropped here, so memory does not grow with the split)
+  and `label`."""
+  keep = out['valid']
+  keys = [(n, name) for n in counts for name in OUTPUTS]
+  volumes = {key: out['views'][str(key[0])][key[1]][keep] >= fscore_threshold for key in keys}
+  fs = np.array([metrics.fscore_many([volumes[key][i] for key in keys], target,
+                                     fscore_distance)
+                 for i, target in enumerate(out['voxels'][keep])], np.float64)
+  fs = fs.reshape(len(fs), len(keys))
+  result = {}
+  for n in counts:
+    result[n] = {'label': out['label'][keep]}
+    for name in OUTPUTS:
+      result[n][f'iou_{name}'] = out['views'][str(n)][f'iou_{name}'][keep]
+      result[n][f'fscore_{name}'] = fs[:, keys.index((n, name))]
+  return result
+
+
 def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: dict[str, Any],
              split: str = 'test', progress: bool = True) -> dict[str, Any]:
   """Scores of `variables` on `split` for every count of `config.eval.view_counts`:
   {'names', 'counts', 'views': {n: score(...)}, 'num_objects'}. Data-parallel over every
-  device of every host (each host reads its shard; the outputs are gathered)."""
+  device of every host (each host reads its shard; the outputs are gathered). Under the
+  first-n protocol one pass encodes the largest count's views once and scores every count
+  from them (train.eval_step); the random protocol needs one pass per count."""
   mesh = parallel.make_mesh()
   variables = parallel.replicate(variables, mesh)
   thresholds = tuple(float(t) for t in config.eval.thresholds)
-  step_fn = jax.jit(functools.partial(train.eval_step, model=model, thresholds=thresholds))
+  step_fn = jax.jit(functools.partial(train.eval_step, model=model, thresholds=thresholds),
+                    static_argnames='view_counts')
   source = input_pipeline.open_source(config.data, split)
   names = category_names(config.data)
   size = config.model.volume_size
-  by_views, labels = {}, None
+  fscore_args = float(config.eval.threshold), float(config.eval.fscore_distance)
   counts = [int(n) for n in config.eval.view_counts]
+  passes = train.view_passes(config, counts)
   per_host = input_pipeline.per_host_batch(config.train.batch_size, jax.process_count())
   num_batches = -(-len(source) // (per_host * jax.process_count()))
-  bar = tqdm.tqdm(total=num_batches * len(counts), desc=f'evaluate {split}',
+  bar = tqdm.tqdm(total=num_batches * len(passes), desc=f'evaluate {split}',
                   disable=not progress or jax.process_index() != 0)
-  for n in counts:
-    gathered = []
-    bar.set_postfix(views=n)
-    for batch in input_pipeline.eval_dataset(config, split, n, source=source):
+  gathered = {n: [] for n in counts}
+  for num_views, pass_counts in passes:
+    bar.set_postfix(views=num_views)
+    for batch in input_pipeline.eval_dataset(config, split, num_views, source=source):
       inputs = train.eval_inputs(batch, size)
-      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh)))
-      keep = out['valid']
-      gathered.append({k: v[keep] for k, v in out.items() if k != 'valid'})
+      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
+                                     view_counts=pass_counts))
+      for n, scores in batch_scores(out, pass_counts, *fscore_args).items():
+        gathered[n].append(scores)
       bar.update()
-    outputs = {k: np.concatenate([g[k] for g in gathered]) for k in gathered[0]}
-    labels = outputs['label'] if labels is None else labels
-    by_views[str(n)] = score(outputs, names, thresholds, float(config.eval.threshold),
-                             float(config.eval.fscore_distance))
   bar.close()
+  by_views = {}
+  for n in counts:
+    outputs = {k: np.concatenate([g[k] for g in gathered[n]]) for k in gathered[n][0]}
+    by_views[str(n)] = score(outputs, names, thresholds)
+  labels = outputs['label']
   present = sorted(set(labels.tolist()))
   return dict(categories=[names[i] for i in present],
               counts={names[i]: int(np.sum(labels == i)) for i in present},

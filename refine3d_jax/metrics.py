@@ -106,9 +106,9 @@ def fscore(pred: np.ndarray, target: np.ndarray, distance: float = 0.01,
   F = 2PR / (P + R), 0.0 when P + R = 0. Both grids empty gives 1.0 (an empty object
   predicted empty); exactly one empty gives 0.0.
 
-  Cost, measured on 2 busy CPU cores with 8192 points: 0.018 s per 32^3 pair of 10^3-voxel
-  cubes, 0.032 s for a half-full smooth blob, 0.09 s for 30% random noise (the worst case:
-  the time grows with the surface area); about 5 minutes for the 8,770 test objects.
+  Cost, measured on 2 busy CPU cores with 8192 points: about 0.05 s for a half-full smooth
+  32^3 blob against its dilation, of which half is the target's surface (`fscore_many`
+  scores several predictions of one target and computes that half once).
 
   Args:
     pred: `[S, S, S]` predicted occupancy, bool (or 0/1).
@@ -120,19 +120,37 @@ def fscore(pred: np.ndarray, target: np.ndarray, distance: float = 0.01,
   Returns:
     F as a python float in [0, 1].
   """
+  return fscore_many([pred], target, distance, num_points, seed)[0]
+
+
+def fscore_many(preds: Sequence[np.ndarray], target: np.ndarray, distance: float = 0.01,
+                num_points: int = 8192, seed: int = 0) -> list[float]:
+  """`fscore` of each of `preds` against one `target`, whose surface points and search tree
+  are computed once. The same numbers as one `fscore` call per prediction."""
   from scipy import spatial  # Host-only dependency; imported where it is used.
-  pred, target = np.asarray(pred).astype(bool), np.asarray(target).astype(bool)
-  if pred.shape != target.shape or pred.ndim != 3 or len(set(pred.shape)) != 1:
-    raise ValueError(f'pred {pred.shape} and target {target.shape} must be one S^3 shape')
-  if not pred.any() or not target.any():
-    return float(pred.any() == target.any())
-  p = _sample_surface(*surface(pred), num_points, seed)
-  t = _sample_surface(*surface(target), num_points, seed)
-  precision = np.mean(spatial.cKDTree(t).query(p)[0] < distance)
-  recall = np.mean(spatial.cKDTree(p).query(t)[0] < distance)
-  if precision + recall == 0:
-    return 0.0
-  return float(2 * precision * recall / (precision + recall))
+  target = np.asarray(target).astype(bool)
+  if target.ndim != 3 or len(set(target.shape)) != 1:
+    raise ValueError(f'target {target.shape} must be one S^3 shape')
+  target_tree = None
+  scores = []
+  for pred in preds:
+    pred = np.asarray(pred).astype(bool)
+    if pred.shape != target.shape:
+      raise ValueError(f'pred {pred.shape} and target {target.shape} must be one S^3 shape')
+    if not pred.any() or not target.any():
+      scores.append(float(pred.any() == target.any()))
+      continue
+    if target_tree is None:
+      target_tree = spatial.cKDTree(_sample_surface(*surface(target), num_points, seed))
+    pred_tree = spatial.cKDTree(_sample_surface(*surface(pred), num_points, seed))
+    # Only "nearer than distance" matters: a bounded query (inf beyond) gives the same counts.
+    precision = np.mean(target_tree.query(pred_tree.data, distance_upper_bound=distance)[0]
+                        < distance)
+    recall = np.mean(pred_tree.query(target_tree.data, distance_upper_bound=distance)[0]
+                     < distance)
+    scores.append(0.0 if precision + recall == 0 else
+                  float(2 * precision * recall / (precision + recall)))
+  return scores
 
 
 def fscores(preds: np.ndarray, targets: np.ndarray, threshold: float,

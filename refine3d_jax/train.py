@@ -86,15 +86,34 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3
 
 
 def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: Refine3DNet,
-              thresholds: tuple[float, ...]) -> dict[str, jax.Array]:
-  """Eval-mode forward of one batch: per-example IoU [B, T] of the coarse and refined
-  volumes at each threshold, their probabilities, and `valid`, `label` and `voxels`
-  passed through (so that hosts gather them with the outputs)."""
-  outputs = model.apply(variables, batch['images'], batch['mask'], train=False)
+              thresholds: tuple[float, ...],
+              view_counts: tuple[int, ...] | None = None) -> dict[str, Any]:
+  """Eval-mode forward of one batch: `valid`, `label` and `voxels` passed through (so that
+  hosts gather them with the outputs) and, per output `coarse` and `refined`, its
+  probabilities and per-example IoU `iou_<output>` [B, T] at each threshold.
+
+  With `view_counts`, the views are encoded once and each count n reconstructs from the
+  first n of them (views past n masked out, exactly as if absent): the outputs of count n
+  are under `result['views'][str(n)]`. This is the first-n protocol's nesting, so 1..20
+  views cost 20 encodings per object, not 1 + 2 + ... + 20."""
   result = {k: batch[k] for k in ('valid', 'label', 'voxels')}
-  for name in ('coarse', 'refined'):
-    result[f'iou_{name}'] = metrics.iou(outputs[name], batch['voxels'], thresholds)
-    result[name] = outputs[name]
+
+  def scored(outputs):
+    out = {}
+    for name in ('coarse', 'refined'):
+      out[f'iou_{name}'] = metrics.iou(outputs[name], batch['voxels'], thresholds)
+      out[name] = outputs[name]
+    return out
+
+  if view_counts is None:
+    return {**result, **scored(model.apply(variables, batch['images'], batch['mask'],
+                                           train=False))}
+  features = model.apply(variables, batch['images'], method=Refine3DNet.encode)
+  first = jnp.arange(features.shape[1])
+  result['views'] = {
+      str(n): scored(model.apply(variables, features, batch['mask'] & (first < n),
+                                 train=False, method=Refine3DNet.reconstruct))
+      for n in view_counts}
   return result
 
 
@@ -138,7 +157,8 @@ def _programs(config_json: str, steps_per_epoch: int):
   tx = jtso.optimizer(config)
   steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
   eval_fn = jax.jit(functools.partial(eval_step, model=model,
-                                      thresholds=(config.eval.threshold,)))
+                                      thresholds=(config.eval.threshold,)),
+                    static_argnames='view_counts')
   return model, tx, steps, eval_fn
 
 
@@ -162,27 +182,45 @@ def _stage_iterator(config, stage: jtso.Stage, source, state=None):
   return it
 
 
+def view_passes(config: ml_collections.ConfigDict,
+                counts: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+  """[(views to load, view counts scored from them)]: one pass with the largest count
+  under the first-n protocol (count n uses the first n views), one pass per count
+  otherwise (random views are drawn afresh for each count)."""
+  counts = tuple(int(n) for n in counts)
+  if config.data.eval_views == 'first_n':
+    return [(max(counts), counts)]
+  return [(n, (n,)) for n in counts]
+
+
 def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
   """Validation IoU (refined and coarse, t = eval.threshold) for each of eval.val_views,
   and a picture of the first few reconstructions with the first view count."""
   out, picture = {}, None
-  for n in config.eval.val_views:
-    ious, valid = [], []
-    for batch in input_pipeline.eval_dataset(config, 'validation', n, source=source):
+  for num_views, counts in view_passes(config, config.eval.val_views):
+    ious, valid = {n: [] for n in counts}, []
+    for batch in input_pipeline.eval_dataset(config, 'validation', num_views, source=source):
       inputs = eval_inputs(batch, config.model.volume_size)
-      result = parallel.to_host(step_fn(variables_of(state), parallel.shard_batch(inputs, mesh)))
-      ious.append(np.stack([result['iou_refined'][:, 0], result['iou_coarse'][:, 0]], -1))
+      result = parallel.to_host(step_fn(variables_of(state), parallel.shard_batch(inputs, mesh),
+                                        view_counts=counts))
+      for n in counts:
+        r = result['views'][str(n)]
+        ious[n].append(np.stack([r['iou_refined'][:, 0], r['iou_coarse'][:, 0]], -1))
       valid.append(result['valid'])  # all hosts' rows, like the IoUs
       if picture is None:
         # this host's views; its rows come first among the gathered results (process 0)
+        n = int(config.eval.val_views[0])
         k = min(config.eval.num_images, len(batch['images']))
-        images = batch['images'][:k] * np.asarray(config.data.std) + np.asarray(config.data.mean)
-        picture = visualize.reconstruction_grid(images, result['refined'][:k],
+        images = (batch['images'][:k, :n] * np.asarray(config.data.std)
+                  + np.asarray(config.data.mean))
+        picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
                                                 result['voxels'][:k], config.eval.threshold)
       if config.eval.max_examples and sum(map(len, valid)) >= config.eval.max_examples:
         break
-    ious, valid = np.concatenate(ious), np.concatenate(valid)
-    out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = ious[valid].mean(axis=0)
+    valid = np.concatenate(valid)
+    for n in counts:
+      iou = np.concatenate(ious[n])
+      out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = iou[valid].mean(axis=0)
   out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in config.eval.val_views]))
   return out, picture
 

@@ -106,3 +106,24 @@ def test_checked_in_fixture_matches_the_schema(tmp_path):
     fixture = json.load(f)
   text = evaluate.write_outputs(fixture, str(tmp_path))
   assert 'IoU best' in text and os.path.exists(tmp_path / 'iou_vs_views.png')
+
+
+def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
+  """first_n: one pass encodes 3 views and scores 1 and 3 from them; the same numbers as a
+  separate pass per count (what the random protocol does)."""
+  config = evaluate.load_config(trained)
+  config.eval.view_counts = (1, 3)
+  assert train.view_passes(config, (1, 3)) == [(3, (1, 3))]
+  model, variables, _ = evaluate.restore_variables(config, trained)
+  nested = evaluate.evaluate(config, model, variables, progress=False)
+  monkeypatch.setattr(train, 'view_passes', lambda c, counts: [(n, (n,)) for n in counts])
+  separate = evaluate.evaluate(config, model, variables, progress=False)
+  for n in ('1', '3'):
+    for output in ('refined', 'coarse'):
+      a, b = nested['views'][n][output], separate['views'][n][output]
+      np.testing.assert_allclose(a['iou']['sample_weighted'], b['iou']['sample_weighted'],
+                                 atol=1e-6)
+      assert abs(a['fscore']['sample_weighted'] - b['fscore']['sample_weighted']) < 1e-3
+  monkeypatch.undo()
+  config.data.eval_views = 'random'
+  assert train.view_passes(config, (1, 3)) == [(1, (1,)), (3, (3,))]

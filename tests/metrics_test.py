@@ -177,3 +177,16 @@ def test_best_of():
   assert metrics.best_of([0.1, 0.2], (0.5, 0.25)) == (0.2, 0.25)
   with pytest.raises(ValueError, match='one value per threshold'):
     metrics.best_of([0.1, 0.2])
+
+
+def test_fscore_many_is_fscore_of_each():
+  """One target, several predictions (what evaluation scores per object): the same numbers
+  as separate calls, empty predictions included."""
+  target = cube(size=16, side=6, corner=5)
+  preds = [cube(1, size=16, side=6, corner=5), np.zeros((16,) * 3, bool), target,
+           cube(2, size=16, side=5, corner=4)]
+  got = metrics.fscore_many(preds, target, num_points=2048)
+  assert got == [metrics.fscore(p, target, num_points=2048) for p in preds]
+  assert got[1] == 0.0 and got[2] == 1.0 and 0 < got[0] < 1
+  with pytest.raises(ValueError, match='one S'):
+    metrics.fscore_many([np.zeros((16, 16, 15), bool)], target)

@@ -90,6 +90,21 @@ def test_mixed_view_counts_in_one_batch(forward):
                              atol=1e-5)
 
 
+def test_encode_once_then_reconstruct_from_the_first_n(tiny_model, forward):
+  """encode + reconstruct with views past n masked == the model on the first n views: the
+  nesting that lets evaluation encode 24 views once for every view count."""
+  model, variables = tiny_model
+  images = views(24, seed=7)
+  features = jax.jit(lambda x: model.apply(variables, x, method=model.encode))(images)
+  assert features.shape == (2, 24, model.latent_dim)
+  rebuild = jax.jit(lambda f, m: model.apply(variables, f, m, method=model.reconstruct))
+  for n in (1, 3, 24):
+    nested = rebuild(features, jnp.broadcast_to(jnp.arange(24) < n, (2, 24)))
+    alone = forward(images[:, :n], all_real(n))
+    for name in ('coarse', 'refined'):
+      np.testing.assert_allclose(nested[name], alone[name], atol=1e-5, err_msg=f'{n} views')
+
+
 def test_mask_defaults_to_all_views(tiny_model, forward):
   model, variables = tiny_model
   images = views(3)

@@ -80,15 +80,26 @@ class Refine3DNet(nn.Module):
       dict of float32 `[B, S, S, S]` arrays: `coarse_logits`, `refined_logits`, and their
       sigmoids `coarse` and `refined` (occupancy probabilities in [0, 1]).
     """
-    if images.ndim != 5 or images.shape[2:] != (self.image_size, self.image_size, 3):
-      raise ValueError(f'images must be [batch, views, {self.image_size}, {self.image_size}, 3] '
-                       f'(model.image_size = {self.image_size}); got {images.shape}')
     b, v = images.shape[:2]
     if mask is None:
       mask = jnp.ones((b, v), bool)
     elif mask.shape != (b, v):
       raise ValueError(f'mask must be [batch, views] = {(b, v)}; got {mask.shape}')
-    features = self.encoder(images.reshape(b * v, *images.shape[2:])).reshape(b, v, -1)
+    return self.reconstruct(self.encode(images), mask, train)
+
+  def encode(self, images: jax.Array) -> jax.Array:
+    """`[B, V, H, W, 3]` views -> `[B, V, latent_dim]` features, each view on its own (so
+    an evaluation encodes the first 20 views once and fuses the first n of them)."""
+    if images.ndim != 5 or images.shape[2:] != (self.image_size, self.image_size, 3):
+      raise ValueError(f'images must be [batch, views, {self.image_size}, {self.image_size}, 3] '
+                       f'(model.image_size = {self.image_size}); got {images.shape}')
+    b, v = images.shape[:2]
+    return self.encoder(images.reshape(b * v, *images.shape[2:])).reshape(b, v, -1)
+
+  def reconstruct(self, features: jax.Array, mask: jax.Array,
+                  train: bool = False) -> dict[str, jax.Array]:
+    """`encode`'s `[B, V, D]` features and the `[B, V]` mask of real views -> `__call__`'s
+    outputs."""
     fused = self.attention(features, mask.astype(bool))
     coarse = self.decoder(fused).astype(jnp.float32)
     refined = self.refiner(coarse, train=train).astype(jnp.float32)
