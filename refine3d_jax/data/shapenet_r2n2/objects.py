@@ -7,6 +7,9 @@
 
 import io
 import os
+from typing import Callable, Mapping, Sequence
+
+from absl import logging
 
 import numpy as np
 from PIL import Image
@@ -66,6 +69,38 @@ def skip_reason(manual_dir: str, synset: str, model_id: str) -> str | None:
   if not os.path.isfile(vpath):
     return 'no_voxels'
   return None
+
+
+MAX_MISSING_WARNINGS = 20  # per split; a sample manual dir misses most split ids.
+
+
+def check_objects(dataset: str, manual_dir: str, split: str,
+                  object_ids: Sequence[tuple[str, str]],
+                  reason_of: Callable[[str, str, str], str | None] = skip_reason,
+                  reasons: Mapping[str, str] = SKIP_REASONS
+                  ) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+  """Splits `split`'s ids into buildable objects and skipped ones {reason: ['synset/id']}.
+
+  `reason_of(manual_dir, synset, model_id)` is a key of `reasons` (its text is logged) or
+  None. Warns once per skipped object, but about missing ones ('not_in_manual_dir') only
+  for the first MAX_MISSING_WARNINGS, then in one summary line.
+  """
+  kept, skipped = [], {}
+  for synset, model_id in object_ids:
+    reason = reason_of(manual_dir, synset, model_id)
+    if reason is None:
+      kept.append((synset, model_id))
+      continue
+    skipped.setdefault(reason, []).append(f'{synset}/{model_id}')
+    if reason != 'not_in_manual_dir' or len(skipped[reason]) <= MAX_MISSING_WARNINGS:
+      logging.warning('%s %s: skipping %s/%s: %s.', dataset, split, synset, model_id,
+                      reasons[reason])
+  missing = len(skipped.get('not_in_manual_dir', []))
+  if missing > MAX_MISSING_WARNINGS:
+    logging.warning('%s %s: skipped %d split ids in all that are not in %s (warned about '
+                    'the first %d).', dataset, split, missing, manual_dir,
+                    MAX_MISSING_WARNINGS)
+  return kept, skipped
 
 
 def read_png(path: str) -> bytes:

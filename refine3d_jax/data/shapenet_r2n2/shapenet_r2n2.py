@@ -8,7 +8,6 @@ import dataclasses
 import os
 from typing import Iterator, Sequence
 
-from absl import logging
 import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
@@ -17,7 +16,6 @@ from refine3d_jax.data.shapenet_r2n2 import objects
 from refine3d_jax.data.shapenet_r2n2 import splits
 
 _MAX_IDS_IN_METADATA = 1000  # per split and reason; counts are always exact.
-_MAX_MISSING_WARNINGS = 20  # per split; a sample manual dir misses most split ids.
 
 _DESCRIPTION = """\
 ShapeNet as rendered by 3D-R2N2 (Choy et al. 2016): per object, 24 views (137x137 RGBA PNG),
@@ -88,7 +86,8 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     wanted = self._wanted_ids(manual_dir)
     kept, counts, ids = {}, {}, {}
     for split, object_ids in wanted.items():
-      kept[split], skipped = _check_objects(manual_dir, split, object_ids)
+      kept[split], skipped = objects.check_objects('shapenet_r2n2', manual_dir, split,
+                                                          object_ids)
       counts[split] = {r: len(v) for r, v in skipped.items()}
       ids[split] = {r: v[:_MAX_IDS_IN_METADATA] for r, v in skipped.items()}
     self.info.metadata.update({
@@ -124,27 +123,3 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     for synset, model_id in object_ids:
       label = splits.SYNSETS.index(synset)
       yield f'{synset}_{model_id}', objects.load_example(manual_dir, synset, model_id, label)
-
-
-def _check_objects(manual_dir: str, split: str, object_ids: Sequence[splits.ObjectId]
-                   ) -> tuple[list[splits.ObjectId], dict[str, list[str]]]:
-  """Splits ids into complete objects and skipped ones {reason: ['synset/model_id']}.
-
-  Warns once per skipped object (missing ones: the first few, then one summary).
-  """
-  kept, skipped = [], {}
-  for synset, model_id in object_ids:
-    reason = objects.skip_reason(manual_dir, synset, model_id)
-    if reason is None:
-      kept.append((synset, model_id))
-      continue
-    skipped.setdefault(reason, []).append(f'{synset}/{model_id}')
-    if reason != 'not_in_manual_dir' or len(skipped[reason]) <= _MAX_MISSING_WARNINGS:
-      logging.warning('shapenet_r2n2 %s: skipping %s/%s: %s.', split, synset, model_id,
-                      objects.SKIP_REASONS[reason])
-  missing = len(skipped.get('not_in_manual_dir', []))
-  if missing > _MAX_MISSING_WARNINGS:
-    logging.warning('shapenet_r2n2 %s: skipped %d split ids in all that are not in %s '
-                    '(warned about the first %d).', split, missing, manual_dir,
-                    _MAX_MISSING_WARNINGS)
-  return kept, skipped

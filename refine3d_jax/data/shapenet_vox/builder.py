@@ -15,7 +15,6 @@ import os
 import zlib
 from typing import Any, Sequence
 
-from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -27,9 +26,7 @@ from refine3d_jax.data.errors import DataError
 from refine3d_jax.data.shapenet_r2n2 import objects
 from refine3d_jax.data.shapenet_r2n2 import splits
 from refine3d_jax.data.shapenet_vox import render
-from refine3d_jax.data.synthetic_shapes import generate
 
-_MAX_MISSING_WARNINGS = 20
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download ShapeNetVox32.tgz of the 3D-R2N2 release (ShapeNet terms of use: non-commercial
 research) and extract it into the manual dir (`--manual_dir`), so that it holds
@@ -74,7 +71,7 @@ def make_example(manual_dir: str, seed: int, object_id: splits.ObjectId
                  ) -> tuple[str, dict[str, Any]]:
   """(key, TFDS example) with PNG-encoded views."""
   obj = make_object(manual_dir, *object_id, seed)
-  obj['images'] = [generate.encode_png(im) for im in obj['images']]
+  obj['images'] = [features.encode_png(im) for im in obj['images']]
   return f'{obj["synset"]}_{obj["model_id"]}', obj
 
 
@@ -107,7 +104,9 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
                                     MANUAL_DOWNLOAD_INSTRUCTIONS)
     kept, skipped = {}, {}
     for split, ids in self._wanted_ids(manual_dir).items():
-      kept[split] = _present(manual_dir, split, ids)
+      kept[split], _ = objects.check_objects(
+          'shapenet_vox', manual_dir, split, ids, _reason,
+          {'not_in_manual_dir': 'no model.binvox in the manual dir'})
       skipped[split] = {'not_in_manual_dir': len(ids) - len(kept[split])}
     self.info.metadata.update({
         'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
@@ -142,20 +141,7 @@ def _model_ids(manual_dir: str, synset: str) -> list[str]:
   return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
-def _present(manual_dir: str, split: str, ids: Sequence[splits.ObjectId]
-             ) -> list[splits.ObjectId]:
-  """The ids whose model.binvox exists; warns about the first few others, then counts."""
-  kept, missing = [], 0
-  for synset, model_id in ids:
-    if os.path.isfile(objects.voxel_path(manual_dir, synset, model_id)):
-      kept.append((synset, model_id))
-      continue
-    missing += 1
-    if missing <= _MAX_MISSING_WARNINGS:
-      logging.warning('shapenet_vox %s: skipping %s/%s: no model.binvox in the manual dir.',
-                      split, synset, model_id)
-  if missing > _MAX_MISSING_WARNINGS:
-    logging.warning('shapenet_vox %s: skipped %d split ids in all that have no model.binvox '
-                    'in %s (warned about the first %d).', split, missing, manual_dir,
-                    _MAX_MISSING_WARNINGS)
-  return kept
+def _reason(manual_dir: str, synset: str, model_id: str) -> str | None:
+  """'not_in_manual_dir' unless the object's model.binvox exists (check_objects' test)."""
+  found = os.path.isfile(objects.voxel_path(manual_dir, synset, model_id))
+  return None if found else 'not_in_manual_dir'
