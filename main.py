@@ -15,13 +15,16 @@ import jax
 from ml_collections import config_flags
 
 from refine3d_jax import configlib, input_pipeline, parallel, train
+from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.data import build
 from refine3d_jax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Checkpoints and logs (default: runs/<config preset>).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and logs (default: '
+                               'runs/<config file>_<preset>, e.g. runs/jtso_quick).')
+_FINE_TUNE = flags.DEFINE_bool('fine_tune', False, 'Resume the workdir\'s checkpoint even if '
+                               'its preset, schedule or dataset differ (on purpose).')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process (0-based).')
@@ -52,7 +55,8 @@ def main(argv):
     configlib.validate(config)
   except configlib.ConfigError as e:
     raise app.UsageError(str(e)) from None
-  workdir = _WORKDIR.value or os.path.join('runs', config.preset)
+  workdir = _WORKDIR.value or workdir_lib.default_workdir(
+      config_flags.get_config_filename(flags.FLAGS['config']), config.preset)
   try:
     configlib.check_local(workdir, '--workdir')
   except configlib.ConfigError as e:
@@ -63,12 +67,13 @@ def main(argv):
     ensure_synthetic_data(config)
   parallel.barrier('synthetic data built')
   try:
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, _FINE_TUNE.value)
   except (OSError,  # an unbuilt dataset (the message says how to build it), an unwritable
                     # workdir, a full disk (CheckpointSaveError: the previous one is kept)
           FloatingPointError,  # a NaN / inf loss: the last good checkpoint is kept
           DataError,  # a corrupt file or an unusable split, named in the message
-          train.IncompatibleCheckpointError) as e:
+          train.IncompatibleCheckpointError,  # another model, or another run (--fine_tune)
+          workdir_lib.WorkdirInUseError) as e:  # a live trainer holds the workdir
     raise SystemExit(f'error: {e}') from None
   except train.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first
     print(f'{workdir}: {e}', file=sys.stderr)

@@ -1,6 +1,6 @@
 r"""Validation IoU against wall-clock minutes of a training run, from its metrics.jsonl.
 
-  python experiments/training_curve.py --workdir=runs/quick --out=docs/quick_curve.png
+  python experiments/training_curve.py --workdir=runs/jtso_quick --out=docs/quick_curve.png
 
 Writes the PNG (one line per validation view count, refined and coarse, stage changes
 marked) and prints the same points as a markdown table. Minutes count from the first

@@ -27,6 +27,7 @@ import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
 from refine3d_jax import metrics, parallel, visualize
+from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model, init_variables
 from refine3d_jax.train_state import TrainState
 
@@ -242,12 +243,15 @@ def eval_inputs(batch: dict, volume_size: int) -> dict:
 
 
 class IncompatibleCheckpointError(ValueError):
-  """The workdir's checkpoint was trained with another model config."""
+  """The workdir's checkpoint was trained with another model config, or (unless
+  fine-tuning) another preset, schedule or dataset."""
 
 
-def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict) -> None:
-  """Raises IncompatibleCheckpointError listing the model keys that differ from checkpoint
-  `step`'s config (a checkpoint saved without a config is not checked)."""
+def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict,
+                      fine_tune: bool = False) -> None:
+  """Raises IncompatibleCheckpointError listing the model keys, and unless `fine_tune`
+  the run keys (workdir.RUN_KEYS), that differ from checkpoint `step`'s config (a
+  checkpoint saved without a config is not checked)."""
   try:
     saved = ml_collections.ConfigDict(checkpoint.restore_config(workdir, step))
   except FileNotFoundError:
@@ -257,10 +261,24 @@ def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict
     raise IncompatibleCheckpointError(
         f'{workdir} holds a checkpoint (step {step}) of another model; '
         f'{"; ".join(diffs)}. Use another --workdir, or the saved values.')
+  diffs = [] if fine_tune else workdir_lib.run_differences(saved, config)
+  if diffs:
+    raise IncompatibleCheckpointError(
+        f'{workdir} holds a checkpoint (step {step}) of another run; {"; ".join(diffs)}. '
+        'Use another --workdir, or pass --fine_tune to resume it on purpose.')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       fine_tune: bool = False) -> TrainState:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one
+  (of the same model; with `fine_tune`, also of another preset, schedule or dataset).
+  Process 0 holds the workdir (workdir.hold): a second live trainer there is refused."""
+  with workdir_lib.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir, fine_tune)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                        fine_tune: bool) -> TrainState:
   configlib.validate(config)
   mesh = parallel.make_mesh()
   train_source = input_pipeline.open_source(config.data, 'train')
@@ -278,7 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   stage = jtso.stage_at(start, plan)
   data = _stage_iterator(config, stage, train_source)
   if latest is not None:
-    _check_compatible(workdir, latest, config)
+    _check_compatible(workdir, latest, config, fine_tune)
     state = checkpoints.restore(state, data)
     logging.info('Resumed from step %d in %s.', start, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)

@@ -178,6 +178,18 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_
   train._check_compatible(str(tmp_path), 1, same)  # pylint: disable=protected-access
 
 
+def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp_path):
+  """JTSO's checkpoint in an end-to-end run is refused naming the schedule; --fine_tune
+  (fine_tune=True) resumes it on purpose."""
+  train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
+  other = small_config(data_dir, num_steps=2)
+  other.train.schedule = 'end_to_end'
+  with pytest.raises(train.IncompatibleCheckpointError,
+                     match=r"train.schedule: saved 'jtso', now 'end_to_end'.*--fine_tune"):
+    train.train_and_evaluate(other, str(tmp_path))
+  train._check_compatible(str(tmp_path), 1, other, fine_tune=True)  # pylint: disable=protected-access
+
+
 def poison_from(monkeypatch, first_bad_batch, poison):
   """Makes the training batches from the `first_bad_batch`-th on (1-based) go through
   `poison(batch)`; validation batches stay clean."""
