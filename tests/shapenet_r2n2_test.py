@@ -69,13 +69,16 @@ def sample_build(tmp_path_factory):
 
 def test_sample_r2n2_build(sample_build):
   info = sample_build.info
-  # r2n2 split: chairs 7 -> 5 train 2 test; bench 1, sofa 2 -> 1/1, watercraft 1 -> test.
-  assert info.splits['train'].num_examples == 6 and info.splits['test'].num_examples == 5
+  # r2n2 split: chairs 7 -> 5 train 2 test; bench 1, sofa 2 -> 1/1, watercraft 1 -> test;
+  # validation carved from train: the last of the 5 train chairs (sofa has 1: none).
+  counts = {s: v.num_examples for s, v in info.splits.items()}
+  assert counts == {'train': 5, 'validation': 1, 'test': 5}
   assert info.features['label'].names == list(splits.NAMES)
   assert info.metadata['skipped_counts'] == {'train': {}, 'test': {}}
+  assert info.metadata['validation_source'] == splits.CARVED_VALIDATION
   source = sample_build.as_data_source()
   seen = set()
-  for split in ('train', 'test'):
+  for split in ('train', 'validation', 'test'):
     for example in source[split]:
       synset, model_id = example['synset'].decode(), example['model_id'].decode()
       seen.add((synset, model_id))
@@ -91,8 +94,38 @@ def test_sample_r2n2_build(sample_build):
       assert example['camera'].shape == (24, 5)
   sorted_chairs = sorted(m for s, m in seen if s == CHAIR)
   train_chairs = {m for ex in source['train'] for m in [ex['model_id'].decode()]}
-  assert train_chairs >= set(sorted_chairs[:5]) and not train_chairs & set(sorted_chairs[5:])
+  assert train_chairs >= set(sorted_chairs[:4]) and not train_chairs & set(sorted_chairs[4:])
+  assert [ex['model_id'].decode() for ex in source['validation']] == [sorted_chairs[4]]
   assert len(seen) == 11
+
+
+def test_the_r2n2_split_trains(sample_build, tmp_path):
+  """The paper's split has no validation ids; the carved split lets the tiny preset train
+  and evaluate (issue 16's check, in-process)."""
+  from refine3d_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from tests.testutil import small_config  # pylint: disable=g-import-not-at-top
+  root = sample_build.data_dir
+  for _ in range(3):  # <root>/shapenet_r2n2/r2n2/<version>
+    root = os.path.dirname(root)
+  config = small_config(root, num_steps=2)
+  config.data.update(dataset='shapenet_r2n2', builder_config='r2n2')
+  config.eval.view_counts = (1, 2)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  results = evaluate.run(evaluate.load_config(workdir), workdir, progress=False)
+  assert results['num_objects'] == 5 and set(results['views']) == {'1', '2'}
+
+
+def test_validation_is_carved_only_when_missing():
+  ids = {'train': [('a', m) for m in 'dbcae'] + [('b', 'z')], 'test': [('a', 'f')]}
+  out, source = splits.with_validation(ids)
+  assert source == splits.CARVED_VALIDATION
+  assert out['validation'] == [('a', 'e')]  # the last of a's 5 sorted; b has 1: none
+  assert out['train'] == [('a', m) for m in 'dbca'] + [('b', 'z')] and out['test'] == ids['test']
+  given = {**ids, 'validation': [('a', 'g')]}
+  assert splits.with_validation(given) == (given, 'the split source')
+  lone = {'train': [('a', 'x'), ('b', 'y')], 'test': []}
+  assert 'validation' not in splits.with_validation(lone)[0]
 
 
 def test_custom_split_file_and_5class(tmp_path):
@@ -231,4 +264,4 @@ def test_read_back_without_our_package_or_tensorflow(sample_build, tmp_path):
   result = subprocess.run([sys.executable, '-c', script, data_dir, root],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'OK 6 5' in result.stdout
+  assert 'OK 5 5' in result.stdout

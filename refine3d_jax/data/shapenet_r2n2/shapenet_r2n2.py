@@ -53,8 +53,12 @@ def _config(name: str, split_kind: str, synsets: Sequence[str], what: str) -> Sh
 class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
   """ShapeNet (3D-R2N2 renderings and voxels); labels over the 13 classes in every config."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.',
+      '1.1.0': 'Splits without validation ids (r2n2, r2n2_5class, a train/test split file) '
+                'get a validation split carved out of train (splits.CARVED_VALIDATION).',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
       _config('pix2vox', 'pix2vox', splits.SYNSETS, "13 classes, Pix2Vox's ShapeNet.json split."),
@@ -87,12 +91,14 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     kept, counts, ids = {}, {}, {}
     for split, object_ids in wanted.items():
       kept[split], skipped = objects.check_objects('shapenet_r2n2', manual_dir, split,
-                                                          object_ids)
+                                                   object_ids)
       counts[split] = {r: len(v) for r, v in skipped.items()}
       ids[split] = {r: v[:_MAX_IDS_IN_METADATA] for r, v in skipped.items()}
+    kept, validation_source = splits.with_validation(kept)
     self.info.metadata.update({
         'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
                         if self.builder_config.split_kind == 'pix2vox' else 'r2n2 80/20',
+        'validation_source': validation_source,
         'synsets': list(self.builder_config.synsets),
         'skipped_counts': counts,
         'skipped_ids': ids,

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 import pathlib
 from typing import Iterable, Sequence
@@ -23,6 +24,11 @@ SPLITS = ('train', 'val', 'test')  # as ShapeNet.json names them
 # ... and as TFDS (and synthetic_shapes) name them.
 TFDS_SPLITS = {'train': 'train', 'val': 'validation', 'test': 'test'}
 R2N2_TRAIN_FRACTION = 0.8
+# A split source without validation ids (R2N2's split, a train/test-only file) gets one
+# carved out of train, so that every build trains (training selects checkpoints on it).
+VALIDATION_FRACTION = 0.05
+CARVED_VALIDATION = ('carved from train: per class with 2 or more train objects, the last '
+                     f'{VALIDATION_FRACTION:.0%} (rounded up) of its sorted train model ids')
 # Pix2Vox's datasets/ShapeNet.json (hzxie/Pix2Vox, MIT), ids only, gzipped.
 PIX2VOX_SPLIT_FILE = pathlib.Path(__file__).parent / 'pix2vox_split.json.gz'
 
@@ -70,3 +76,25 @@ def r2n2_split(model_ids: dict[str, Sequence[str]]) -> dict[str, list[ObjectId]]
     out['train'] += [(synset, m) for m in ids[:n_train]]
     out['test'] += [(synset, m) for m in ids[n_train:]]
   return out
+
+
+def with_validation(ids: dict[str, list[ObjectId]]) -> tuple[dict[str, list[ObjectId]], str]:
+  """(`ids` with a 'validation' split, where it came from). A split source's own validation
+  ids are kept; otherwise validation is CARVED_VALIDATION (deterministic; train keeps the
+  rest in its order), or absent when no class has 2 train objects."""
+  if ids.get('validation'):
+    return ids, 'the split source'
+  by_class: dict[str, list[str]] = {}
+  for synset, model_id in ids.get('train', []):
+    by_class.setdefault(synset, []).append(model_id)
+  carved = set()
+  for synset, model_ids in by_class.items():
+    model_ids = sorted(model_ids)
+    n = math.ceil(len(model_ids) * VALIDATION_FRACTION) if len(model_ids) >= 2 else 0
+    carved.update((synset, m) for m in model_ids[len(model_ids) - n:])
+  if not carved:  # no class has 2 train objects: nothing to carve, no validation split
+    return ids, 'none (no class has 2 or more train objects to carve one from)'
+  out = dict(ids)
+  out['train'] = [x for x in ids['train'] if x not in carved]
+  out['validation'] = [x for x in ids['train'] if x in carved]
+  return out, CARVED_VALIDATION

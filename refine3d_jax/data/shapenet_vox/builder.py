@@ -78,8 +78,12 @@ def make_example(manual_dir: str, seed: int, object_id: splits.ObjectId
 class ShapenetVox(tfds.core.GeneratorBasedBuilder):
   """ShapeNetVox32 shapes rendered with smooth shading; labels over the 13 R2N2 classes."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Marching cubes of the blurred grid, random colour and light.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Marching cubes of the blurred grid, random colour and light.',
+      '1.1.0': 'Splits without validation ids (r2n2, a train/test split file) get a '
+                'validation split carved out of train; pix2vox builds are unchanged.',
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
       ShapenetVoxConfig(name='pix2vox', description="Pix2Vox's split (or --split_file)."),
@@ -108,9 +112,11 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
           'shapenet_vox', manual_dir, split, ids, _reason,
           {'not_in_manual_dir': 'no model.binvox in the manual dir'})
       skipped[split] = {'not_in_manual_dir': len(ids) - len(kept[split])}
+    kept, validation_source = splits.with_validation(kept)
     self.info.metadata.update({
         'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
                         if self.builder_config.split_kind == 'pix2vox' else 'r2n2 80/20',
+        'validation_source': validation_source,
         'skipped_counts': skipped,
         'render': {'sigma': render.SIGMA, 'level': render.LEVEL,
                    'normal_sigma': render.NORMAL_SIGMA, 'seed': self.builder_config.seed},
