@@ -11,6 +11,7 @@ the split data-parallel over every device, and writes `<workdir>/eval/` (`--out`
   table_views.md / .csv    IoU (best of the threshold set and at each threshold, sample-
                            weighted and class-mean) and F-score@1% against views
   table_per_category.md / .csv   per-category IoU and F-score, refined and coarse
+  table_protocols.md / .csv      refined IoU in each named protocol (PROTOCOLS) per count
   iou_vs_views.png         refined and coarse IoU against views
 
 Protocols (recorded in results.json and in every caption): `data.eval_views` 'first_n'
@@ -43,6 +44,25 @@ from refine3d_jax.data.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 OUTPUTS = ('refined', 'coarse')
+
+# The literature's ways of turning per-threshold IoUs into one number (../shared/PROTOCOL.md),
+# each reported in results.json's `protocols`: averaging, the thresholds it may pick from,
+# and where it picks (`split`: the best on the evaluated split itself; `validation`: the
+# best on the validation split, then applied to the evaluated split).
+PROTOCOLS = {
+    'pix2vox': dict(averaging='sample_weighted', thresholds=(0.2, 0.3, 0.4, 0.5), pick='split',
+                    note='Pix2Vox, Pix2Vox++, UMIFormer, LRGT: sample-weighted mean, the best '
+                         'of t = 0.2/0.3/0.4/0.5 on the evaluated split, per view count'),
+    'paper': dict(averaging='class_mean', thresholds=(0.25,), pick='split',
+                  note="Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
+                       'class mean of its Table 1 row)'),
+    'retr': dict(averaging='class_mean', thresholds=(0.5,), pick='split',
+                 note='3D-RETR: class mean (unweighted mean of the category means) at t = 0.5'),
+    'val_selected': dict(averaging='sample_weighted', thresholds=None, pick='validation',
+                         note='ours, the clean number: per view count, the threshold of the '
+                              'best sample-weighted validation IoU, applied to this split'),
+}
+PROTOCOL_THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5)  # every threshold a protocol may use
 
 
 def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,
@@ -114,19 +134,25 @@ def score(outputs: dict[str, np.ndarray], names: Sequence[str],
 
 
 def batch_scores(out: dict[str, Any], counts: Sequence[int], fscore_threshold: float,
-                 fscore_distance: float) -> dict[int, dict[str, np.ndarray]]:
+                 fscore_distance: float, fscore: bool = True
+                 ) -> dict[int, dict[str, np.ndarray]]:
   """{n: per-example numbers of count n} of one batch's valid rows, from train.eval_step's
   `out` with `view_counts=counts`: `iou_<output>`, `fscore_<output>` (F-Score of the volume
   thresholded at `fscore_threshold`; each target's surface is sampled once for all counts
   and outputs, and the volumes are dropped here, so memory does not grow with the split)
-  and `label`."""
+  and `label`. `fscore=False`: F-scores are NaN (not computed)."""
   keep = out['valid']
   keys = [(n, name) for n in counts for name in OUTPUTS]
-  volumes = {key: out['views'][str(key[0])][key[1]][keep] >= fscore_threshold for key in keys}
-  fs = np.array([metrics.fscore_many([volumes[key][i] for key in keys], target,
-                                     fscore_distance)
-                 for i, target in enumerate(out['voxels'][keep])], np.float64)
-  fs = fs.reshape(len(fs), len(keys))
+  targets = out['voxels'][keep]
+  if fscore:
+    volumes = {key: out['views'][str(key[0])][key[1]][keep] >= fscore_threshold
+               for key in keys}
+    fs = np.array([metrics.fscore_many([volumes[key][i] for key in keys], target,
+                                       fscore_distance)
+                   for i, target in enumerate(targets)], np.float64)
+    fs = fs.reshape(len(targets), len(keys))
+  else:
+    fs = np.full((len(targets), len(keys)), np.nan)
   result = {}
   for n in counts:
     result[n] = {'label': out['label'][keep]}
@@ -137,15 +163,17 @@ def batch_scores(out: dict[str, Any], counts: Sequence[int], fscore_threshold: f
 
 
 def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: dict[str, Any],
-             split: str = 'test', progress: bool = True) -> dict[str, Any]:
+             split: str = 'test', progress: bool = True, fscore: bool = True
+             ) -> dict[str, Any]:
   """Scores of `variables` on `split` for every count of `config.eval.view_counts`:
   {'names', 'counts', 'views': {n: score(...)}, 'num_objects'}. Data-parallel over every
   device of every host (each host reads its shard; the outputs are gathered). Under the
   first-n protocol one pass encodes the largest count's views once and scores every count
-  from them (train.eval_step); the random protocol needs one pass per count."""
+  from them (train.eval_step); the random protocol needs one pass per count. IoUs are at
+  `eval_thresholds(config)`; `fscore=False` skips the F-scores (they read as NaN)."""
   mesh = parallel.make_mesh()
   variables = parallel.replicate(variables, mesh)
-  thresholds = tuple(float(t) for t in config.eval.thresholds)
+  thresholds = eval_thresholds(config)
   step_fn = jax.jit(functools.partial(train.eval_step, model=model, thresholds=thresholds),
                     static_argnames='view_counts')
   source = input_pipeline.open_source(config.data, split)
@@ -165,7 +193,7 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
       inputs = train.eval_inputs(batch, size)
       out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
                                      view_counts=pass_counts))
-      for n, scores in batch_scores(out, pass_counts, *fscore_args).items():
+      for n, scores in batch_scores(out, pass_counts, *fscore_args, fscore).items():
         gathered[n].append(scores)
       bar.update()
   bar.close()
@@ -178,6 +206,49 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
   return dict(categories=[names[i] for i in present],
               counts={names[i]: int(np.sum(labels == i)) for i in present},
               num_objects=int(len(labels)), view_counts=counts, views=by_views)
+
+
+def eval_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """config.eval.thresholds plus every threshold a protocol needs, sorted."""
+  return tuple(sorted({float(t) for t in config.eval.thresholds} | set(PROTOCOL_THRESHOLDS)))
+
+
+def protocols(scores: dict[str, Any], thresholds: Sequence[float],
+              validation: dict[str, Any] | None) -> dict[str, Any]:
+  """results.json's `protocols`: for each of PROTOCOLS, its note and, per view count and
+  output, {'iou', 'threshold'} (ties go to the lowest threshold). `validation` is
+  `evaluate`'s scores on the validation split (None: no validation split, and
+  `val_selected` says so instead of giving numbers)."""
+  out = {}
+  for name, spec in PROTOCOLS.items():
+    entry = {'note': spec['note'], 'averaging': spec['averaging']}
+    if spec['pick'] == 'validation' and validation is None:
+      out[name] = {**entry, 'views': None,
+                   'missing': 'the dataset has no validation split to pick the threshold on'}
+      continue
+    allowed = spec['thresholds'] or thresholds
+    views = {}
+    for n, by_output in scores['views'].items():
+      views[n] = {}
+      for output in OUTPUTS:
+        ious = by_output[output]['iou'][spec['averaging']]
+        picker = (validation['views'][n][output]['iou'][spec['averaging']]
+                  if spec['pick'] == 'validation' else ious)
+        i = max((thresholds.index(t) for t in allowed), key=lambda j: picker[j])
+        views[n][output] = {'iou': ious[i], 'threshold': thresholds[i]}
+    out[name] = {**entry, 'views': views}
+  return out
+
+
+def protocols_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+  """(header, rows): refined IoU in each protocol (and its threshold) per view count."""
+  names = [n for n, p in results['protocols'].items() if p['views'] is not None]
+  header = ['views'] + [h for n in names for h in (n, f'{n} t')]
+  rows = [[n] + [x for name in names
+                 for x in (results['protocols'][name]['views'][str(n)]['refined']['iou'],
+                           results['protocols'][name]['views'][str(n)]['refined']['threshold'])]
+          for n in results['view_counts']]
+  return header, rows
 
 
 def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
@@ -302,6 +373,14 @@ def write_outputs(results: dict[str, Any], out_dir: str) -> str:
   text += '\n' + report.write_table(
       os.path.join(out_dir, 'table_per_category'), *category_table(results),
       caption='Per-category IoU (refined unless marked). ' + caption(results))
+  if 'protocols' in results:
+    notes = ' '.join(f"{name}: {p['note']}" + (f" (not given: {p['missing']})" if
+                                               p['views'] is None else '') + '.'
+                     for name, p in results['protocols'].items())
+    text += '\n' + report.write_table(
+        os.path.join(out_dir, 'table_protocols'), *protocols_table(results),
+        caption='Refined IoU in each named protocol, and the threshold it used. ' + notes
+        + ' ' + caption(results))
   plot_views(results, os.path.join(out_dir, 'iou_vs_views.png'))
   return text
 
@@ -313,16 +392,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
   start = time.perf_counter()
   model, variables, step = restore_variables(config, workdir, which)
   scores = evaluate(config, model, variables, split, progress)
+  thresholds = list(eval_thresholds(config))
+  if split == 'validation':
+    validation = scores
+  elif 'validation' in input_pipeline.split_names(config.data):
+    validation = evaluate(config, model, variables, 'validation', progress, fscore=False)
+  else:
+    validation = None
   results = dict(
       dataset=config.data.dataset, builder_config=config.data.builder_config, split=split,
       synthetic=config.data.dataset == 'synthetic_shapes',
       checkpoint=dict(workdir=os.path.abspath(workdir), step=int(step), which=str(which)),
       protocol=dict(views=config.data.eval_views, seed=int(config.data.eval_seed),
                     image=config.data.protocol),
-      thresholds=[float(t) for t in config.eval.thresholds],
+      thresholds=thresholds,
       fscore=dict(threshold=float(config.eval.threshold),
                   distance=float(config.eval.fscore_distance)),
-      **scores)
+      **scores,
+      protocols=protocols(scores, thresholds, validation))
   if config.eval.measure_cost:
     results['cost'] = measure_cost(config, model, variables)
   results['config'] = json.loads(config.to_json_best_effort())

@@ -63,6 +63,14 @@ def dataset_dir(dataset: str, builder_config: str, data_dir: str) -> str:
                       str(cls.VERSION))
 
 
+def split_names(data: ml_collections.ConfigDict) -> list[str]:
+  """The built splits of `data.dataset` (FileNotFoundError, as open_source, if unbuilt)."""
+  path = dataset_dir(data.dataset, data.builder_config, data.data_dir)
+  if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+    open_source(data, 'train')  # raises the "not built; build it with ..." error
+  return sorted(tfds.builder_from_directory(path).info.splits)
+
+
 def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:
   """The random-access data source of `split` of `data.dataset`, images left as PNG bytes.
 

@@ -127,3 +127,34 @@ def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
   monkeypatch.undo()
   config.data.eval_views = 'random'
   assert train.view_passes(config, (1, 3)) == [(1, (1,)), (3, (3,))]
+
+
+def test_protocols_are_each_peers_rule(results, trained):
+  """pix2vox: sample-weighted best of 0.2/0.3/0.4/0.5; paper: class mean at 0.25; retr:
+  class mean at 0.5; val_selected: the validation split's best threshold, applied here."""
+  res, _ = results
+  ts = res['thresholds']
+  assert set(res['protocols']) == {'pix2vox', 'paper', 'retr', 'val_selected'}
+  config = evaluate.load_config(trained)
+  config.eval.view_counts = (1, 3)
+  model, variables, _ = evaluate.restore_variables(config, trained)
+  val = evaluate.evaluate(config, model, variables, 'validation', progress=False, fscore=False)
+  for n in ('1', '3'):
+    for output in ('refined', 'coarse'):
+      iou = res['views'][n][output]['iou']
+      got = {name: p['views'][n][output] for name, p in res['protocols'].items()}
+      allowed = (0.2, 0.3, 0.4, 0.5)
+      values = [iou['sample_weighted'][ts.index(t)] for t in allowed]  # ties: the lowest t
+      assert got['pix2vox'] == {'iou': max(values),
+                                'threshold': allowed[int(np.argmax(values))]}
+      assert got['paper'] == {'iou': iou['class_mean'][ts.index(0.25)], 'threshold': 0.25}
+      assert got['retr'] == {'iou': iou['class_mean'][ts.index(0.5)], 'threshold': 0.5}
+      chosen = ts[int(np.argmax(val['views'][n][output]['iou']['sample_weighted']))]
+      assert got['val_selected'] == {'iou': iou['sample_weighted'][ts.index(chosen)],
+                                     'threshold': chosen}
+  assert np.isnan(val['views']['1']['refined']['fscore']['sample_weighted'])
+  without = evaluate.protocols(res, ts, None)['val_selected']
+  assert without['views'] is None and 'no validation split' in without['missing']
+  with open(os.path.join(trained, 'eval', 'table_protocols.md')) as f:
+    text = f.read()
+  assert 'class mean at t = 0.25' in text and 'val_selected' in text
