@@ -310,7 +310,7 @@ def protocol_text(run: dict) -> str:
 
 def checkpoint_text(runs: Sequence[dict]) -> str:
   parts = [f"{r['_label']}: step {r['checkpoint']['step']} ({r['checkpoint']['which']} "
-           f"checkpoint of `{r['checkpoint']['workdir']}`)" for r in runs]
+           f"checkpoint of `{report.short_path(r['checkpoint']['workdir'])}`)" for r in runs]
   return '; '.join(parts)
 
 

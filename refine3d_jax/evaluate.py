@@ -298,7 +298,7 @@ def caption(results: dict[str, Any]) -> str:
           f"of the set per view count); F-Score@{results['fscore']['distance']:.0%} at "
           f"t = {results['fscore']['threshold']}; checkpoint step "
           f"{results['checkpoint']['step']} ({results['checkpoint']['which']}) of "
-          f"{results['checkpoint']['workdir']}.")
+          f"{report.short_path(results['checkpoint']['workdir'])}.")
 
 
 def views_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

@@ -43,6 +43,12 @@ def write_json(path: str, obj: Any) -> None:
     f.write('\n')
 
 
+def short_path(path: str, parts: int = 2) -> str:
+  """The last `parts` components of `path`, for captions: committed tables should not
+  carry the absolute path of the machine they were made on (results.json keeps it)."""
+  return '/'.join(os.path.normpath(path).split(os.sep)[-parts:])
+
+
 def fmt(value: Any, digits: int = 3) -> str:
   """A table cell: floats to `digits` decimals, None as '-', anything else as str."""
   if value is None:

@@ -158,3 +158,10 @@ def test_protocols_are_each_peers_rule(results, trained):
   with open(os.path.join(trained, 'eval', 'table_protocols.md')) as f:
     text = f.read()
   assert 'class mean at t = 0.25' in text and 'val_selected' in text
+
+
+def test_captions_carry_no_absolute_path(results):
+  res, workdir = results
+  text = evaluate.caption(res)
+  assert os.path.abspath(workdir) not in text
+  assert text.endswith('/'.join(os.path.normpath(workdir).split(os.sep)[-2:]) + '.')
