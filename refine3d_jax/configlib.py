@@ -15,6 +15,9 @@ import ml_collections
 FUSIONS = ('self_attention', 'attsets', 'mean')
 DECODER_HEADS = ('conv', 'shuffle')  # refine3d_jax/models/decoder.py
 CONV3D_IMPLS = ('auto', 'fold', 'native')  # refine3d_jax/models/conv3d.py
+ATTENTION_BLOCKS = ('transformer', 'plain')  # refine3d_jax/models/fusion.py
+DECODER_SHORTCUTS = ('identity', 'conv')  # refine3d_jax/models/decoder.py
+REFINER_ACTIVATIONS = ('leaky_relu', 'relu')  # refine3d_jax/models/refiner.py
 SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
 DTYPES = ('float32', 'bfloat16')
 DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')  # as refine3d_jax.data.build.DATASETS
@@ -28,6 +31,12 @@ ADDED_KEYS = {
     'model.conv3d': 'auto',                 # lowering only: same parameters and outputs
     'model.decoder_head': 'conv',
     'model.occupancy_prior': 0.0,
+    # the model as it was before the paper preset followed the paper's text (issue 16)
+    'model.attention_block': 'transformer',
+    'model.decoder_shortcuts': 'identity',
+    'model.refiner_up_activation': 'leaky_relu',
+    'model.refiner_bottleneck': 0,
+    'model.refiner_bn_momentum': 0.9,
     'eval.thresholds': (0.2, 0.25, 0.3, 0.4, 0.5),
     'eval.fscore_distance': 0.01,
     'eval.measure_cost': True,
@@ -131,6 +140,17 @@ def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> N
          k('leaky_slope'), model.leaky_slope, 'must be in [0, 1)')
   _check(model.conv3d in CONV3D_IMPLS, k('conv3d'), model.conv3d,
          f'must be one of {CONV3D_IMPLS}')
+  _check(model.attention_block in ATTENTION_BLOCKS, k('attention_block'),
+         model.attention_block, f'must be one of {ATTENTION_BLOCKS}')
+  _check(model.decoder_shortcuts in DECODER_SHORTCUTS, k('decoder_shortcuts'),
+         model.decoder_shortcuts, f'must be one of {DECODER_SHORTCUTS}')
+  _check(model.refiner_up_activation in REFINER_ACTIVATIONS, k('refiner_up_activation'),
+         model.refiner_up_activation, f'must be one of {REFINER_ACTIVATIONS}')
+  _check(isinstance(model.refiner_bottleneck, int) and model.refiner_bottleneck >= 0,
+         k('refiner_bottleneck'), model.refiner_bottleneck, 'must be an integer >= 0 (0 = none)')
+  _check(isinstance(model.refiner_bn_momentum, (int, float))
+         and 0 <= model.refiner_bn_momentum < 1, k('refiner_bn_momentum'),
+         model.refiner_bn_momentum, 'must be in [0, 1)')
   _check(model.dtype in DTYPES, k('dtype'), model.dtype, f'must be one of {DTYPES}')
 
 

@@ -11,6 +11,7 @@ from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsampling
                                          upsample_nearest)
 from refine3d_jax.models.encoder import Encoder
 from refine3d_jax.models.pooling import max_pool2
+from refine3d_jax.models.refiner import Refiner
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
 from tests.testutil import perturb
 
@@ -33,8 +34,9 @@ def test_masked_mean_ignores_padding():
   np.testing.assert_allclose(masked_mean(x, jnp.array([[True, True, False]])), [[2., 3.]])
 
 
-@pytest.mark.parametrize('fusion', [SelfAttentionFusion(num_heads=2, mlp_dim=8), AttSetsFusion()],
-                         ids=['self_attention', 'attsets'])
+@pytest.mark.parametrize('fusion', [SelfAttentionFusion(num_heads=2, mlp_dim=8), AttSetsFusion(),
+                                    SelfAttentionFusion(num_heads=2, block='plain')],
+                         ids=['self_attention', 'attsets', 'plain_attention'])
 def test_fusion_permutation_invariant_and_masked(fusion):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)
@@ -153,3 +155,38 @@ def test_max_pool2_equals_flax_max_pool_and_its_gradient(shape):
                         jnp.float32)
   grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
   np.testing.assert_array_equal(grad(max_pool2), grad(flax_pool))  # no ties in random x
+
+
+def test_refiner_paper_options():
+  """The paper preset's refiner: ReLU up path, the FC bottleneck at 2^3 x 8 = 64 -> 16 -> 64
+  here, BN momentum 0.99 (running mean moves 1% of the way to the batch mean per step)."""
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 16)) + 3.0
+  paper = Refiner(widths=(4, 8, 8), up_activation='relu', bottleneck=16, bn_momentum=0.99)
+  ours = Refiner(widths=(4, 8, 8))
+  v_paper, v_ours = paper.init(jax.random.key(1), x), ours.init(jax.random.key(1), x)
+  assert v_paper['params']['fc1']['kernel'].shape == (64, 16)
+  assert v_paper['params']['fc2']['kernel'].shape == (16, 64) and 'fc1' not in v_ours['params']
+  # the zero-initialised last conv: both start as the identity on the coarse logits
+  np.testing.assert_allclose(paper.apply(v_paper, x), x, atol=1e-6)
+  # down1 sees the same input through the same initial conv in both, so the same batch
+  # mean m_b; from running mean 0: new = (1 - momentum) * m_b.
+  np.testing.assert_array_equal(v_paper['params']['down1']['conv']['kernel'],
+                                v_ours['params']['down1']['conv']['kernel'])
+  means = [model.apply(v, x, train=True, mutable=['batch_stats'])[1]['batch_stats']['down1']
+           ['bn']['mean'] for model, v in ((paper, v_paper), (ours, v_ours))]
+  assert np.abs(means[1]).max() > 0.01
+  np.testing.assert_allclose(means[0] / 0.01, means[1] / 0.1, rtol=1e-4, atol=1e-6)
+  # ReLU on the up path changes the output once the weights are perturbed
+  perturbed = perturb(v_ours, scale=0.5)
+  relu_up = Refiner(widths=(4, 8, 8), up_activation='relu')
+  assert np.abs(relu_up.apply(perturbed, x) - ours.apply(perturbed, x)).max() > 1e-4
+
+
+def test_decoder_conv_shortcuts_everywhere():
+  z = jnp.ones((1, 16))
+  ours = Decoder(widths=(8, 8, 4), base_size=8, volume_size=32)
+  paper = Decoder(widths=(8, 8, 4), base_size=8, volume_size=32, shortcuts='conv')
+  p_ours = ours.init(jax.random.key(0), z)['params']
+  p_paper = paper.init(jax.random.key(0), z)['params']
+  assert 'shortcut' not in p_ours['block1'] and 'shortcut' in p_ours['block2']  # 8 -> 8, 8 -> 4
+  assert 'shortcut' in p_paper['block1'] and 'shortcut' in p_paper['block2']

@@ -20,16 +20,22 @@ def hand_count(m) -> dict:
   enc += conv(1, size * size * cin, m.latent_dim)
   d, mlp = m.latent_dim, m.attention_mlp_dim
   att = m.attention_layers * (2 * d + 4 * (d * d + d) + 2 * d + conv(1, d, mlp) + conv(1, mlp, d))
+  if m.attention_block == 'plain':  # Q, K, V and W_O only
+    att = m.attention_layers * 4 * (d * d + d)
   if m.fusion == 'attsets':
     att = conv(1, d, d)
   b, widths = m.decoder_base_size, m.decoder_widths
   dec = conv(1, d, b ** 3 * widths[0]) + conv(1, widths[-1], 1)
   for cin, cout in zip(widths, widths[1:]):
-    dec += conv(27, cin, cout) + conv(27, cout, cout) + (conv(1, cin, cout) if cin != cout else 0)
+    shortcut = cin != cout or m.decoder_shortcuts == 'conv'
+    dec += conv(27, cin, cout) + conv(27, cout, cout) + (conv(1, cin, cout) if shortcut else 0)
   k3, rw = m.refiner_kernel ** 3, m.refiner_widths
   ref = sum(conv(k3, cin, cout, bias=False) + 2 * cout for cin, cout in zip((1, *rw), rw))
   ref += sum(conv(k3, rw[i + 1], rw[i], bias=False) + 2 * rw[i] for i in range(len(rw) - 1))
   ref += conv(k3, rw[0], 1)
+  if m.refiner_bottleneck:  # FC flat -> h -> flat at the lowest resolution
+    flat = (m.volume_size // 2 ** len(rw)) ** 3 * rw[-1]
+    ref += conv(1, flat, m.refiner_bottleneck) + conv(1, m.refiner_bottleneck, flat)
   return dict(encoder=enc, attention=att, decoder=dec, refiner=ref, total=enc + att + dec + ref)
 
 
@@ -38,7 +44,17 @@ def test_paper_preset_parameter_count():
   result = summary.summarize(config, views=(1,))
   print('paper preset parameters:', result['params'])
   assert result['params'] == hand_count(config.model)
-  assert result['params']['total'] == 19_189_794
+  # the paper's text: plain attention 4.2M, 1x1 shortcuts, the 33.6M FC bottleneck
+  assert result['params']['attention'] == 4 * (1024 * 1024 + 1024)
+  assert result['params']['total'] == 48_590_178
+
+
+def test_our_architecture_choices_parameter_count():
+  config = jtso.get_config('paper')
+  config.model.update(**jtso.OURS)
+  result = summary.summarize(config, views=(1,))
+  assert result['params'] == hand_count(config.model)
+  assert result['params']['total'] == 19_189_794  # the paper preset before issue 16
 
 
 def test_attsets_parameter_count():

@@ -7,7 +7,8 @@ The paper describes "five residual blocks" with six widths (128, 128, 128, 64, 6
 - ``widths[1:]`` are the five residual blocks; the first log2(S / base_size) of them
   upsample by 2 on entry (paper: 2 -> 4 -> 8 -> 16 -> 32, then one block at 32^3);
 - a block is conv3 -> act -> conv3 plus a shortcut -> act; the shortcut is a 1x1x1
-  convolution when the width changes and the identity otherwise;
+  convolution when the width changes and the identity otherwise (``shortcuts='identity'``,
+  ours), or a 1x1x1 convolution in every block (``shortcuts='conv'``, the paper's text);
 - a final 1x1x1 convolution gives one logit per voxel.
 
 Upsampling is nearest-neighbour resize followed by the block's 3x3x3 convolution (and the
@@ -63,13 +64,18 @@ def num_upsamplings(volume_size: int, base_size: int) -> int:
   return int(math.log2(ratio))
 
 
+SHORTCUTS = ('identity', 'conv')
+
+
 class ResidualBlock3D(nn.Module):
-  """[upsample 2x ->] conv3 -> act -> conv3 (+ shortcut) -> act: ``[N, D, H, W, C]``."""
+  """[upsample 2x ->] conv3 -> act -> conv3 (+ shortcut) -> act: ``[N, D, H, W, C]``.
+  The shortcut is a 1x1x1 conv when the width changes or ``conv_shortcut``."""
   features: int
   upsample: bool
   leaky_slope: float = 0.2
   conv_impl: str = 'auto'
   dtype: jnp.dtype = jnp.float32
+  conv_shortcut: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -79,7 +85,7 @@ class ResidualBlock3D(nn.Module):
     if self.upsample:
       x = upsample_nearest(x)
     y = conv(3, 'conv2')(act(conv(3, 'conv1')(x)))
-    if x.shape[-1] != self.features:
+    if self.conv_shortcut or x.shape[-1] != self.features:
       x = conv(1, 'shortcut')(x)
     return act(x + y)
 
@@ -94,11 +100,14 @@ class Decoder(nn.Module):
   occupancy_prior: float = 0.0  # > 0: the logits' initial bias is log(p / (1 - p))
   conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
+  shortcuts: str = 'identity'   # 'identity' where the width is unchanged, or 'conv' always
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     if self.head not in HEADS:
       raise ValueError(f'decoder head must be one of {HEADS}, got {self.head!r}')
+    if self.shortcuts not in SHORTCUTS:
+      raise ValueError(f'decoder shortcuts must be one of {SHORTCUTS}, got {self.shortcuts!r}')
     shuffle = self.head == 'shuffle'
     ups = num_upsamplings(self.volume_size, self.base_size) - shuffle
     if ups > len(self.widths) - 1:
@@ -109,7 +118,8 @@ class Decoder(nn.Module):
     x = nn.leaky_relu(x, self.leaky_slope).reshape(z.shape[0], b, b, b, self.widths[0])
     for i, width in enumerate(self.widths[1:]):
       x = ResidualBlock3D(width, upsample=i < ups, leaky_slope=self.leaky_slope,
-                          conv_impl=self.conv_impl, dtype=self.dtype, name=f'block{i + 1}')(x)
+                          conv_impl=self.conv_impl, dtype=self.dtype,
+                          conv_shortcut=self.shortcuts == 'conv', name=f'block{i + 1}')(x)
     p = self.occupancy_prior
     bias_init = (nn.initializers.constant(math.log(p / (1 - p))) if p > 0 else
                  nn.initializers.zeros_init())

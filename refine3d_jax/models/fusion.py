@@ -12,6 +12,10 @@ mean of the input vectors. That is what JTSO's first stage wants: the base netwo
 through an attention module that is frozen at its initial value and is then the identity
 on a single view, and stage 2 starts from exactly the function stage 1 left.
 
+``model.attention_block = 'plain'`` is the paper's text instead: multi-head self-attention
+with its output projection W_O only (about half the parameters: 4.2M at D = 1024 against
+8.4M), from default initialisers, so it is not the identity at the start.
+
 ``AttSetsFusion`` (``model.fusion = 'attsets'``, what the authors' public code uses): the
 FC attention pooling of AttSets, per-feature softmax scores over views from one Dense
 layer, output = sum of scores * features. The identity on a single view.
@@ -55,17 +59,42 @@ class SelfAttentionBlock(nn.Module):
     return x + y
 
 
-class SelfAttentionFusion(nn.Module):
-  """``num_layers`` self-attention blocks across views, then a masked mean."""
-  num_heads: int = 8
-  num_layers: int = 1
-  mlp_dim: int = 2048
+class PlainSelfAttention(nn.Module):
+  """The paper's text: multi-head self-attention with its output projection W_O, nothing
+  else (no LayerNorm, MLP or residual): ``[B, V, D] -> [B, V, D]``. Default initialisers
+  (a zero W_O would make the fused vector 0)."""
+  num_heads: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    attn_mask = nn.make_attention_mask(jnp.ones_like(mask), mask)
+    return nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
+                                           name='self_attention')(x, x, mask=attn_mask)
+
+
+BLOCKS = ('transformer', 'plain')
+
+
+class SelfAttentionFusion(nn.Module):
+  """``num_layers`` self-attention blocks across views, then a masked mean. ``block``:
+  'transformer' (SelfAttentionBlock, ours) or 'plain' (PlainSelfAttention, the paper)."""
+  num_heads: int = 8
+  num_layers: int = 1
+  mlp_dim: int = 2048
+  dtype: jnp.dtype = jnp.float32
+  block: str = 'transformer'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    if self.block not in BLOCKS:
+      raise ValueError(f'attention block must be one of {BLOCKS}, got {self.block!r}')
     for i in range(self.num_layers):
-      x = SelfAttentionBlock(self.num_heads, self.mlp_dim, self.dtype, name=f'block{i + 1}')(x, mask)
+      if self.block == 'plain':
+        x = PlainSelfAttention(self.num_heads, self.dtype, name=f'block{i + 1}')(x, mask)
+      else:
+        x = SelfAttentionBlock(self.num_heads, self.mlp_dim, self.dtype,
+                               name=f'block{i + 1}')(x, mask)
     return masked_mean(x, mask)
 
 

@@ -48,13 +48,19 @@ class Refine3DNet(nn.Module):
   leaky_slope: float = 0.2
   conv3d: str = 'auto'
   dtype: jnp.dtype = jnp.float32
+  attention_block: str = 'transformer'
+  decoder_shortcuts: str = 'identity'
+  refiner_up_activation: str = 'leaky_relu'
+  refiner_bottleneck: int = 0
+  refiner_bn_momentum: float = 0.9
 
   def setup(self):
     self.encoder = Encoder(self.encoder_widths, self.encoder_shortcuts, self.latent_dim,
                            self.encoder_first_kernel, self.leaky_slope, self.dtype)
     if self.fusion == 'self_attention':
       self.attention = SelfAttentionFusion(self.num_heads, self.attention_layers,
-                                           self.attention_mlp_dim, self.dtype)
+                                           self.attention_mlp_dim, self.dtype,
+                                           self.attention_block)
     elif self.fusion == 'attsets':
       self.attention = AttSetsFusion(self.dtype)
     elif self.fusion == 'mean':
@@ -63,9 +69,10 @@ class Refine3DNet(nn.Module):
       raise ValueError(f"unknown fusion {self.fusion!r}: use one of {configlib.FUSIONS}")
     self.decoder = Decoder(self.decoder_widths, self.decoder_base_size, self.volume_size,
                            self.leaky_slope, self.decoder_head, self.occupancy_prior,
-                           self.conv3d, self.dtype)
+                           self.conv3d, self.dtype, self.decoder_shortcuts)
     self.refiner = Refiner(self.refiner_widths, self.refiner_kernel, self.leaky_slope,
-                           self.conv3d, self.dtype)
+                           self.conv3d, self.dtype, self.refiner_up_activation,
+                           self.refiner_bottleneck, self.refiner_bn_momentum)
 
   def __call__(self, images: jax.Array, mask: Optional[jax.Array] = None,
                train: bool = False) -> dict[str, jax.Array]:

@@ -10,6 +10,12 @@ connections, after Pix2Vox's refiner. Our reading:
 - a last nearest 2x resize -> conv4 to one channel gives a logit correction ``delta``;
   refined logits = coarse logits + delta. The last convolution starts at zero, so an
   untrained refiner returns the coarse volume unchanged.
+Options (the paper preset's values first, ours second): ``up_activation`` 'relu' (the
+paper's text for the up path) or 'leaky_relu'; ``bottleneck`` h > 0 adds the authors'
+code's (and Pix2Vox's) fully connected bottleneck at the lowest resolution, x + ReLU(FC(
+ReLU(FC_h(flatten x)))) (8192 -> 2048 -> 8192 at 4^3 x 128), or 0 for none; ``bn_momentum``
+0.99 (the authors' framework's default) or 0.9 (the running statistics' decay, Flax's
+convention: new = momentum * old + (1 - momentum) * batch).
 Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU).
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
@@ -26,21 +32,26 @@ from refine3d_jax.models.decoder import upsample_nearest
 from refine3d_jax.models.pooling import max_pool2
 
 
+ACTIVATIONS = ('leaky_relu', 'relu')
+
+
 class ConvBNAct(nn.Module):
-  """conv (kernel^3) -> BatchNorm -> LeakyReLU on ``[N, D, H, W, C]``."""
+  """conv (kernel^3) -> BatchNorm -> LeakyReLU (or ReLU) on ``[N, D, H, W, C]``."""
   features: int
   kernel: int = 4
   leaky_slope: float = 0.2
   conv_impl: str = 'auto'
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'leaky_relu'
+  bn_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = Conv3D(self.features, self.kernel, use_bias=False, impl=self.conv_impl,
                dtype=self.dtype, name='conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
                      dtype=self.dtype, name='bn')(x)
-    return nn.leaky_relu(x, self.leaky_slope)
+    return nn.relu(x) if self.activation == 'relu' else nn.leaky_relu(x, self.leaky_slope)
 
 
 class Refiner(nn.Module):
@@ -50,22 +61,35 @@ class Refiner(nn.Module):
   leaky_slope: float = 0.2
   conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
+  up_activation: str = 'leaky_relu'  # or 'relu' (see the module doc)
+  bottleneck: int = 0                # > 0: FC bottleneck width at the lowest resolution
+  bn_momentum: float = 0.9
 
   @nn.compact
   def __call__(self, coarse_logits: jax.Array, train: bool = False) -> jax.Array:
     size = coarse_logits.shape[1]
     if size % 2 ** len(self.widths):
       raise ValueError(f'refiner: volume size {size} does not divide by 2**{len(self.widths)}')
-    block = lambda w, name: ConvBNAct(w, self.kernel, self.leaky_slope, self.conv_impl,
-                                      self.dtype, name=name)
+    if self.up_activation not in ACTIVATIONS:
+      raise ValueError(f'refiner up_activation must be one of {ACTIVATIONS}, got '
+                       f'{self.up_activation!r}')
+    block = lambda w, name, act='leaky_relu': ConvBNAct(
+        w, self.kernel, self.leaky_slope, self.conv_impl, self.dtype, act, self.bn_momentum,
+        name=name)
     x = jax.nn.sigmoid(coarse_logits)[..., None].astype(self.dtype)
     skips = []
     for i, width in enumerate(self.widths):
       x = block(width, f'down{i + 1}')(x, train)
       x = max_pool2(x)
       skips.append(x)
+    if self.bottleneck:
+      flat = x.reshape(x.shape[0], -1)
+      h = nn.relu(nn.Dense(self.bottleneck, dtype=self.dtype, name='fc1')(flat))
+      h = nn.relu(nn.Dense(flat.shape[-1], dtype=self.dtype, name='fc2')(h))
+      x = x + h.reshape(x.shape)
     for i in reversed(range(len(self.widths) - 1)):
-      x = block(self.widths[i], f'up{i + 1}')(upsample_nearest(x), train) + skips[i]
+      x = block(self.widths[i], f'up{i + 1}', self.up_activation)(upsample_nearest(x),
+                                                                  train) + skips[i]
     delta = Conv3D(1, self.kernel, impl=self.conv_impl, dtype=self.dtype,
                    kernel_init=nn.initializers.zeros, name='delta')(upsample_nearest(x))
     return coarse_logits + delta[..., 0].astype(coarse_logits.dtype)
