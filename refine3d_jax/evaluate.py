@@ -11,7 +11,7 @@ the split data-parallel over every device, and writes `<workdir>/eval/` (`--out`
   table_views.md / .csv    IoU (best of the threshold set and at each threshold, sample-
                            weighted and class-mean) and F-score@1% against views
   table_per_category.md / .csv   per-category IoU and F-score, refined and coarse
-  table_protocols.md / .csv      refined IoU in each named protocol (PROTOCOLS) per count
+  table_protocols.md / .csv      refined IoU in each named protocol (protocols.py) per count
   iou_vs_views.png         refined and coarse IoU against views
 
 Protocols (recorded in results.json and in every caption): `data.eval_views` 'first_n'
@@ -39,30 +39,13 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, metrics, parallel, report
+from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import summary, timing, train
 from refine3d_jax.data.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 OUTPUTS = ('refined', 'coarse')
 
-# The literature's ways of turning per-threshold IoUs into one number (../shared/PROTOCOL.md),
-# each reported in results.json's `protocols`: averaging, the thresholds it may pick from,
-# and where it picks (`split`: the best on the evaluated split itself; `validation`: the
-# best on the validation split, then applied to the evaluated split).
-PROTOCOLS = {
-    'pix2vox': dict(averaging='sample_weighted', thresholds=(0.2, 0.3, 0.4, 0.5), pick='split',
-                    note='Pix2Vox, Pix2Vox++, UMIFormer, LRGT: sample-weighted mean, the best '
-                         'of t = 0.2/0.3/0.4/0.5 on the evaluated split, per view count'),
-    'paper': dict(averaging='class_mean', thresholds=(0.25,), pick='split',
-                  note="Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
-                       'class mean of its Table 1 row)'),
-    'retr': dict(averaging='class_mean', thresholds=(0.5,), pick='split',
-                 note='3D-RETR: class mean (unweighted mean of the category means) at t = 0.5'),
-    'val_selected': dict(averaging='sample_weighted', thresholds=None, pick='validation',
-                         note='ours, the clean number: per view count, the threshold of the '
-                              'best sample-weighted validation IoU, applied to this split'),
-}
-PROTOCOL_THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5)  # every threshold a protocol may use
 
 
 def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,
@@ -210,34 +193,8 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
 
 def eval_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
   """config.eval.thresholds plus every threshold a protocol needs, sorted."""
-  return tuple(sorted({float(t) for t in config.eval.thresholds} | set(PROTOCOL_THRESHOLDS)))
-
-
-def protocols(scores: dict[str, Any], thresholds: Sequence[float],
-              validation: dict[str, Any] | None) -> dict[str, Any]:
-  """results.json's `protocols`: for each of PROTOCOLS, its note and, per view count and
-  output, {'iou', 'threshold'} (ties go to the lowest threshold). `validation` is
-  `evaluate`'s scores on the validation split (None: no validation split, and
-  `val_selected` says so instead of giving numbers)."""
-  out = {}
-  for name, spec in PROTOCOLS.items():
-    entry = {'note': spec['note'], 'averaging': spec['averaging']}
-    if spec['pick'] == 'validation' and validation is None:
-      out[name] = {**entry, 'views': None,
-                   'missing': 'the dataset has no validation split to pick the threshold on'}
-      continue
-    allowed = spec['thresholds'] or thresholds
-    views = {}
-    for n, by_output in scores['views'].items():
-      views[n] = {}
-      for output in OUTPUTS:
-        ious = by_output[output]['iou'][spec['averaging']]
-        picker = (validation['views'][n][output]['iou'][spec['averaging']]
-                  if spec['pick'] == 'validation' else ious)
-        i = max((thresholds.index(t) for t in allowed), key=lambda j: picker[j])
-        views[n][output] = {'iou': ious[i], 'threshold': thresholds[i]}
-    out[name] = {**entry, 'views': views}
-  return out
+  return tuple(sorted({float(t) for t in config.eval.thresholds}
+                      | set(protocols_lib.THRESHOLDS)))
 
 
 def protocols_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -409,7 +366,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
       fscore=dict(threshold=float(config.eval.threshold),
                   distance=float(config.eval.fscore_distance)),
       **scores,
-      protocols=protocols(scores, thresholds, validation))
+      protocols=protocols_lib.report(scores, thresholds, validation))
   if config.eval.measure_cost:
     results['cost'] = measure_cost(config, model, variables)
   results['config'] = json.loads(config.to_json_best_effort())

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from refine3d_jax import evaluate, input_pipeline, train
+from refine3d_jax import evaluate, input_pipeline, protocols, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
@@ -153,7 +153,7 @@ def test_protocols_are_each_peers_rule(results, trained):
       assert got['val_selected'] == {'iou': iou['sample_weighted'][ts.index(chosen)],
                                      'threshold': chosen}
   assert np.isnan(val['views']['1']['refined']['fscore']['sample_weighted'])
-  without = evaluate.protocols(res, ts, None)['val_selected']
+  without = protocols.report(res, ts, None)['val_selected']
   assert without['views'] is None and 'no validation split' in without['missing']
   with open(os.path.join(trained, 'eval', 'table_protocols.md')) as f:
     text = f.read()
@@ -165,3 +165,17 @@ def test_captions_carry_no_absolute_path(results):
   text = evaluate.caption(res)
   assert os.path.abspath(workdir) not in text
   assert text.endswith('/'.join(os.path.normpath(workdir).split(os.sep)[-2:]) + '.')
+
+
+def test_a_protocol_needs_its_thresholds(results):
+  res, _ = results
+  five = protocols.report(res, res['thresholds'], None)
+  assert five['paper']['views'] is not None
+  old = dict(res, thresholds=[0.2, 0.3, 0.4, 0.5],
+             views={n: {o: {'iou': {a: [v for t, v in zip(res['thresholds'], r[o]['iou'][a])
+                                         if t != 0.25] for a in ('sample_weighted', 'class_mean')}}
+                        for o in ('refined', 'coarse')} for n, r in res['views'].items()})
+  del old['protocols']
+  got = protocols.of_results(old)
+  assert got['paper']['missing'] == 'threshold(s) [0.25] not evaluated'
+  assert got['pix2vox']['views'] == five['pix2vox']['views']
