@@ -71,8 +71,12 @@ def data_config() -> ml_collections.ConfigDict:
       test_background=240,              # alpha-0 pixels at evaluation
       color_jitter=0.0,                 # brightness/contrast/saturation factor in 1 +- this
                                         # (training only; Pix2Vox: 0.4, R2N2: 0)
+      pca_noise=0.0,                    # AlexNet lighting noise std, one draw per object
+                                        # (training only; Pix2Vox: 0.1)
       mean=(0.0, 0.0, 0.0),             # images: (x / 255 - mean) / std per RGB channel
       std=(1.0, 1.0, 1.0),              # (R2N2: x / 255; Pix2Vox: mean = std = 0.5)
+      rgb_permute=False,                # random channel order per object (training only;
+                                        # Pix2Vox: True)
       min_views=0,                      # > 0: training views per object drawn from
                                         # [min_views, train.num_views], padded, mask False
       eval_views='first_n',             # 'first_n' (views 00..n-1) or 'random' (seeded)

@@ -41,6 +41,8 @@ ADDED_KEYS = {
     'eval.fscore_distance': 0.01,
     'eval.measure_cost': True,
     'train.steps_per_epoch': 0,
+    'data.pca_noise': 0.0,
+    'data.rgb_permute': False,
 }
 
 
@@ -184,6 +186,10 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
   _int_in('data.test_background', data.test_background, 0, 255)
   _check(isinstance(data.color_jitter, (int, float)) and 0 <= data.color_jitter < 1,
          'data.color_jitter', data.color_jitter, 'must be in [0, 1)')
+  _check(isinstance(data.pca_noise, (int, float)) and data.pca_noise >= 0, 'data.pca_noise',
+         data.pca_noise, 'must be >= 0 (0 = off)')
+  _check(isinstance(data.rgb_permute, bool), 'data.rgb_permute', data.rgb_permute,
+         'must be True or False')
   _floats('data.mean', data.mean, 3)
   _floats('data.std', data.std, 3)
   _check(all(s > 0 for s in data.std), 'data.std', data.std, 'must be positive')

@@ -102,13 +102,16 @@ class ViewOptions:
   color_jitter: float
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
+  pca_noise: float = 0.0   # training: AlexNet lighting noise, one draw per object
+  rgb_permute: bool = False  # training: one random channel order per object
 
 
 def view_options(config: ml_collections.ConfigDict, train: bool) -> ViewOptions:
   """ViewOptions from config.data and config.model.image_size."""
   d = config.data
   return ViewOptions(d.protocol, config.model.image_size, train, tuple(d.train_background),
-                     d.test_background, float(d.color_jitter), tuple(d.mean), tuple(d.std))
+                     d.test_background, float(d.color_jitter), tuple(d.mean), tuple(d.std),
+                     float(d.pca_noise), bool(d.rgb_permute))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,12 +154,35 @@ def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.n
   return transforms.resize(rgb, opts.image_size)
 
 
-def finish_view(rgb: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.ndarray:
-  """uint8 [S, S, 3] -> float32 [S, S, 3]: colour jitter (if any), then mean/std."""
+@dataclasses.dataclass(frozen=True)
+class ObjectParams:
+  """Random choices shared by all views of one object (Pix2Vox draws these per object)."""
+  lighting: tuple[float, float, float] | None = None  # PCA lighting alpha, or none
+  perm: tuple[int, int, int] | None = None            # channel order, or unchanged
+
+
+def sample_object_params(opts: ViewOptions, rng: np.random.Generator | None) -> ObjectParams:
+  """Training draws for `opts.pca_noise` and `opts.rgb_permute` (nothing drawn when both are
+  off, so other configs' random streams stay as they were); none at test time."""
+  if rng is None or not opts.train:
+    return ObjectParams()
+  lighting = (tuple(float(a) for a in rng.normal(0, opts.pca_noise, 3))
+              if opts.pca_noise else None)
+  perm = tuple(int(c) for c in rng.permutation(3)) if opts.rgb_permute else None
+  return ObjectParams(lighting, perm)
+
+
+def finish_view(rgb: np.ndarray, opts: ViewOptions, params: ViewParams,
+                obj: ObjectParams = ObjectParams()) -> np.ndarray:
+  """uint8 [S, S, 3] -> float32 [S, S, 3]: colour jitter (if any), lighting noise (if
+  any), mean/std, channel permutation (if any): Pix2Vox's order."""
   x = transforms.to_float(rgb)
   if params.jitter != (1.0, 1.0, 1.0):
     x = transforms.color_jitter(x, *params.jitter)
-  return transforms.normalize(x, opts.mean, opts.std)
+  if obj.lighting is not None:
+    x = transforms.pca_lighting(x, obj.lighting)
+  x = transforms.normalize(x, opts.mean, opts.std)
+  return x if obj.perm is None else transforms.permute_channels(x, obj.perm)
 
 
 def decode_view(example: dict[str, Any], view: int) -> np.ndarray:
@@ -184,10 +210,11 @@ def make_example(example: dict[str, Any], record: int, views: Sequence[int], max
   images = np.zeros((max_views, s, s, 3), np.float32)
   view_ids = np.full(max_views, -1, np.int32)
   view_ids[:len(views)] = views
+  obj = sample_object_params(opts, rng)
   for i, view in enumerate(views):
     params = sample_view_params(opts, rng)
     images[i] = finish_view(view_pixels(decode_view(example, int(view)), opts, params), opts,
-                            params)
+                            params, obj)
   return {
       'images': images,
       'mask': np.arange(max_views) < len(views),

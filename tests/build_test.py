@@ -36,15 +36,17 @@ def test_command_builds_the_sample(tmp_path):
   result = run_command('--dataset=shapenet_r2n2', '--builder_config=r2n2_5class',
                        f'--manual_dir={SAMPLE}', f'--data_dir={tmp_path}')
   assert result.returncode == 0, result.stderr[-3000:]
-  path = os.path.join(tmp_path, 'shapenet_r2n2', 'r2n2_5class', '1.0.0')
+  path = os.path.join(tmp_path, 'shapenet_r2n2', 'r2n2_5class', '1.1.0')
   assert f'shapenet_r2n2/r2n2_5class built in {path}' in result.stdout
-  # 5 classes present in the sample: 7 chairs -> 5/2, 1 bench -> test, 1 watercraft -> test.
-  assert 'train: 5 examples (skipped: none)' in result.stdout
+  # 5 classes present in the sample: 7 chairs -> 5/2, 1 bench -> test, 1 watercraft -> test;
+  # validation carved from train: the last of the 5 train chairs.
+  assert 'train: 4 examples (skipped: none)' in result.stdout
+  assert 'validation: 1 examples (skipped: none)' in result.stdout
   assert 'test: 4 examples (skipped: none)' in result.stdout
   assert 'time: ' in result.stdout
   assert 'Generating train examples' in result.stderr  # the progress bar
   again = build.build('shapenet_r2n2', str(tmp_path), 'r2n2_5class', SAMPLE)
-  assert again['reused'] and again['splits'] == {'train': 5, 'test': 4}
+  assert again['reused'] and again['splits'] == {'train': 4, 'validation': 1, 'test': 4}
 
 
 @needs_sample

@@ -123,3 +123,12 @@ def test_saved_configs_get_the_keys_added_since():
   assert completed.model.decoder_head == 'conv' and len(completed.eval.thresholds) == 5
   configlib.validate(completed)
   assert configlib.with_added_keys(completed)[1] == []
+
+
+def test_pix2vox_input_config():
+  from configs import pix2vox_input  # pylint: disable=g-import-not-at-top
+  config = pix2vox_input.get_config('tiny')
+  configlib.validate(config)
+  assert config.data.protocol == 'pix2vox_224' and config.data.mean == (0.5, 0.5, 0.5)
+  assert config.data.pca_noise == 0.1 and config.data.rgb_permute
+  assert config.model == jtso.get_config('tiny').model

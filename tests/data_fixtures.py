@@ -9,9 +9,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired')
-# What the fixture builds: 11 real ShapeNet objects, split r2n2 -> 6 train / 5 test.
+# What the fixture builds: 11 real ShapeNet objects, split r2n2 -> 5 train / 1 validation
+# (carved from train) / 5 test.
 DATASET, BUILDER_CONFIG = 'shapenet_r2n2', 'r2n2'
-SPLITS = {'train': 6, 'test': 5}
+SPLITS = {'train': 5, 'test': 5, 'validation': 1}
 
 
 @pytest.fixture(scope='session')

@@ -9,7 +9,10 @@ The input protocols (see PROTOCOLS and /work/shared/PROTOCOL.md):
                train at a random offset 0..9 per axis + random horizontal flip,
                test at the centre (offset 5).
   pix2vox_224  Pix2Vox family: the centre 128x128 crop (offset 4) resized to 224x224;
-               train adds colour jitter and a random flip.
+               train adds a random flip. Pix2Vox's training also jitters colour, adds
+               PCA lighting noise, normalises with mean = std = 0.5 and permutes the RGB
+               channels: config.data (color_jitter, pca_noise, mean, std, rgb_permute;
+               configs/pix2vox_input.py sets them all).
 Both replace alpha-0 pixels with a background colour (train: random in [225, 255] per
 channel; test: 240), as the peers do (not alpha blending).
 """
@@ -111,3 +114,22 @@ def color_jitter(x: np.ndarray, brightness: float, contrast: float,
 def normalize(x: np.ndarray, mean, std) -> np.ndarray:
   """float32 [H, W, 3] in [0, 1] -> (x - mean) / std per channel, float32."""
   return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
+
+
+# AlexNet's PCA of ImageNet's RGB values, which Pix2Vox's RandomNoise uses.
+PCA_EIGVALS = np.asarray([0.2175, 0.0188, 0.0045], np.float32)
+PCA_EIGVECS = np.asarray([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
+                          [-0.5836, -0.6948, 0.4203]], np.float32)
+
+
+def pca_lighting(x: np.ndarray, alpha) -> np.ndarray:
+  """float32 [H, W, 3] plus AlexNet's lighting noise: channel c gets
+  sum_j EIGVECS[c, j] * alpha[j] * EIGVALS[j] (alpha ~ N(0, noise_std), as Pix2Vox draws it;
+  not clipped, as there)."""
+  shift = PCA_EIGVECS @ (np.asarray(alpha, np.float32) * PCA_EIGVALS)
+  return (x + shift).astype(np.float32)
+
+
+def permute_channels(x: np.ndarray, perm) -> np.ndarray:
+  """[H, W, 3] with its channels in the order `perm` (Pix2Vox's RandomPermuteRGB)."""
+  return x[..., list(perm)]
