@@ -16,7 +16,7 @@ the split data-parallel over every device, and writes `<workdir>/eval/` (`--out`
 
 Protocols (recorded in results.json and in every caption): `data.eval_views` 'first_n'
 (views 00..n-1, Pix2Vox and later) or 'random' (seeded by `data.eval_seed`); IoU at each
-of `eval.thresholds` and at the best of them, averaged over objects (sample-weighted:
+of `eval.thresholds` (plus the protocols' thresholds) and at the best of them, averaged over objects (sample-weighted:
 Pix2Vox, UMIFormer, LRGT) and over categories (class-mean: 3D-RETR); F-Score@1% of the
 volume thresholded at `eval.threshold` (refine3d_jax/metrics.py). Both the decoder's
 coarse volume and the refiner's output are scored.
@@ -345,7 +345,8 @@ def write_outputs(results: dict[str, Any], out_dir: str) -> str:
 def run(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
         split: str = 'test', out_dir: str | None = None, progress: bool = True
         ) -> dict[str, Any]:
-  """Restores, evaluates, measures the cost and writes everything; returns results."""
+  """Restores, evaluates (and, for `protocols`' val_selected, the validation split without
+  F-scores), measures the cost and writes everything; returns results."""
   start = time.perf_counter()
   model, variables, step = restore_variables(config, workdir, which)
   scores = evaluate(config, model, variables, split, progress)

@@ -11,7 +11,7 @@ OUTPUTS = ('refined', 'coarse')
 # best on the validation split, then applied to the evaluated split).
 PROTOCOLS = {
     'pix2vox': dict(averaging='sample_weighted', thresholds=(0.2, 0.3, 0.4, 0.5), pick='split',
-                    note='Pix2Vox, Pix2Vox++, UMIFormer, LRGT: sample-weighted mean, the best '
+                    note='Pix2Vox, UMIFormer, LRGT: sample-weighted mean, the best '
                          'of t = 0.2/0.3/0.4/0.5 on the evaluated split, per view count'),
     'paper': dict(averaging='class_mean', thresholds=(0.25,), pick='split',
                   note="Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
@@ -57,7 +57,8 @@ def report(scores: dict[str, Any], thresholds: Sequence[float],
         ious = by_output[output]['iou'][spec['averaging']]
         picker = (validation['views'][n][output]['iou'][spec['averaging']]
                   if spec['pick'] == 'validation' else ious)
-        i = max((thresholds.index(t) for t in allowed), key=lambda j: picker[j])
+        i = max((thresholds.index(t) for t in allowed),
+                key=lambda j: (picker[j], -thresholds[j]))
         views[n][output] = {'iou': ious[i], 'threshold': thresholds[i]}
     out[name] = {**entry, 'views': views}
   return out

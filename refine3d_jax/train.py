@@ -273,7 +273,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one
   (of the same model; with `fine_tune`, also of another preset, schedule or dataset).
   Process 0 holds the workdir (workdir.hold): a second live trainer there is refused."""
-  with workdir_lib.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+  with contextlib.ExitStack() as stack:
+    refused = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lib.hold(workdir))
+      except workdir_lib.WorkdirInUseError as e:
+        refused = e
+    if jax.process_count() > 1:  # every process stops, not only the one that was refused
+      held = int(multihost_utils.broadcast_one_to_all(np.int32(refused is None)))
+      if not held and refused is None:
+        refused = workdir_lib.WorkdirInUseError(
+            f'{workdir} is in use by another process (process 0 could not hold it)')
+    if refused is not None:
+      raise refused
     return _train_and_evaluate(config, workdir, fine_tune)
 
 

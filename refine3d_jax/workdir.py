@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Iterator
 
+from absl import logging
 import ml_collections
 
 LOCK = '.lock'
@@ -45,16 +46,34 @@ def run_differences(saved: ml_collections.ConfigDict,
   out = []
   for key in RUN_KEYS:
     a, b = _get(saved, key) or '', _get(current, key) or ''
+    if key == 'data.builder_config' and a != b:  # '' is the builder's default config
+      a, b = (_resolved_config(_get(c, 'data.dataset'), v)
+              for c, v in ((saved, a), (current, b)))
     if a != b:
       out.append(f'{key}: saved {a!r}, now {b!r}')
   return out
 
 
+def _resolved_config(dataset: str | None, builder_config: str) -> str:
+  """`builder_config`, or the dataset's default config's name for ''."""
+  if builder_config or not dataset:
+    return builder_config
+  from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+  try:
+    cls = build.builder_class(dataset)
+  except (KeyError, ValueError):
+    return builder_config
+  return cls.default_builder_config.name if cls.BUILDER_CONFIGS else builder_config
+
+
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
   """Holds `workdir` for this process; WorkdirInUseError names a live holder."""
-  os.makedirs(workdir, exist_ok=True)
-  fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise OSError(e.errno, f'workdir {workdir} is not writable: {e}') from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,6 +82,8 @@ def hold(workdir: str) -> Iterator[None]:
       raise WorkdirInUseError(
           f'{workdir} is in use by {holder}: wait for it to end or stop it, or train in '
           'another --workdir') from None
+    except OSError as e:  # a file system without flock (ENOLCK, EOPNOTSUPP): train unguarded
+      logging.warning('cannot lock %s (%s): nothing stops a second trainer there', workdir, e)
     os.ftruncate(fd, 0)
     os.write(fd, f'process {os.getpid()} on {socket.gethostname()} since '
                  f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())

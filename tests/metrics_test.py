@@ -187,6 +187,13 @@ def test_fscore_many_is_fscore_of_each():
            cube(2, size=16, side=5, corner=4)]
   got = metrics.fscore_many(preds, target, num_points=2048)
   assert got == [metrics.fscore(p, target, num_points=2048) for p in preds]
+  # against an unbounded nearest-neighbour search (what the bounded query replaces)
+  from scipy import spatial  # pylint: disable=g-import-not-at-top
+  t = metrics._sample_surface(*metrics.surface(target), 2048, 0)  # pylint: disable=protected-access
+  p = metrics._sample_surface(*metrics.surface(preds[0]), 2048, 0)  # pylint: disable=protected-access
+  precision = np.mean(spatial.cKDTree(t).query(p)[0] < 0.01)
+  recall = np.mean(spatial.cKDTree(p).query(t)[0] < 0.01)
+  assert got[0] == 2 * precision * recall / (precision + recall)
   assert got[1] == 0.0 and got[2] == 1.0 and 0 < got[0] < 1
   with pytest.raises(ValueError, match='one S'):
     metrics.fscore_many([np.zeros((16, 16, 15), bool)], target)

@@ -124,6 +124,8 @@ def test_validation_is_carved_only_when_missing():
   assert out['train'] == [('a', m) for m in 'dbca'] + [('b', 'z')] and out['test'] == ids['test']
   given = {**ids, 'validation': [('a', 'g')]}
   assert splits.with_validation(given) == (given, 'the split source')
+  emptied = {**ids, 'validation': []}  # the source's own, all missing: not carved
+  assert splits.with_validation(emptied) == (emptied, 'the split source')
   lone = {'train': [('a', 'x'), ('b', 'y')], 'test': []}
   assert 'validation' not in splits.with_validation(lone)[0]
 

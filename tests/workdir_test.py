@@ -24,6 +24,11 @@ def test_run_differences():
   same = ml_collections.ConfigDict(saved.to_dict())
   same.data.builder_config = None  # '' and None both mean the default config
   assert workdir.run_differences(saved, same) == []
+  same.data.builder_config = 'pix2vox'  # shapenet_vox's default config, named
+  assert workdir.run_differences(saved, same) == []
+  same.data.builder_config = 'r2n2'
+  assert workdir.run_differences(saved, same) == [
+      "data.builder_config: saved 'pix2vox', now 'r2n2'"]
   other = ml_collections.ConfigDict(saved.to_dict())
   other.preset, other.data.dataset = 'tiny', 'synthetic_shapes'
   assert workdir.run_differences(saved, other) == [
@@ -58,3 +63,11 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
   assert os.path.exists(os.path.join(tmp_path, workdir.LOCK))
   with workdir.hold(str(tmp_path)):
     pass
+
+
+def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  with pytest.raises(OSError, match=f'workdir {blocker}/run is not writable: .*Not a directory'):
+    with workdir.hold(str(blocker / 'run')):
+      pass

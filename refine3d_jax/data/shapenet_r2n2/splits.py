@@ -82,7 +82,7 @@ def with_validation(ids: dict[str, list[ObjectId]]) -> tuple[dict[str, list[Obje
   """(`ids` with a 'validation' split, where it came from). A split source's own validation
   ids are kept; otherwise validation is CARVED_VALIDATION (deterministic; train keeps the
   rest in its order), or absent when no class has 2 train objects."""
-  if ids.get('validation'):
+  if 'validation' in ids:  # the source's own (a build stops if none of them is present)
     return ids, 'the split source'
   by_class: dict[str, list[str]] = {}
   for synset, model_id in ids.get('train', []):
