@@ -17,6 +17,7 @@ from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table1_per_category'
 _RESULTS, _OUT, _LABELS = common.define_flags()
@@ -27,12 +28,20 @@ def our_rows(run: dict) -> list[dict]:
   common.require_views(run, 1)
   section = run['views']['1']['refined']['iou']
   _, best_t = common.iou(run, 1)
+  # which protocols of the literature read their 1-view number off each fixed row
+  readers = {}
+  for name, p in protocols_lib.of_results(run).items():
+    if p['views'] is not None and p['views']['1']['refined']['threshold'] is not None:
+      column = 'mean' if p['averaging'] == 'sample_weighted' else 'class mean'
+      readers.setdefault(p['views']['1']['refined']['threshold'], []).append(
+          f'{name} ({column})')
   rows = []
   for selection, t in [('best', best_t)] + [('fixed', t) for t in run['thresholds']]:
     i = common.threshold_index(run, t)
     label = f"{run['_label']}, best t = {t:g}" if selection == 'best' else (
         f"{run['_label']}, t = {t:g}")
     rows.append({'method': label, 'source': 'ours', 'threshold': t, 'selection': selection,
+                 'protocol': ', '.join(readers.get(t, [])) if selection == 'fixed' else '',
                  **{c: section['per_category'][c][i] for c in run['categories']},
                  'mean': section['sample_weighted'][i],
                  'class_mean': section['class_mean'][i]})
@@ -40,7 +49,8 @@ def our_rows(run: dict) -> list[dict]:
 
 
 def peer_rows() -> list[dict]:
-  return [{'method': f'{m} (published)', 'source': 'published', 'mean': values[1]}
+  return [{'method': f'{m} (published)', 'source': 'published', 'mean': values[1],
+           'protocol': protocols_lib.PEERS.get(m) or 'not stated'}
           for m, values in common.PUBLISHED_IOU.items() if 1 in values]
 
 
@@ -48,12 +58,13 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
   """(markdown, CSV columns, CSV rows)."""
   cats = runs[0]['categories']
   rows = [row for run in runs for row in our_rows(run)] + peer_rows()
-  columns = ['method', 'source', 'threshold', 'selection', *cats, 'mean', 'class_mean']
-  header = ['method', *(f"{c} ({runs[0]['counts'][c]})" for c in cats), 'mean',
+  columns = ['method', 'source', 'threshold', 'selection', 'protocol', *cats, 'mean',
+             'class_mean']
+  header = ['method', 'protocol', *(f"{c} ({runs[0]['counts'][c]})" for c in cats), 'mean',
             'class mean']
   table = common.markdown_table(header, [
-      [r['method'], *(common.fmt(r.get(c)) for c in cats), common.fmt(r.get('mean')),
-       common.fmt(r.get('class_mean'))] for r in rows])
+      [r['method'], r['protocol'], *(common.fmt(r.get(c)) for c in cats),
+       common.fmt(r.get('mean')), common.fmt(r.get('class_mean'))] for r in rows])
   cap = common.caption(
       runs, '**Table 1.** Single-view IoU per category, refined output.',
       threshold=(f'best of {common.thresholds_text(runs[0])}, chosen on the sample-weighted '
@@ -64,6 +75,9 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
   without_1v = [m for m, v in common.PUBLISHED_IOU.items() if 1 not in v]
   notes = [f'Peers: {common.PROTOCOL} publishes no per-category IoU, only the 1-view mean, '
            "which is in the mean column; every other peer cell is '-' (no source).",
+           "Protocol: a peer's is the one it was measured in; on our rows, the protocols "
+           'that read their 1-view number off that row, and from which column '
+           '(refine3d_jax/protocols.py). Compare a peer with the row of its protocol.',
            f"Not listed (no published 1-view IoU): {', '.join(without_1v)}."]
   notes += common.published_notes(m for m, v in common.PUBLISHED_IOU.items() if 1 in v)
   if runs[0]['synthetic']:

@@ -103,7 +103,7 @@ def test_table1_per_category(outputs):
   cats = results['categories']
   markdown, header, rows = read(outputs, 'table1_per_category')
   assert_caption(markdown, results)
-  assert header == ['method', 'source', 'threshold', 'selection', *cats, 'mean',
+  assert header == ['method', 'source', 'threshold', 'selection', 'protocol', *cats, 'mean',
                     'class_mean']
   ours = [r for r in rows if r['source'] == 'ours']
   assert [r['selection'] for r in ours] == ['best'] + ['fixed'] * len(results['thresholds'])
@@ -113,7 +113,10 @@ def test_table1_per_category(outputs):
   assert peers['LRGT (published)']['mean'] == '0.696'
   assert all(peers[p][c] == '' for p in peers for c in cats)  # none published per category
   assert 'EVolT (published)' not in peers  # it has no 1-view IoU
-  assert re.search(r'\| LRGT \(published\) \| (- \| )+0\.696 \| - \|', markdown)
+  assert re.search(r'\| LRGT \(published\) \| pix2vox \| (- \| )+0\.696 \| - \|', markdown)
+  by_t = {float(r['threshold']): r['protocol'] for r in ours if r['selection'] == 'fixed'}
+  assert 'paper (class mean)' in by_t[0.25] and 'retr (class mean)' in by_t[0.5]
+  assert sum('pix2vox (mean)' in v for v in by_t.values()) == 1
 
 
 def test_table2_views(outputs):
