@@ -16,10 +16,11 @@ the split data-parallel over every device, and writes `<workdir>/eval/` (`--out`
 
 Protocols (recorded in results.json and in every caption): `data.eval_views` 'first_n'
 (views 00..n-1, Pix2Vox and later) or 'random' (seeded by `data.eval_seed`); IoU at each
-of `eval.thresholds` (plus the protocols' thresholds) and at the best of them, averaged over objects (sample-weighted:
-Pix2Vox, UMIFormer, LRGT) and over categories (class-mean: 3D-RETR); F-Score@1% of the
-volume thresholded at `eval.threshold` (refine3d_jax/metrics.py). Both the decoder's
-coarse volume and the refiner's output are scored.
+of `eval.thresholds` (plus the protocols' thresholds) and at the best of them, averaged
+over objects (sample-weighted: Pix2Vox, UMIFormer, LRGT) and over categories (class-mean:
+3D-RETR); F-Score@1% of the volume thresholded at `eval.threshold`
+(refine3d_jax/metrics.py). Both the decoder's coarse volume and the refiner's output are
+scored.
 """
 
 import functools
@@ -45,7 +46,6 @@ from refine3d_jax.data.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 OUTPUTS = ('refined', 'coarse')
-
 
 
 def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,

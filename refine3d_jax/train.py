@@ -87,16 +87,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3
 
 
 def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: Refine3DNet,
-              thresholds: tuple[float, ...],
-              view_counts: tuple[int, ...] | None = None) -> dict[str, Any]:
+              thresholds: tuple[float, ...], view_counts: tuple[int, ...]) -> dict[str, Any]:
   """Eval-mode forward of one batch: `valid`, `label` and `voxels` passed through (so that
-  hosts gather them with the outputs) and, per output `coarse` and `refined`, its
-  probabilities and per-example IoU `iou_<output>` [B, T] at each threshold.
+  hosts gather them with the outputs) and, for each n of `view_counts`, under
+  `result['views'][str(n)]`, per output `coarse` and `refined` its probabilities and
+  per-example IoU `iou_<output>` [B, T] at each threshold.
 
-  With `view_counts`, the views are encoded once and each count n reconstructs from the
-  first n of them (views past n masked out, exactly as if absent): the outputs of count n
-  are under `result['views'][str(n)]`. This is the first-n protocol's nesting, so 1..20
-  views cost 20 encodings per object, not 1 + 2 + ... + 20."""
+  The views are encoded once and each count n reconstructs from the first n of them (views
+  past n masked out, exactly as if absent): the first-n protocol's nesting, so 1..20 views
+  cost 20 encodings per object, not 1 + 2 + ... + 20 (one count per call for the random
+  protocol, see view_passes)."""
   result = {k: batch[k] for k in ('valid', 'label', 'voxels')}
 
   def scored(outputs):
@@ -106,9 +106,6 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: 
       out[name] = outputs[name]
     return out
 
-  if view_counts is None:
-    return {**result, **scored(model.apply(variables, batch['images'], batch['mask'],
-                                           train=False))}
   features = model.apply(variables, batch['images'], method=Refine3DNet.encode)
   first = jnp.arange(features.shape[1])
   result['views'] = {
