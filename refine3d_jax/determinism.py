@@ -64,7 +64,8 @@ def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
   variables = train.variables_of(parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh))
   b = {**batches[0], 'valid': np.ones(batch, bool), 'label': np.zeros(batch, np.int32)}
   sharded = parallel.shard_batch(b, mesh)
-  out['eval'] = compare(*[jax.device_get(eval_fn(variables, sharded)) for _ in range(2)])
+  out['eval'] = compare(*[jax.device_get(eval_fn(variables, sharded, view_counts=(1, views)))
+                          for _ in range(2)])
   return out
 
 
