@@ -14,6 +14,7 @@ import ml_collections
 
 FUSIONS = ('self_attention', 'attsets', 'mean')
 DECODER_HEADS = ('conv', 'shuffle')  # refine3d_jax/models/decoder.py
+CONV2D_IMPLS = ('auto', 'matmul', 'native')  # refine3d_jax/models/conv2d.py
 CONV3D_IMPLS = ('auto', 'fold', 'native')  # refine3d_jax/models/conv3d.py
 ATTENTION_BLOCKS = ('transformer', 'plain')  # refine3d_jax/models/fusion.py
 DECODER_SHORTCUTS = ('identity', 'conv')  # refine3d_jax/models/decoder.py
@@ -28,7 +29,8 @@ NUM_VIEWS = 24  # views per object in every dataset
 # Keys added after workdirs were first made, with the value that reproduces what a config
 # without them meant (with_added_keys fills them in a saved config).
 ADDED_KEYS = {
-    'model.conv3d': 'auto',                 # lowering only: same parameters and outputs
+    'model.conv2d': 'auto',                 # lowering only: same parameters and outputs
+    'model.conv3d': 'auto',
     'model.decoder_head': 'conv',
     'model.occupancy_prior': 0.0,
     # the model as it was before the paper preset followed the paper's text (issue 16)
@@ -140,6 +142,8 @@ def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> N
   _positive_int(k('refiner_kernel'), model.refiner_kernel)
   _check(isinstance(model.leaky_slope, (int, float)) and 0 <= model.leaky_slope < 1,
          k('leaky_slope'), model.leaky_slope, 'must be in [0, 1)')
+  _check(model.conv2d in CONV2D_IMPLS, k('conv2d'), model.conv2d,
+         f'must be one of {CONV2D_IMPLS}')
   _check(model.conv3d in CONV3D_IMPLS, k('conv3d'), model.conv3d,
          f'must be one of {CONV3D_IMPLS}')
   _check(model.attention_block in ATTENTION_BLOCKS, k('attention_block'),
@@ -225,7 +229,7 @@ def with_added_keys(config: ml_collections.ConfigDict) -> tuple[ml_collections.C
 
 # Model keys that may change between a checkpoint and the run restoring it: how the same
 # parameters are computed, not what they are.
-RESTORE_MAY_CHANGE = ('model.conv3d', 'model.dtype')
+RESTORE_MAY_CHANGE = ('model.conv2d', 'model.conv3d', 'model.dtype')
 
 
 def model_differences(saved: ml_collections.ConfigDict,

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from refine3d_jax.models import conv2d as conv2d_lib
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsamplings,
                                          upsample_nearest)
@@ -115,6 +116,34 @@ def test_conv3d_impl_choice():
   assert resolve_impl('native', backend='gpu') == 'native'
   with pytest.raises(ValueError, match='impl'):
     resolve_impl('winograd')
+
+
+@pytest.mark.parametrize('kernel', [1, 3, 4, 5])
+def test_conv2d_matmul_equals_native_and_flax(kernel):
+  # The encoder's lowerings: same output and gradients, flax.linen.Conv's parameters.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 3))
+  flax_conv = nn.Conv(4, (kernel, kernel))
+  variables = perturb(flax_conv.init(jax.random.PRNGKey(1), x), scale=0.1)
+  expected = flax_conv.apply(variables, x)
+  ours = {impl: conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in ('matmul', 'native')}
+  for conv in ours.values():
+    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
+  grads = {impl: jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x)
+           for impl, c in ours.items()}
+  for a, b in zip(jax.tree.leaves(grads['matmul']), jax.tree.leaves(grads['native'])):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_conv2d_impl_choice():
+  features = conv2d_lib.MATMUL_MIN_FEATURES
+  assert conv2d_lib.resolve_impl('auto', features, backend='cpu') == 'matmul'
+  assert conv2d_lib.resolve_impl('auto', features - 1, backend='cpu') == 'native'
+  assert conv2d_lib.resolve_impl('auto', 256, backend='gpu') == 'native'
+  assert conv2d_lib.resolve_impl('native', 8, backend='cpu') == 'native'
+  with pytest.raises(ValueError, match='impl'):
+    conv2d_lib.resolve_impl('winograd', 8)
 
 
 def test_depth_to_space_places_each_channel_at_its_offset():

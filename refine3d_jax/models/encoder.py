@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from refine3d_jax.models.conv2d import Conv2D
 from refine3d_jax.models.pooling import max_pool2
 
 
@@ -32,16 +33,17 @@ class ResidualBlock2D(nn.Module):
   shortcut: bool
   kernel: int = 3
   leaky_slope: float = 0.2
+  conv_impl: str = 'auto'       # see refine3d_jax/models/conv2d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
-    k = (self.kernel, self.kernel)
-    y = act(nn.Conv(self.features, k, dtype=self.dtype, name='conv1')(x))
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name='conv2')(y)
+    conv = lambda k, name: Conv2D(self.features, k, self.conv_impl, self.dtype, name=name)
+    y = act(conv(self.kernel, 'conv1')(x))
+    y = conv(3, 'conv2')(y)
     if self.shortcut:
-      y = y + nn.Conv(self.features, (1, 1), dtype=self.dtype, name='shortcut')(x)
+      y = y + conv(1, 'shortcut')(x)
     y = act(y)
     return max_pool2(y)
 
@@ -53,6 +55,7 @@ class Encoder(nn.Module):
   latent_dim: int = 1024
   first_kernel: int = 7
   leaky_slope: float = 0.2
+  conv_impl: str = 'auto'       # see refine3d_jax/models/conv2d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -61,7 +64,8 @@ class Encoder(nn.Module):
     for i, (width, shortcut) in enumerate(zip(self.widths, self.shortcuts)):
       x = ResidualBlock2D(
           width, shortcut, kernel=self.first_kernel if i == 0 else 3,
-          leaky_slope=self.leaky_slope, dtype=self.dtype, name=f'block{i + 1}')(x)
+          leaky_slope=self.leaky_slope, conv_impl=self.conv_impl, dtype=self.dtype,
+          name=f'block{i + 1}')(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.latent_dim, dtype=self.dtype, name='project')(x)
     return nn.leaky_relu(x, self.leaky_slope)

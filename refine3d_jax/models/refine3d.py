@@ -46,6 +46,7 @@ class Refine3DNet(nn.Module):
   refiner_kernel: int = 4
   volume_size: int = 32
   leaky_slope: float = 0.2
+  conv2d: str = 'auto'
   conv3d: str = 'auto'
   dtype: jnp.dtype = jnp.float32
   attention_block: str = 'transformer'
@@ -56,7 +57,8 @@ class Refine3DNet(nn.Module):
 
   def setup(self):
     self.encoder = Encoder(self.encoder_widths, self.encoder_shortcuts, self.latent_dim,
-                           self.encoder_first_kernel, self.leaky_slope, self.dtype)
+                           self.encoder_first_kernel, self.leaky_slope, self.conv2d,
+                           self.dtype)
     if self.fusion == 'self_attention':
       self.attention = SelfAttentionFusion(self.num_heads, self.attention_layers,
                                            self.attention_mlp_dim, self.dtype,
