@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from refine3d_jax.models import conv2d as conv2d_lib
+from refine3d_jax.models import conv3d as conv3d_lib
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsamplings,
                                          upsample_nearest)
@@ -90,15 +91,19 @@ def test_decoder_upsamples_from_base_grid():
 
 
 @pytest.mark.parametrize('kernel', [1, 3, 4])
-def test_conv3d_fold_equals_native_and_flax(kernel):
+@pytest.mark.parametrize('channels', [(3, 2), (2, 5)])
+def test_conv3d_fold_equals_native_and_flax(kernel, channels):
   # Same output (SAME padding, even kernels included) and gradients in both lowerings,
-  # and the same parameters as flax.linen.Conv, so checkpoints do not depend on `impl`.
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, 3))
-  flax_conv = nn.Conv(2, (kernel,) * 3)
+  # folded on the output channels (3 -> 2) or the input's (2 -> 5), and the same
+  # parameters as flax.linen.Conv, so checkpoints do not depend on `impl`.
+  c, o = channels
+  assert conv3d_lib.fold_output(c, o, 4) == (o < c)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, c))
+  flax_conv = nn.Conv(o, (kernel,) * 3)
   variables = flax_conv.init(jax.random.PRNGKey(1), x)
   variables = perturb(variables, scale=0.1)  # a non-zero bias
   expected = flax_conv.apply(variables, x)
-  ours = {impl: Conv3D(2, kernel, impl=impl) for impl in ('fold', 'native')}
+  ours = {impl: Conv3D(o, kernel, impl=impl) for impl in ('fold', 'native')}
   for impl, conv in ours.items():
     assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
         jax.tree.map(jnp.shape, variables)

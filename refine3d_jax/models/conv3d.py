@@ -5,7 +5,9 @@ from 1 to 4 channels on 16 objects took 391 ms forward and 974 ms with its gradi
 (0.7 GFLOP/s, 2 cores). ``impl='fold'`` computes the same convolution as one 2D
 convolution: the ``k`` depth-shifted copies of the input are stacked on the channel axis
 and the depth axis joins the batch, so ``[N, D, H, W, C] * [k, k, k, C, O]`` becomes
-``[N*D, H, W, k*C] * [k, k, k*C, O]``. The same layer then took 24 ms and 79 ms; every
+``[N*D, H, W, k*C] * [k, k, k*C, O]`` (or, for layers narrowing to few channels, the
+``k`` depth taps become ``k*O`` output channels summed over shifted slices: see
+``fold_output``). The same layer then took 24 ms and 79 ms; every
 3D layer of the quick and paper models ran 2-12x faster that way on this CPU
 (``python -m refine3d_jax.models.conv3d`` measures them). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
@@ -45,6 +47,15 @@ def _same(k: int) -> tuple[int, int]:
   return lo, k - 1 - lo
 
 
+def fold_output(c: int, o: int, kd: int) -> bool:
+  """Whether 'fold' stacks the depth taps on the output channels instead of the input's:
+  for layers narrowing to at most 16 folded outputs (the refiner's last two). Measured
+  (2-core AMD EPYC, batch 16, forward + gradient): 32^3 4 -> 1, k = 4: 380-632 ms folded
+  on the input, 180-233 ms on the output; 16^3 8 -> 4: 42-51 and 30-41 ms; but 16^3
+  32 -> 16, k = 3 (48 folded outputs): 248 and 409 ms."""
+  return o < c and kd * o <= 16
+
+
 def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   """SAME, stride-1 convolution of ``x [N, D, H, W, C]`` by ``kernel [k, k, k, C, O]``."""
   kd, kh, kw, c, o = kernel.shape
@@ -55,6 +66,16 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (1, 1, 1), [_same(kd), _same(kh), _same(kw)],
                                     dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
   n, d, h, w, _ = x.shape
+  if fold_output(c, o, kd):
+    # the kd depth taps as kd * o output channels of one 2D convolution, then summed
+    # over depth-shifted slices: y[i] = sum_a z[i + a - lo, a]
+    kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
+    z = lax.conv_general_dilated(x.reshape(n * d, h, w, c), kernel2d, (1, 1),
+                                 [_same(kh), _same(kw)],
+                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    z = jnp.pad(z.reshape(n, d, h, w, kd, o), ((0, 0), _same(kd), (0, 0), (0, 0), (0, 0),
+                                               (0, 0)))
+    return sum(z[:, a:a + d, :, :, a] for a in range(kd))
   xp = jnp.pad(x, ((0, 0), _same(kd), (0, 0), (0, 0), (0, 0)))
   stacked = jnp.concatenate([xp[:, i:i + d] for i in range(kd)], axis=-1)
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
