@@ -1,7 +1,8 @@
 r"""The views benchmark: IoU against views for JTSO, end-to-end and each fusion, over seeds.
 
 Trains (or resumes, or reuses when finished) one workdir per row and seed, evaluates it on
-the test split at the view counts below, and writes the table, the CSV and the plot:
+the test split at the view counts below, and writes the table, the CSV and the plot of
+every finished run in --runs_dir (whatever --rows and --seeds this call names):
 
   python experiments/views_benchmark.py --dataset=shapenet_vox --data_dir=DIR \
       --runs_dir=runs/views_chairs --out=docs/benchmarks/chairs [--seeds=0,1] \
@@ -15,6 +16,7 @@ seeds (each seed in the CSV), refined output, sample-weighted over the test obje
 `--threshold`. `--set` adds config overrides to every row (e.g. `data.min_views=1`).
 """
 
+import glob
 import json
 import os
 import platform
@@ -94,6 +96,21 @@ def run_row(row: str, seed: str) -> str:
   return results
 
 
+def finished() -> dict[str, list[tuple[int, str]]]:
+  """{row: (seed, results.json) of each finished seed} of every row in --runs_dir, in ROWS order
+  and by seed: the table covers every finished run, not only this call's --rows/--seeds."""
+  out = {}
+  for row in ROWS:
+    found = []
+    for path in glob.glob(os.path.join(_RUNS_DIR.value, f'{row}_seed*', 'eval', 'results.json')):
+      seed = path.split(os.sep)[-3][len(f'{row}_seed'):]
+      if seed.isdigit():
+        found.append((int(seed), path))
+    if found:
+      out[row] = sorted(found)
+  return out
+
+
 def _cpu_name() -> str:
   try:
     with open('/proc/cpuinfo') as f:
@@ -130,8 +147,8 @@ def build(by_row: dict[str, list[dict]], threshold: float):
       csv_rows.append({'method': row, 'seed': common.config_value(run, 'seed'),
                        'step': run['checkpoint']['step'],
                        **{f'views_{n}': c[n][i] for n in views}})
-  first = next(iter(by_row.values()))
-  cap = common.caption(first, '**Views benchmark.** IoU against the number of views, mean '
+  every = [r for runs in by_row.values() for r in runs]
+  cap = common.caption(every, '**Views benchmark.** IoU against the number of views, mean '
                        'over seeds, refined output.',
                        threshold=f't = {threshold:g}',
                        averaging='sample-weighted mean over all test objects')
@@ -160,11 +177,13 @@ def main(argv):
   unknown = sorted(set(_ROWS.value) - set(ROWS))
   if unknown:
     raise SystemExit(f'error: --rows: unknown {unknown}; choose from {list(ROWS)}')
-  paths = {row: [run_row(row, seed) for seed in _SEEDS.value] for row in _ROWS.value}
+  for row in _ROWS.value:
+    for seed in _SEEDS.value:
+      run_row(row, seed)
   try:
-    done = {row: [p for p in ps if os.path.exists(p)] for row, ps in paths.items()}
-    by_row = {row: common.load_runs(ps, [f'{row}{i}' for i in range(len(ps))])
-              for row, ps in done.items() if ps}
+    done = finished()
+    by_row = {row: common.load_runs([p for _, p in runs], [f'{row}_seed{s}' for s, _ in runs])
+              for row, runs in done.items()}
     if not by_row:
       raise common.ResultsError(f'no finished run in {_RUNS_DIR.value}')
     markdown, columns, rows = build(by_row, _THRESHOLD.value)

@@ -369,6 +369,24 @@ def test_views_benchmark_means_seeds_and_plots(tmp_path):
   assert (tmp_path / 'out' / 'views_benchmark.png').stat().st_size > 1000
 
 
+def test_views_benchmark_table_keeps_runs_of_other_rows_and_seeds(tmp_path):
+  # Training one row and seed (here: only reporting it) must not drop the finished others.
+  base = fixture()
+  for row, seed in (('jtso', 0), ('jtso', 1), ('end_to_end', 0)):
+    results = copy.deepcopy(base)
+    results['config']['seed'] = seed
+    write_results(tmp_path / 'runs' / f'{row}_seed{seed}' / 'eval' / 'results.json', results)
+  result = subprocess.run(
+      [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path / "runs"}',
+       '--rows=end_to_end', '--seeds=0', '--report_only', f'--out={tmp_path / "out"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / 'out' / 'views_benchmark.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert [(r['method'], r['seed']) for r in rows] == [('jtso', '0'), ('jtso', '1'),
+                                                      ('end_to_end', '0')]
+
+
 def test_views_benchmark_without_runs_is_one_line(tmp_path):
   result = subprocess.run(
       [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path}',
