@@ -15,6 +15,8 @@ Parameters (``kernel [k, k, C, O]``, ``bias [O]``) have the names, shapes and in
 of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
 """
 
+from typing import Callable, ClassVar
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -55,10 +57,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   return y.reshape(n, h, w, o)
 
 
-class Conv2D(nn.Module):
-  """``flax.linen.Conv`` for 2D, stride 1, SAME padding, with the lowering ``impl``."""
+class SameConv(nn.Module):
+  """``flax.linen.Conv`` (stride 1, SAME padding) over ``ndim`` spatial axes, computed by
+  ``lower(x, kernel, impl)``: its parameters have flax's names, shapes and initialisers."""
+  ndim: ClassVar[int]
+  lower: ClassVar[Callable[[jax.Array, jax.Array, str], jax.Array]]
   features: int
   kernel_size: int
+  use_bias: bool = True
   impl: str = 'auto'
   dtype: jnp.dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
@@ -66,12 +72,19 @@ class Conv2D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
-                        jnp.float32)
-    bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
-    return y + bias.astype(self.dtype)
+    shape = (self.kernel_size,) * self.ndim + (x.shape[-1], self.features)
+    kernel = self.param('kernel', self.kernel_init, shape, jnp.float32)
+    y = type(self).lower(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
+    if self.use_bias:
+      bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class Conv2D(SameConv):
+  """2D ``SameConv``, lowered by ``conv2d``."""
+  ndim = 2
+  lower = staticmethod(conv2d)
 
 
 # 2D layers (side, channels in, channels out, kernel) of the presets' encoders.

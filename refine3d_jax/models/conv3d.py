@@ -28,7 +28,8 @@ and initialisers of ``flax.linen.Conv``, so the lowering never changes a checkpo
 import jax
 import jax.numpy as jnp
 from jax import lax
-import flax.linen as nn
+
+from refine3d_jax.models.conv2d import SameConv
 
 IMPLS = ('auto', 'fold', 'native')
 
@@ -85,26 +86,10 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   return y.reshape(n, d, h, w, o)
 
 
-class Conv3D(nn.Module):
-  """``flax.linen.Conv`` for 3D, stride 1, SAME padding, with the lowering ``impl``."""
-  features: int
-  kernel_size: int
-  use_bias: bool = True
-  impl: str = 'auto'
-  dtype: jnp.dtype = jnp.float32
-  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
-  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init, (k, k, k, x.shape[-1], self.features),
-                        jnp.float32)
-    y = conv3d(x.astype(self.dtype), kernel.astype(self.dtype), self.impl)
-    if self.use_bias:
-      bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-      y = y + bias.astype(self.dtype)
-    return y
+class Conv3D(SameConv):
+  """3D ``SameConv`` (``flax.linen.Conv``'s parameters), lowered by ``conv3d``."""
+  ndim = 3
+  lower = staticmethod(conv3d)
 
 
 # 3D layers (side, channels in, channels out, kernel) of the presets' decoder and refiner.

@@ -39,7 +39,8 @@ class ResidualBlock2D(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
-    conv = lambda k, name: Conv2D(self.features, k, self.conv_impl, self.dtype, name=name)
+    conv = lambda k, name: Conv2D(self.features, k, impl=self.conv_impl, dtype=self.dtype,
+                                  name=name)
     y = act(conv(self.kernel, 'conv1')(x))
     y = conv(3, 'conv2')(y)
     if self.shortcut:
