@@ -36,7 +36,8 @@ def resolve_impl(impl: str, features: int, backend: str | None = None) -> str:
   return 'matmul' if cpu and features >= MATMUL_MIN_FEATURES else 'native'
 
 
-def _same(k: int) -> tuple[int, int]:
+def same_padding(k: int) -> tuple[int, int]:
+  """(before, after) padding of one axis for a SAME, stride-1 kernel of size ``k``."""
   lo = (k - 1) // 2     # flax/TF 'SAME': the extra pad of an even kernel goes last
   return lo, k - 1 - lo
 
@@ -48,9 +49,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   if (kh, kw) == (1, 1):
     return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
   if resolve_impl(impl, o) == 'native':
-    return lax.conv_general_dilated(x, kernel, (1, 1), [_same(kh), _same(kw)],
+    return lax.conv_general_dilated(x, kernel, (1, 1), [same_padding(kh), same_padding(kw)],
                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  xp = jnp.pad(x, ((0, 0), _same(kh), _same(kw), (0, 0)))
+  xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
   patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)],
                             axis=-1)
   y = jnp.dot(patches.reshape(n * h * w, kh * kw * c), kernel.reshape(kh * kw * c, o))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from refine3d_jax.models.conv2d import SameConv
+from refine3d_jax.models.conv2d import SameConv, conv2d, same_padding
 
 IMPLS = ('auto', 'fold', 'native')
 
@@ -41,11 +41,6 @@ def resolve_impl(impl: str, backend: str | None = None) -> str:
   if impl != 'auto':
     return impl
   return 'fold' if (backend or jax.default_backend()) in ('cpu', 'gpu') else 'native'
-
-
-def _same(k: int) -> tuple[int, int]:
-  lo = (k - 1) // 2     # flax/TF 'SAME': the extra pad of an even kernel goes last
-  return lo, k - 1 - lo
 
 
 def fold_output(c: int, o: int, kd: int) -> bool:
@@ -64,25 +59,21 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
     return jnp.einsum('ndhwc,co->ndhwo', x, kernel[0, 0, 0])
   impl = resolve_impl(impl)
   if impl == 'native':
-    return lax.conv_general_dilated(x, kernel, (1, 1, 1), [_same(kd), _same(kh), _same(kw)],
+    return lax.conv_general_dilated(x, kernel, (1, 1, 1), [same_padding(k) for k in (kd, kh, kw)],
                                     dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
   n, d, h, w, _ = x.shape
   if fold_output(c, o, kd):
     # the kd depth taps as kd * o output channels of one 2D convolution, then summed
     # over depth-shifted slices: y[i] = sum_a z[i + a - lo, a]
     kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
-    z = lax.conv_general_dilated(x.reshape(n * d, h, w, c), kernel2d, (1, 1),
-                                 [_same(kh), _same(kw)],
-                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    z = jnp.pad(z.reshape(n, d, h, w, kd, o), ((0, 0), _same(kd), (0, 0), (0, 0), (0, 0),
-                                               (0, 0)))
+    z = conv2d(x.reshape(n * d, h, w, c), kernel2d, 'native')
+    z = jnp.pad(z.reshape(n, d, h, w, kd, o),
+                ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0), (0, 0)))
     return sum(z[:, a:a + d, :, :, a] for a in range(kd))
-  xp = jnp.pad(x, ((0, 0), _same(kd), (0, 0), (0, 0), (0, 0)))
+  xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
   stacked = jnp.concatenate([xp[:, i:i + d] for i in range(kd)], axis=-1)
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
-  y = lax.conv_general_dilated(stacked.reshape(n * d, h, w, kd * c), kernel2d, (1, 1),
-                               [_same(kh), _same(kw)],
-                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, 'native')
   return y.reshape(n, d, h, w, o)
 
 
