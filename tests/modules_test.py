@@ -90,6 +90,21 @@ def test_decoder_upsamples_from_base_grid():
     jax.eval_shape(Decoder(widths=(8, 8), base_size=2).init, jax.random.key(0), jnp.zeros((1, 4)))
 
 
+def check_lowerings(flax_conv: nn.Module, x: jax.Array, ours: list[nn.Module]) -> None:
+  """Each of `ours` (one module per lowering) has `flax_conv`'s parameter shapes and, with
+  its (perturbed, so a non-zero bias) parameters, its output; all have the same gradients."""
+  variables = perturb(flax_conv.init(jax.random.PRNGKey(1), x), scale=0.1)
+  expected = flax_conv.apply(variables, x)
+  for conv in ours:
+    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
+        jax.tree.map(jnp.shape, variables)
+    np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
+  grads = [jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x)
+           for c in ours]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 @pytest.mark.parametrize('kernel', [1, 3, 4])
 @pytest.mark.parametrize('channels', [(3, 2), (2, 5)])
 def test_conv3d_fold_equals_native_and_flax(kernel, channels):
@@ -100,18 +115,7 @@ def test_conv3d_fold_equals_native_and_flax(kernel, channels):
   assert conv3d_lib.fold_output(c, o, 4) == (o < c)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, c))
   flax_conv = nn.Conv(o, (kernel,) * 3)
-  variables = flax_conv.init(jax.random.PRNGKey(1), x)
-  variables = perturb(variables, scale=0.1)  # a non-zero bias
-  expected = flax_conv.apply(variables, x)
-  ours = {impl: Conv3D(o, kernel, impl=impl) for impl in ('fold', 'native')}
-  for impl, conv in ours.items():
-    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
-        jax.tree.map(jnp.shape, variables)
-    np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
-  grads = {impl: jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x)
-           for impl, c in ours.items()}
-  for a, b in zip(jax.tree.leaves(grads['fold']), jax.tree.leaves(grads['native'])):
-    np.testing.assert_allclose(a, b, atol=1e-4)
+  check_lowerings(flax_conv, x, [Conv3D(o, kernel, impl=impl) for impl in ('fold', 'native')])
 
 
 def test_conv3d_impl_choice():
@@ -128,17 +132,8 @@ def test_conv2d_matmul_equals_native_and_flax(kernel):
   # The encoder's lowerings: same output and gradients, flax.linen.Conv's parameters.
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 3))
   flax_conv = nn.Conv(4, (kernel, kernel))
-  variables = perturb(flax_conv.init(jax.random.PRNGKey(1), x), scale=0.1)
-  expected = flax_conv.apply(variables, x)
-  ours = {impl: conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in ('matmul', 'native')}
-  for conv in ours.values():
-    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
-        jax.tree.map(jnp.shape, variables)
-    np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
-  grads = {impl: jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x)
-           for impl, c in ours.items()}
-  for a, b in zip(jax.tree.leaves(grads['matmul']), jax.tree.leaves(grads['native'])):
-    np.testing.assert_allclose(a, b, atol=1e-4)
+  check_lowerings(flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl)
+                                 for impl in ('matmul', 'native')])
 
 
 def test_conv2d_impl_choice():
