@@ -74,12 +74,11 @@ def _overrides(row: str, seed: str) -> list[str]:
   return [f'--config={config}:{_PRESET.value}', *(f'--config.{k}={v}' for k, v in sets.items())]
 
 
-def run_row(row: str, seed: str) -> str:
-  """Trains and evaluates one workdir unless its results exist; its results.json path."""
+def run_row(row: str, seed: str) -> None:
+  """Trains and evaluates one workdir unless its results exist (or --report_only)."""
   w = workdir(row, seed)
-  results = os.path.join(w, 'eval', 'results.json')
-  if os.path.exists(results) or _REPORT_ONLY.value:
-    return results
+  if os.path.exists(os.path.join(w, 'eval', 'results.json')) or _REPORT_ONLY.value:
+    return
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   seconds = {}
   for name, cmd in (('train', [sys.executable, 'main.py', *_overrides(row, seed),
@@ -93,7 +92,6 @@ def run_row(row: str, seed: str) -> str:
   # A resumed run's 'train' counts only this call's part; metrics.jsonl has every step's time.
   with open(os.path.join(w, 'wall_seconds.json'), 'w') as f:
     json.dump({**seconds, 'machine': _cpu_name(), 'cpus': os.cpu_count()}, f)
-  return results
 
 
 def finished() -> dict[str, list[tuple[int, str]]]:

@@ -347,6 +347,13 @@ def _set_iou(results: dict, views: int, value: float) -> dict:
   return results
 
 
+def views_benchmark(runs_dir, *flags: str) -> subprocess.CompletedProcess:
+  """experiments/views_benchmark.py --report_only on `runs_dir` (trains nothing)."""
+  return subprocess.run([sys.executable, 'experiments/views_benchmark.py',
+                         f'--runs_dir={runs_dir}', '--report_only', *flags],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_views_benchmark_means_seeds_and_plots(tmp_path):
   base = fixture()
   for row, seed, one, three in (('jtso', 0, 0.40, 0.50), ('jtso', 1, 0.42, 0.54),
@@ -354,10 +361,8 @@ def test_views_benchmark_means_seeds_and_plots(tmp_path):
     results = _set_iou(_set_iou(base, 1, one), 3, three)
     results['config']['seed'] = seed
     write_results(tmp_path / 'runs' / f'{row}_seed{seed}' / 'eval' / 'results.json', results)
-  result = subprocess.run(
-      [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path / "runs"}',
-       '--rows=jtso,mean', '--seeds=0,1', '--report_only', f'--out={tmp_path / "out"}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = views_benchmark(tmp_path / 'runs', '--rows=jtso,mean', '--seeds=0,1',
+                           f'--out={tmp_path / "out"}')
   assert result.returncode == 0, result.stderr[-3000:]
   md = (tmp_path / 'out' / 'views_benchmark.md').read_text()
   assert re.search(r'\| JTSO, self-attention \| 2 \| 0\.410 \| [0-9.]+ \| 0\.520 \| \+0\.110 \|', md), md
@@ -376,10 +381,8 @@ def test_views_benchmark_table_keeps_runs_of_other_rows_and_seeds(tmp_path):
     results = copy.deepcopy(base)
     results['config']['seed'] = seed
     write_results(tmp_path / 'runs' / f'{row}_seed{seed}' / 'eval' / 'results.json', results)
-  result = subprocess.run(
-      [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path / "runs"}',
-       '--rows=end_to_end', '--seeds=0', '--report_only', f'--out={tmp_path / "out"}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = views_benchmark(tmp_path / 'runs', '--rows=end_to_end', '--seeds=0',
+                           f'--out={tmp_path / "out"}')
   assert result.returncode == 0, result.stderr[-3000:]
   with open(tmp_path / 'out' / 'views_benchmark.csv') as f:
     rows = list(csv.DictReader(f))
@@ -388,8 +391,6 @@ def test_views_benchmark_table_keeps_runs_of_other_rows_and_seeds(tmp_path):
 
 
 def test_views_benchmark_without_runs_is_one_line(tmp_path):
-  result = subprocess.run(
-      [sys.executable, 'experiments/views_benchmark.py', f'--runs_dir={tmp_path}',
-       '--report_only'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = views_benchmark(tmp_path)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == f'error: no finished run in {tmp_path}'
