@@ -13,6 +13,9 @@ import pytest
 from configs import jtso
 from refine3d_jax import checkpoint
 from refine3d_jax import input_pipeline as ip
+from refine3d_jax import jtso as jtso_lib
+from refine3d_jax.models import create_model
+from refine3d_jax.train import create_train_state
 from refine3d_jax.train_state import TrainState
 from tests.testutil import fill_disk
 
@@ -60,6 +63,21 @@ def test_state_round_trip_bit_identical(tmp_path):
       state.opt_state.inner_states['att'].inner_state[0])  # ScaleByAdamState
   assert_identical(state, restored)
   assert jax.random.key_data(restored.key()).tolist() == state.rng.tolist()
+
+
+@pytest.mark.parametrize('fusion', ['mean', 'attsets'])
+def test_every_fusion_saves_and_restores(tmp_path, fusion):
+  """The whole state of a real model (e.g. mean fusion's placeholder parameter and its Adam
+  moments) goes through orbax."""
+  config = jtso.get_config('tiny')
+  config.model.fusion = fusion
+  model = create_model(config.model)
+  state = create_train_state(config, model, jtso_lib.optimizer(config))
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    assert ckpt.save(1, state)
+    ckpt.wait()
+    restored = ckpt.restore(jax.eval_shape(lambda: state))
+  assert_identical(state, restored)
 
 
 def test_restore_into_abstract_template(tmp_path):

@@ -159,13 +159,16 @@ def test_wrong_input_shapes_raise(tiny_model):
     model.apply(variables, views(2), jnp.ones((2, 3), bool))
 
 
-def test_mean_fusion_is_the_plain_mean_with_no_weights():
+def test_mean_fusion_is_the_plain_mean_with_one_unused_zero():
   config = jtso.get_config('tiny')
   config.model.fusion = 'mean'
   model = create_model(config.model)
   images = jax.random.uniform(jax.random.key(0), (2, 3, 16, 16, 3))
   variables = model.init(jax.random.key(1), images)
-  assert summary.count_params(variables['params']['attention']) == 0
+  assert summary.count_params(variables['params']['attention']) == 1
+  grads = jax.grad(lambda p: model.apply({**variables, 'params': p}, images)['refined_logits'].sum())(
+      variables['params'])
+  np.testing.assert_array_equal(grads['attention']['unused'], [0.0])
   mask = jnp.array([[True, True, False], [True, False, False]])
   features = model.apply(variables, images.reshape(6, 16, 16, 3), method=lambda m, x: m.encoder(x))
   fused = model.apply(variables, features.reshape(2, 3, -1), mask,

@@ -99,12 +99,14 @@ class SelfAttentionFusion(nn.Module):
 
 
 class MeanFusion(nn.Module):
-  """The masked mean over views. Its one parameter is an empty array: it keeps the
-  `attention` subtree that JTSO routes (and every tool counts) present, with 0 weights."""
+  """The masked mean over views. Its one parameter, a single zero that the output never
+  reads (so its gradient is 0 and Adam never moves it), keeps the `attention` subtree that
+  JTSO routes present; one element rather than none because orbax refuses to save
+  zero-size arrays."""
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    self.param('none', nn.initializers.zeros, (0,))
+    self.param('unused', nn.initializers.zeros, (1,))
     return masked_mean(x, mask)
 
 
