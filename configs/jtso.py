@@ -104,6 +104,8 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 4       # objects per step, over all devices
   config.train.num_views = 3        # views per object in multi-view batches
+  config.train.single_views = 1     # views per object in single-view passes, each its own
+                                    # example (stage 1 and stage 3's single-view loss)
   config.train.learning_rate = 1e-3  # Adam
   config.train.num_epochs = 250
   config.train.lr_decay_epochs = (150,)

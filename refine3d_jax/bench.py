@@ -62,11 +62,13 @@ def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
               voxels=rng.random((batch, v, v, v)) < 0.1)
 
 
-def stage_batch(batch: dict[str, np.ndarray], stage: jtso.Stage) -> dict[str, np.ndarray]:
-  """`batch` as `stage` consumes it: view 0 only for a single-view stage."""
+def stage_batch(batch: dict[str, np.ndarray], stage: jtso.Stage,
+                single_views: int = 1) -> dict[str, np.ndarray]:
+  """`batch` as `stage` consumes it: its first `single_views` views for a single-view
+  stage (`train.single_views`)."""
   if stage.multi:
     return dict(batch)
-  return {k: (x[:, :1] if k in ('images', 'mask') else x) for k, x in batch.items()}
+  return {k: (x[:, :single_views] if k in ('images', 'mask') else x) for k, x in batch.items()}
 
 
 def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
@@ -81,7 +83,7 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
   for name, stage in jtso.STAGES.items():
     if name == 'joint':
       continue  # end to end: the cost of stage 'att' plus the base's gradient
-    b = stage_batch(data, stage)
+    b = stage_batch(data, stage, config.train.single_views)
     sharded = parallel.shard_batch(b, mesh)
     start = time.perf_counter()
     state, metrics = stage_steps[name](state, sharded)
@@ -95,7 +97,8 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
     step_s = timing.median_time(run, steps)
     state = holder['state']
     flops = summary.cpu_flops(lambda s, x: train.train_step(
-        s, x, model=model, tx=tx, stage=stage, lr_fn=lambda _: 1e-3, lr_scale=lr_scale),
+        s, x, model=model, tx=tx, stage=stage, lr_fn=lambda _: 1e-3, lr_scale=lr_scale,
+        single_views=config.train.single_views),
         jax.device_get(state), b)
     out[name] = dict(compile_s=compile_s, step_s=step_s, examples_per_s=batch / step_s,
                      gflops_per_step=flops / 1e9, gflops_per_s=flops / step_s / 1e9)

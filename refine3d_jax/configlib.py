@@ -43,6 +43,7 @@ ADDED_KEYS = {
     'eval.fscore_distance': 0.01,
     'eval.measure_cost': True,
     'train.steps_per_epoch': 0,
+    'train.single_views': 1,
     'data.pca_noise': 0.0,
     'data.rgb_permute': False,
 }
@@ -199,6 +200,7 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
   _check(all(s > 0 for s in data.std), 'data.std', data.std, 'must be positive')
   _int_in('train.num_views', config.train.num_views, 1, NUM_VIEWS)
   _int_in('data.min_views', data.min_views, 0, config.train.num_views)
+  _int_in('train.single_views', config.train.single_views, 1, NUM_VIEWS)
   for i, n in enumerate(config.eval.view_counts):
     _int_in(f'eval.view_counts[{i}]', n, 1, NUM_VIEWS)
   _check(data.eval_views in EVAL_VIEWS, 'data.eval_views', data.eval_views,

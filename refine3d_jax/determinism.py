@@ -56,7 +56,7 @@ def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
       state = parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh)
       losses = []
       for b in batches:
-        b = parallel.shard_batch(bench.stage_batch(b, stage), mesh)
+        b = parallel.shard_batch(bench.stage_batch(b, stage, config.train.single_views), mesh)
         state, m = stage_steps[name](state, b)
         losses.append(m)
       runs.append(jax.device_get((state.params, state.batch_stats, losses)))

@@ -3,7 +3,8 @@
 The step is `(state, batch) -> (state, metrics)`, one compiled version per JTSO stage
 (the stage is static). A batch holds `images [B, n, S, S, 3]`, `mask [B, n]` and
 `voxels [B, 32, 32, 32]`; stages that need a single-view batch take view 0 of it (the
-views are drawn at random, so view 0 is a random view).
+views are drawn at random, so view 0 is a random view), or with `train.single_views = k`
+its first k views, each its own single-view example (`single_view_batch`).
 """
 
 import contextlib
@@ -45,7 +46,23 @@ def create_train_state(config: ml_collections.ConfigDict, model: Refine3DNet,
 
 def views_for(stage: jtso.Stage, config: ml_collections.ConfigDict) -> int:
   """Views per example the data pipeline must deliver in `stage`."""
-  return config.train.num_views if stage.multi else 1
+  return config.train.num_views if stage.multi else config.train.single_views
+
+
+def single_view_batch(images: jax.Array, mask: jax.Array, voxels: jax.Array,
+                      k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """k single-view examples per object: images [B, n, ...] -> [B * k, 1, ...].
+
+  Object b's i-th example is its view i mod n_b (n_b = its real views, the first ones,
+  as the pipeline pads), so a padded slot never becomes an example: an object with fewer
+  than k real views repeats them. k = 1 is view 0, as before the option existed.
+  """
+  real = jnp.maximum(mask.sum(axis=1, keepdims=True), 1)            # [B, 1]
+  index = jnp.arange(k)[None, :] % real                             # [B, k]
+  picked = jnp.take_along_axis(images, index.reshape(index.shape + (1,) * (images.ndim - 2)),
+                               axis=1)
+  flat = picked.reshape((-1, 1) + images.shape[2:])
+  return flat, jnp.ones(flat.shape[:2], bool), jnp.repeat(voxels, k, axis=0)
 
 
 def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels):
@@ -58,22 +75,25 @@ def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels):
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3DNet,
                tx: optax.GradientTransformation, stage: jtso.Stage, lr_fn,
-               lr_scale: dict[str, float]) -> tuple[TrainState, dict[str, jax.Array]]:
+               lr_scale: dict[str, float],
+               single_views: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
 
+  The single-view loss is over `single_views` views per object (`single_view_batch`).
   With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  run = lambda images, mask: grad_fn(state.params, state.batch_stats, model, images, mask,
-                                     batch['voxels'])
+  run = lambda images, mask, voxels: grad_fn(state.params, state.batch_stats, model, images,
+                                             mask, voxels)
   out = {}
   single = multi = None
   batch_stats = state.batch_stats
   if stage.single:
-    (loss, (terms, batch_stats)), single = run(batch['images'][:, :1], batch['mask'][:, :1])
+    (loss, (terms, batch_stats)), single = run(*single_view_batch(
+        batch['images'], batch['mask'], batch['voxels'], single_views))
     out.update(loss_single=loss, coarse_single=terms['coarse'], refined_single=terms['refined'])
   if stage.multi:
-    (loss, (terms, batch_stats)), multi = run(batch['images'], batch['mask'])
+    (loss, (terms, batch_stats)), multi = run(batch['images'], batch['mask'], batch['voxels'])
     out.update(loss_multi=loss, coarse_multi=terms['coarse'], refined_multi=terms['refined'])
   grads = jtso.route_gradients(stage, single, multi)
   lr = lr_fn(state.step)
@@ -165,7 +185,9 @@ def make_train_steps(config: ml_collections.ConfigDict, model: Refine3DNet,
   """{stage name: jitted step}, state buffers donated."""
   lr_scale = dict(config.train.lr_scale)
   return {name: jax.jit(functools.partial(train_step, model=model, tx=tx, stage=stage,
-                                          lr_fn=lr_fn, lr_scale=lr_scale), donate_argnums=0)
+                                          lr_fn=lr_fn, lr_scale=lr_scale,
+                                          single_views=config.train.single_views),
+                        donate_argnums=0)
           for name, stage in jtso.STAGES.items()}
 
 
@@ -174,6 +196,8 @@ def _stage_iterator(config, stage: jtso.Stage, source, state=None):
   previous iterator's get_state()) so a stage change keeps the data position."""
   stage_config = copy.deepcopy(config)
   stage_config.train.num_views = views_for(stage, config)
+  if not stage.multi and config.train.single_views > 1:
+    stage_config.data.min_views = 0  # k distinct real views per object, never padded
   it = iter(input_pipeline.train_dataset(stage_config, source=source))
   if state is not None:
     it.set_state(state)

@@ -67,6 +67,7 @@ def test_default_preset_is_quick():
     ('data.std', (0.5, 0.0, 0.5), r'config.data.std = \(0.5, 0.0, 0.5\): must be positive'),
     ('data.mean', (0.5,), r'config.data.mean = \(0.5,\): must be a tuple of 3 numbers'),
     ('data.min_views', 4, r'config.data.min_views = 4: must be an integer in \[0, 3\]'),
+    ('train.single_views', 0, r'config.train.single_views = 0: must be an integer in \[1, 24\]'),
     ('data.eval_views', 'last_n', r"config.data.eval_views = 'last_n'"),
     ('data.num_workers', -1, r'config.data.num_workers = -1'),
     ('data.num_threads', 0, r'config.data.num_threads = 0'),

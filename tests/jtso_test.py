@@ -67,22 +67,28 @@ def test_stage_updates_exactly_its_groups(setup, stage_name):
   assert ('loss_multi' in metrics) == bool(stage.multi)
 
 
-def test_stage3_routes_each_loss_to_its_group(setup):
-  """With identity 'Adam' and learning rate 1, params move by exactly the routed gradient."""
+@pytest.mark.parametrize('single_views', [1, 3])
+def test_stage3_routes_each_loss_to_its_group(setup, single_views):
+  """With identity 'Adam' and learning rate 1, params move by exactly the routed gradient;
+  the single-view loss is over each object's first `single_views` views."""
   config, model, _, state, batch = setup
   tx = optax.multi_transform({g: optax.identity() for g in jtso.GROUPS}, jtso.param_labels)
   state = state.replace(opt_state=tx.init(state.params))
   step = functools.partial(train.train_step, model=model, tx=tx, stage=jtso.STAGES['jtso'],
-                           lr_fn=lambda s: 1.0, lr_scale={'base': 1.0, 'att': 1.0, 'ref': 1.0})
+                           lr_fn=lambda s: 1.0, lr_scale={'base': 1.0, 'att': 1.0, 'ref': 1.0},
+                           single_views=single_views)
   new, _ = jax.jit(step)(state, batch)
   moved = jax.tree.map(lambda a, b: a - b, state.params, new.params)
 
-  def loss(params, images, mask):
-    return train.loss_fn(params, state.batch_stats, model, images, mask, batch['voxels'])[0]
+  def loss(params, images, mask, voxels):
+    return train.loss_fn(params, state.batch_stats, model, images, mask, voxels)[0]
 
   grad = jax.jit(jax.grad(loss))
-  g_single = grad(state.params, batch['images'][:, :1], batch['mask'][:, :1])
-  g_multi = grad(state.params, batch['images'], batch['mask'])
+  b, k = batch['images'].shape[0], single_views
+  singles = batch['images'][:, :k].reshape((b * k, 1) + batch['images'].shape[2:])
+  g_single = grad(state.params, singles, jnp.ones((b * k, 1), bool),
+                  jnp.repeat(batch['voxels'], k, axis=0))
+  g_multi = grad(state.params, batch['images'], batch['mask'], batch['voxels'])
   close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
   jax.tree.map(close, moved['encoder'], g_single['encoder'])
   jax.tree.map(close, moved['decoder'], g_single['decoder'])
@@ -92,6 +98,20 @@ def test_stage3_routes_each_loss_to_its_group(setup):
   # The two losses really differ for the shared groups (else the test proves nothing).
   assert changed(g_single['decoder'], g_multi['decoder'])
   assert changed(g_single['attention'], jax.tree.map(jnp.zeros_like, g_single['attention']))
+
+
+def test_single_view_batch_takes_real_views_only():
+  images = jnp.arange(3 * 4, dtype=jnp.float32).reshape(3, 4, 1, 1, 1)  # value = 4b + v
+  mask = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], bool)      # first-n real
+  voxels = jnp.arange(3, dtype=jnp.float32).reshape(3, 1, 1, 1)
+  flat, flat_mask, flat_voxels = train.single_view_batch(images, mask, voxels, 3)
+  assert flat.shape == (9, 1, 1, 1, 1) and bool(flat_mask.all())
+  # object 1 has 2 real views (4, 5), object 2 one (8): cycled, never a padded slot
+  assert flat.ravel().tolist() == [0, 1, 2, 4, 5, 4, 8, 8, 8]
+  assert flat_voxels.ravel().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  one, _, same = train.single_view_batch(images, mask, voxels, 1)
+  np.testing.assert_array_equal(one, images[:, :1])
+  np.testing.assert_array_equal(same, voxels)
 
 
 def test_refiner_gradient_comes_from_the_refined_term_only(setup):

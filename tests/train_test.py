@@ -56,6 +56,22 @@ def test_steps_per_epoch_sets_the_schedule_on_any_dataset(data_dir, tmp_path):
   assert [m['stage'] for m in _logged(tmp_path) if 'stage' in m] == [1, 1, 1, 1, 2]
 
 
+def test_single_view_stages_load_k_real_views(data_dir):
+  """train.single_views = 3: stage 1 loads 3 distinct views of every object, never padded
+  (even with data.min_views > 0, which pads the multi-view stages)."""
+  config = small_config(data_dir, single_views=3, num_views=4)
+  config.data.min_views = 1
+  source = train.input_pipeline.open_source(config.data, 'train')
+  for name, views in (('base', 3), ('jtso', 4)):
+    batch = next(train._stage_iterator(config, jtso.STAGES[name], source))
+    assert batch['images'].shape[1] == views, name
+    if name == 'base':
+      assert batch['mask'].all()
+      assert all(len({x.tobytes() for x in obj}) == 3 for obj in batch['images'])
+    else:  # padded with min_views: the single-view pass cycles the real ones
+      assert batch['mask'][:, 0].all()
+
+
 def test_tiny_run_learns(data_dir, tmp_path):
   config = small_config(data_dir, num_steps=12, schedule='end_to_end', learning_rate=3e-3)
   config.eval.every_steps = 12
