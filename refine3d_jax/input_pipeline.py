@@ -24,7 +24,6 @@ parsed first (main.py's app.run does it; grain reads one of its flags in the wor
 its iterator state has another format: resume with the worker count you saved with.
 """
 
-import copy
 import dataclasses
 import functools
 import math
@@ -298,16 +297,18 @@ def _iterate(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grain.Ite
 
 
 def train_dataset(config: ml_collections.ConfigDict, *, source=None,
-                  shard_index: int | None = None,
-                  shard_count: int | None = None) -> grain.IterDataset:
+                  shard_index: int | None = None, shard_count: int | None = None,
+                  views: tuple[int, int] | None = None) -> grain.IterDataset:
   """Endless training batches of this host's shard of the train split.
 
   Each epoch reshuffles the shard (seed config.seed + epoch) and drops its last partial
   batch. Per-host batch = config.train.batch_size / shard_count; views per example =
-  config.train.num_views, or drawn from [data.min_views, train.num_views] and padded
-  (mask False) when data.min_views > 0. `iter(...)` gives a grain DatasetIterator with
+  max_views, or drawn from [min_views, max_views] and padded (mask False) when
+  min_views > 0, where (min_views, max_views) = `views`, by default
+  (data.min_views, train.num_views). `iter(...)` gives a grain DatasetIterator with
   get_state() / set_state().
   """
+  min_views, max_views = views or (config.data.min_views, config.train.num_views)
   shard_index, shard_count = shard(shard_index, shard_count)
   batch = per_host_batch(config.train.batch_size, shard_count)
   source = open_source(config.data, TRAIN_SPLIT) if source is None else source
@@ -317,8 +318,7 @@ def train_dataset(config: ml_collections.ConfigDict, *, source=None,
                      f'{len(records)} examples, fewer than one batch of {batch}')
   element = functools.partial(
       _train_element, source=source, opts=view_options(config, train=True), seed=config.seed,
-      epoch_length=len(records), min_views=config.data.min_views,
-      max_views=config.train.num_views)
+      epoch_length=len(records), min_views=min_views, max_views=max_views)
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)
 
@@ -352,10 +352,8 @@ def examples_per_second(config: ml_collections.ConfigDict, num_views: int,
                         num_batches: int = 20, warmup: int = 2, source=None) -> float:
   """Training-pipeline throughput (examples/s, one host) with `num_views` views each,
   timed over `num_batches` batches after `warmup` batches (worker start-up excluded)."""
-  config = copy.deepcopy(config)
-  config.train.num_views = num_views
-  config.data.min_views = 0
-  it = iter(train_dataset(config, source=source, shard_index=0, shard_count=1))
+  it = iter(train_dataset(config, source=source, shard_index=0, shard_count=1,
+                          views=(0, num_views)))
   try:
     for _ in range(warmup):
       next(it)

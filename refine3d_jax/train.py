@@ -8,7 +8,6 @@ its first k views, each its own single-view example (`single_view_batch`).
 """
 
 import contextlib
-import copy
 import functools
 import json
 import os
@@ -194,11 +193,10 @@ def make_train_steps(config: ml_collections.ConfigDict, model: Refine3DNet,
 def _stage_iterator(config, stage: jtso.Stage, source, state=None):
   """The training iterator delivering `stage`'s view count, continuing from `state` (a
   previous iterator's get_state()) so a stage change keeps the data position."""
-  stage_config = copy.deepcopy(config)
-  stage_config.train.num_views = views_for(stage, config)
-  if not stage.multi and config.train.single_views > 1:
-    stage_config.data.min_views = 0  # k distinct real views per object, never padded
-  it = iter(input_pipeline.train_dataset(stage_config, source=source))
+  views = views_for(stage, config)
+  # k > 1 single views: k distinct real views per object, never padded.
+  min_views = 0 if not stage.multi and views > 1 else min(config.data.min_views, views)
+  it = iter(input_pipeline.train_dataset(config, source=source, views=(min_views, views)))
   if state is not None:
     it.set_state(state)
   return it
