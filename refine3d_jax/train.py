@@ -145,7 +145,7 @@ _NOT_IN_PROGRAMS = {
     None: ('data', 'seed', 'preset'),
     'train': ('batch_size', 'num_views', 'num_epochs', 'num_steps', 'schedule', 'k1_epochs',
               'k2_epochs', 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'),
-    'eval': ('view_counts', 'thresholds', 'fscore_distance', 'measure_cost', 'every_steps',
+    'eval': ('view_counts', 'fscore_distance', 'measure_cost', 'every_steps',
              'val_views', 'max_examples', 'num_images'),
 }
 
@@ -174,7 +174,7 @@ def _programs(config_json: str, steps_per_epoch: int):
   tx = jtso.optimizer(config)
   steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
   eval_fn = jax.jit(functools.partial(eval_step, model=model,
-                                      thresholds=(config.eval.threshold,)),
+                                      thresholds=validation_thresholds(config)),
                     static_argnames='view_counts')
   return model, tx, steps, eval_fn
 
@@ -213,9 +213,17 @@ def view_passes(config: ml_collections.ConfigDict,
   return [(n, (n,)) for n in counts]
 
 
+def validation_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """eval.threshold first, then the other eval.thresholds."""
+  t = float(config.eval.threshold)
+  return (t, *(float(x) for x in config.eval.thresholds if float(x) != t))
+
+
 def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
   """Validation IoU (refined and coarse, t = eval.threshold) for each of eval.val_views,
-  and a picture of the first few reconstructions with the first view count."""
+  the refined IoU at the best of eval.thresholds (`val_iou_best_<n>v`: a dip at t alone
+  is a shift of calibration, not of shape), and a picture of the first few
+  reconstructions with the first view count."""
   out, picture = {}, None
   for num_views, counts in view_passes(config, config.eval.val_views):
     ious, valid = {n: [] for n in counts}, []
@@ -225,7 +233,8 @@ def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
                                         view_counts=counts))
       for n in counts:
         r = result['views'][str(n)]
-        ious[n].append(np.stack([r['iou_refined'][:, 0], r['iou_coarse'][:, 0]], -1))
+        ious[n].append(np.concatenate([r['iou_refined'][:, :1], r['iou_coarse'][:, :1],
+                                       r['iou_refined'][:, 1:]], -1))
       valid.append(result['valid'])  # all hosts' rows, like the IoUs
       if picture is None:
         # this host's views; its rows come first among the gathered results (process 0)
@@ -239,8 +248,9 @@ def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
         break
     valid = np.concatenate(valid)
     for n in counts:
-      iou = np.concatenate(ious[n])
-      out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = iou[valid].mean(axis=0)
+      iou = np.concatenate(ious[n])[valid].mean(axis=0)
+      out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = float(iou[0]), float(iou[1])
+      out[f'val_iou_best_{n}v'] = float(max(iou[0], *iou[2:]))
   out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in config.eval.val_views]))
   return out, picture
 

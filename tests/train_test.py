@@ -81,7 +81,9 @@ def test_tiny_run_learns(data_dir, tmp_path):
   assert len(losses) == 12
   assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
   val = [m for m in metric_writers.read_metrics(str(tmp_path)) if 'val_iou' in m]
-  assert val and 0 <= val[-1]['val_iou_1v'] <= 1
+  assert val and 0 <= val[-1]['val_iou_1v'] <= val[-1]['val_iou_best_1v'] <= 1
+  assert train.validation_thresholds(config)[0] == config.eval.threshold
+  assert sorted(train.validation_thresholds(config)) == sorted(config.eval.thresholds)
 
 
 def main_args(data_dir, workdir, num_steps):
