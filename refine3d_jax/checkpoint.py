@@ -95,6 +95,16 @@ def _config_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[
   return json.loads(json.dumps(_json_ready(dict(config))))
 
 
+def _saved_tree(state: Any) -> Any:
+  """A TrainState as the dict of its fields that are not None (others unchanged): the tree
+  a checkpoint holds, the same with and without the optional fields (e.g. ema_params),
+  so checkpoints written before a field existed still restore."""
+  if not isinstance(state, TrainState):
+    return state
+  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+          if getattr(state, f.name) is not None}
+
+
 def _abstract(template: Any) -> Any:
   """The template's leaves as ShapeDtypeStructs, keeping each array's sharding; abstract
   leaves without one get the default device's."""
@@ -191,7 +201,7 @@ class Checkpointer:
     """Starts saving checkpoint `step` (asynchronously: `wait()` or `close()` before
     exit). The iterator's state is read now, before save returns. Returns whether a
     checkpoint was started (orbax's save policy may skip a step unless `force`)."""
-    items = {'state': ocp.args.StandardSave(state)}
+    items = {'state': ocp.args.StandardSave(_saved_tree(state))}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     if config is not None:
@@ -219,13 +229,14 @@ class Checkpointer:
     if step not in self.all_steps():
       raise FileNotFoundError(f'no checkpoint {step} in {self.directory}; it has '
                               f'{self.all_steps()}')
-    items = {'state': ocp.args.StandardRestore(_abstract(state_template))}
+    items = {'state': ocp.args.StandardRestore(_abstract(_saved_tree(state_template)))}
     if data_iterator is not None:
       if not (self._step_dir(step) / 'data').exists():
         raise ValueError(f'checkpoint {self._step_dir(step)} has no data iterator state '
                          '(it was saved without data_iterator)')
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+    state = self._manager.restore(step, args=ocp.args.Composite(**items)).state
+    return TrainState(**state) if isinstance(state_template, TrainState) else state
 
   def metrics(self, step: int) -> dict[str, Any] | None:
     """The metrics saved with checkpoint `step` (None if none; needs best_metric)."""

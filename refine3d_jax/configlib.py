@@ -44,6 +44,7 @@ ADDED_KEYS = {
     'eval.measure_cost': True,
     'train.steps_per_epoch': 0,
     'train.single_views': 1,
+    'train.ema_decay': 0.0,
     'data.pca_noise': 0.0,
     'data.rgb_permute': False,
 }
@@ -283,6 +284,8 @@ def validate_train(t: ml_collections.ConfigDict) -> None:
   _check(0 <= t.adam_b1 < 1, 'train.adam_b1', t.adam_b1, 'must be in [0, 1)')
   _check(0 <= t.adam_b2 < 1, 'train.adam_b2', t.adam_b2, 'must be in [0, 1)')
   _check(t.adam_eps > 0, 'train.adam_eps', t.adam_eps, 'must be positive')
+  _check(isinstance(t.ema_decay, (int, float)) and 0 <= t.ema_decay < 1, 'train.ema_decay',
+         t.ema_decay, 'must be in [0, 1) (0 = no moving average)')
   _check(isinstance(t.num_steps, int) and t.num_steps >= 0, 'train.num_steps', t.num_steps,
          'must be >= 0 (0 = train.num_epochs)')
   _check(isinstance(t.steps_per_epoch, int) and t.steps_per_epoch >= 0, 'train.steps_per_epoch',

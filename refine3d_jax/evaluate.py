@@ -67,7 +67,7 @@ def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,
 def restore_variables(config: ml_collections.ConfigDict, workdir: str,
                       which: str = 'best') -> tuple[Refine3DNet, dict[str, Any], int]:
   """(model, {'params', 'batch_stats'}, step) of checkpoint `which` ('best', 'latest' or a
-  step number) of `workdir`. 'best' falls back to the latest when no checkpoint has a
+  step number) of `workdir` (the averaged params of a run with `train.ema_decay > 0`). 'best' falls back to the latest when no checkpoint has a
   validation IoU. Raises FileNotFoundError naming the workdir when there is none."""
   model = create_model(config.model)
   tx = jtso.optimizer(config)
@@ -87,7 +87,7 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str,
     state = ckpt.restore(template, step=step)
   finally:
     ckpt.close()
-  return model, {'params': state.params, 'batch_stats': state.batch_stats}, step
+  return model, train.variables_of(state), step
 
 
 def category_names(data: ml_collections.ConfigDict) -> list[str]:

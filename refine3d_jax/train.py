@@ -40,7 +40,19 @@ def create_train_state(config: ml_collections.ConfigDict, model: Refine3DNet,
   params = variables['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    rng=jax.random.key_data(root))
+                    rng=jax.random.key_data(root),
+                    # a copy: donated steps must not see one buffer twice
+                    ema_params=(jax.tree.map(jnp.copy, params) if config.train.ema_decay > 0
+                                else None))
+
+
+def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
+  """ema <- d ema + (1 - d) params, d = min(decay, (1 + step) / (10 + step)): the
+  warm-up of TensorFlow's ExponentialMovingAverage, so early steps are not dragged
+  towards the initial weights."""
+  step = step.astype(jnp.float32)
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
 
 
 def views_for(stage: jtso.Stage, config: ml_collections.ConfigDict) -> int:
@@ -74,12 +86,13 @@ def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels):
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3DNet,
                tx: optax.GradientTransformation, stage: jtso.Stage, lr_fn,
-               lr_scale: dict[str, float],
-               single_views: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
+               lr_scale: dict[str, float], single_views: int = 1,
+               ema_decay: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
   """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
 
   The single-view loss is over `single_views` views per object (`single_view_batch`).
   With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass.
+  A state with ema_params moves them towards the new params (`ema_update`).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   run = lambda images, mask, voxels: grad_fn(state.params, state.batch_stats, model, images,
@@ -100,8 +113,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: Refine3
                                                 grads, lr, lr_scale)
   out.update({f'lr_{g}': rates[g] for g in jtso.GROUPS})
   out['grad_norm'] = optax.tree.norm(grads)
+  ema = (None if state.ema_params is None
+         else ema_update(state.ema_params, params, ema_decay, state.step))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, ema_params=ema)
   return new_state, out
 
 
@@ -135,8 +150,10 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: 
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:
-  """The model's variables in a TrainState."""
-  return {'params': state.params, 'batch_stats': state.batch_stats}
+  """The model's variables in a TrainState, for evaluation: the averaged params when the
+  run keeps them (`train.ema_decay > 0`), with the live BatchNorm statistics."""
+  params = state.params if state.ema_params is None else state.ema_params
+  return {'params': params, 'batch_stats': state.batch_stats}
 
 
 # Keys that never change a compiled step: the stage plan, bookkeeping and data (a batch
@@ -185,7 +202,8 @@ def make_train_steps(config: ml_collections.ConfigDict, model: Refine3DNet,
   lr_scale = dict(config.train.lr_scale)
   return {name: jax.jit(functools.partial(train_step, model=model, tx=tx, stage=stage,
                                           lr_fn=lr_fn, lr_scale=lr_scale,
-                                          single_views=config.train.single_views),
+                                          single_views=config.train.single_views,
+                                          ema_decay=config.train.ema_decay),
                         donate_argnums=0)
           for name, stage in jtso.STAGES.items()}
 
@@ -286,6 +304,10 @@ def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict
   except FileNotFoundError:
     return
   diffs = configlib.model_differences(saved, config)
+  saved_ema = float(configlib.with_added_keys(saved)[0].train.ema_decay)
+  if (saved_ema > 0) != (config.train.ema_decay > 0):  # the state's structure differs
+    diffs.append(f'train.ema_decay: saved {saved_ema!r}, now {config.train.ema_decay!r} '
+                 '(a moving average of the weights is kept only when > 0)')
   if diffs:
     raise IncompatibleCheckpointError(
         f'{workdir} holds a checkpoint (step {step}) of another model; '

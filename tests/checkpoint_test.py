@@ -3,7 +3,9 @@ config, and the failure modes (uncommitted tmp dirs, unwritable workdirs)."""
 
 import json
 import os
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,6 +80,33 @@ def test_every_fusion_saves_and_restores(tmp_path, fusion):
     ckpt.wait()
     restored = ckpt.restore(jax.eval_shape(lambda: state))
   assert_identical(state, restored)
+
+
+@flax.struct.dataclass
+class TrainStateBeforeEma:
+  """TrainState as checkpoints before ema_params existed were saved."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def test_checkpoints_of_the_old_train_state_restore(tmp_path):
+  state = make_state()
+  old = TrainStateBeforeEma(**{k: getattr(state, k) for k in TrainStateBeforeEma.__annotations__})
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(3, old)
+    ckpt.wait()
+    restored = ckpt.restore(jax.eval_shape(lambda: make_state(seed=1)))
+  assert isinstance(restored, TrainState) and restored.ema_params is None
+  assert_identical(state, restored)
+  with_ema = state.replace(ema_params=state.params)
+  with checkpoint.Checkpointer(str(tmp_path / 'ema')) as ckpt:
+    ckpt.save(1, with_ema)
+    ckpt.wait()
+    assert_identical(with_ema, ckpt.restore(make_state(seed=1).replace(
+        ema_params=make_state(seed=1).params)))
 
 
 def test_restore_into_abstract_template(tmp_path):

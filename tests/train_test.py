@@ -7,10 +7,11 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, jtso, metric_writers, train
+from refine3d_jax import checkpoint, evaluate, jtso, metric_writers, train
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -194,6 +195,38 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_
   same = small_config(data_dir, num_steps=2)
   same.model.update(conv3d='native', dtype='bfloat16')
   train._check_compatible(str(tmp_path), 1, same)  # pylint: disable=protected-access
+
+
+def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
+  """train.ema_decay > 0: the state holds the moving average, a resume continues it
+  bit-identically, evaluation restores it; a checkpoint with or without one refuses a
+  run of the other kind, naming the key."""
+  straight = train.train_and_evaluate(small_config(data_dir, num_steps=3, ema_decay=0.5),
+                                      str(tmp_path / 'a'))
+  train.train_and_evaluate(small_config(data_dir, num_steps=2, ema_decay=0.5),
+                           str(tmp_path / 'b'))
+  resumed = train.train_and_evaluate(small_config(data_dir, num_steps=3, ema_decay=0.5),
+                                     str(tmp_path / 'b'))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.ema_params),
+               jax.device_get(straight.ema_params))
+  assert any(np.any(np.asarray(e) != np.asarray(p)) for e, p in zip(
+      jax.tree.leaves(straight.ema_params), jax.tree.leaves(straight.params)))
+  assert train.variables_of(straight)['params'] is straight.ema_params
+  config = small_config(data_dir, num_steps=3, ema_decay=0.5)
+  _, variables, step = evaluate.restore_variables(config, str(tmp_path / 'a'), 'latest')
+  assert step == 3
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables['params']),
+               jax.device_get(straight.ema_params))
+  with pytest.raises(train.IncompatibleCheckpointError, match=r'train.ema_decay: saved 0.5, now 0'):
+    train.train_and_evaluate(small_config(data_dir, num_steps=4), str(tmp_path / 'a'))
+
+
+def test_ema_update_warms_up():
+  ema, params = {'w': jnp.zeros(2)}, {'w': jnp.ones(2)}
+  # step 0: d = min(0.99, 1/10) = 0.1; step 990: d = min(0.99, 991/1000) = 0.99
+  np.testing.assert_allclose(train.ema_update(ema, params, 0.99, jnp.int32(0))['w'], [0.9, 0.9])
+  np.testing.assert_allclose(train.ema_update(ema, params, 0.99, jnp.int32(990))['w'],
+                             [0.01, 0.01], rtol=1e-5)
 
 
 def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp_path):
