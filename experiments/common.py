@@ -15,11 +15,11 @@ from typing import Any, Iterable, Optional, Sequence
 from absl import flags
 
 from refine3d_jax import report
+from refine3d_jax.protocols import OUTPUTS
 
 PROTOCOL = '../shared/PROTOCOL.md'
 STANDARD_VIEWS = (1, 2, 3, 4, 5, 8, 12, 16, 20)
 SYNTHETIC_WARNING = 'SYNTHETIC data, not ShapeNet: not comparable with published numbers'
-OUTPUTS = ('refined', 'coarse')
 RUN_COLORS = ['black', 'firebrick', 'navy', 'darkgreen']  # ours; the peers get tab20
 AVERAGING = {'sample_weighted': 'sample-weighted mean over all test objects',
              'class_mean': 'class-mean (unweighted mean of the per-category means)'}

@@ -31,6 +31,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from refine3d_jax import configlib, input_pipeline, jtso, parallel, summary, timing, train
+from refine3d_jax import train_state
 
 
 # Square matmul sides whose best GFLOP/s is the ceiling. One 4096^3 bf16 matmul takes
@@ -74,9 +75,9 @@ def stage_batch(batch: dict[str, np.ndarray], stage: jtso.Stage,
 def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
                 steps: int) -> dict[str, dict[str, float]]:
   """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step."""
-  model, tx, stage_steps, _ = train.programs(config, 1000)
+  model, tx, stage_steps, _ = train.programs(config)
   mesh = parallel.make_mesh()
-  state = parallel.replicate(train.create_train_state(config, model, tx), mesh)
+  state = parallel.replicate(train_state.create_train_state(config, model, tx), mesh)
   data = random_batch(config, batch, views)
   lr_scale = dict(config.train.lr_scale)
   out = {}
@@ -121,8 +122,8 @@ def bench_modules(config: ml_collections.ConfigDict, batch: int, views: int,
   GFLOPs, GFLOP/s and its share of the four modules' time. The gradient is taken with
   respect to the parameters and (except for the encoder, whose input is data) the input,
   as in a training step."""
-  model, tx, _, _ = train.programs(config, 1000)
-  variables = train.variables_of(train.create_train_state(config, model, tx))
+  model, tx, _, _ = train.programs(config)
+  variables = train_state.variables_of(train_state.create_train_state(config, model, tx))
   rng = np.random.default_rng(0)
   s, d, v = config.model.image_size, config.model.latent_dim, config.model.volume_size
   inputs = dict(encoder=(batch * views, s, s, 3), attention=(batch, views, d),
@@ -150,9 +151,9 @@ def bench_modules(config: ml_collections.ConfigDict, batch: int, views: int,
 def bench_inference(config: ml_collections.ConfigDict, repeats: int,
                     batches: Sequence[int] = (1, 32)) -> dict[str, float]:
   """Milliseconds per object, eval mode, for 1 and 20 views at each batch size."""
-  model, tx, _, _ = train.programs(config, 1000)
-  state = train.create_train_state(config, model, tx)
-  variables = train.variables_of(state)
+  model, tx, _, _ = train.programs(config)
+  state = train_state.create_train_state(config, model, tx)
+  variables = train_state.variables_of(state)
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
   out = {}
   for views in (1, 20):

@@ -27,7 +27,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import bench, configlib, jtso, parallel, train
+from refine3d_jax import bench, configlib, jtso, parallel, train, train_state
 
 
 def compare(a: Any, b: Any) -> dict[str, Any]:
@@ -45,9 +45,9 @@ def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
           ) -> dict[str, dict[str, Any]]:
   """{stage name or 'eval': compare(first run, second run)}."""
   configlib.validate(config)
-  model, tx, stage_steps, eval_fn = train.programs(config, 1000)
+  model, tx, stage_steps, eval_fn = train.programs(config)
   mesh = parallel.make_mesh()
-  initial = jax.device_get(train.create_train_state(config, model, tx))
+  initial = jax.device_get(train_state.create_train_state(config, model, tx))
   batches = [bench.random_batch(config, batch, views, seed=i) for i in range(steps)]
   out = {}
   for name, stage in jtso.STAGES.items():
@@ -61,7 +61,7 @@ def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
         losses.append(m)
       runs.append(jax.device_get((state.params, state.batch_stats, losses)))
     out[name] = compare(*runs)
-  variables = train.variables_of(parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh))
+  variables = train_state.variables_of(parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh))
   b = {**batches[0], 'valid': np.ones(batch, bool), 'label': np.zeros(batch, np.int32)}
   sharded = parallel.shard_batch(b, mesh)
   out['eval'] = compare(*[jax.device_get(eval_fn(variables, sharded, view_counts=(1, views)))

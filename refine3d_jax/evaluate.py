@@ -39,55 +39,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, metrics, parallel, report
+from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, parallel, report
 from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import summary, timing, train
 from refine3d_jax.data.errors import DataError
-from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
+from refine3d_jax.models import SUBTREES, Refine3DNet
+from refine3d_jax.protocols import OUTPUTS
 
-OUTPUTS = ('refined', 'coarse')
-
-
-def load_config(workdir: str, override: ml_collections.ConfigDict | None = None,
-                step: int | None = None) -> ml_collections.ConfigDict:
-  """`override` if given, else the config saved with the workdir's checkpoints (keys added
-  to the code since then take the values that keep its meaning), checked."""
-  if override is not None:
-    config = override
-  else:
-    config, filled = configlib.with_added_keys(
-        ml_collections.ConfigDict(checkpoint.restore_config(workdir, step)))
-    if filled:
-      logging.info('%s: config saved without %s; using %s', workdir, filled,
-                   {k: configlib.ADDED_KEYS[k] for k in filled})
-  configlib.validate(config)
-  return config
-
-
-def restore_variables(config: ml_collections.ConfigDict, workdir: str,
-                      which: str = 'best') -> tuple[Refine3DNet, dict[str, Any], int]:
-  """(model, {'params', 'batch_stats'}, step) of checkpoint `which` ('best', 'latest' or a
-  step number) of `workdir` (the averaged params of a run with `train.ema_decay > 0`). 'best' falls back to the latest when no checkpoint has a
-  validation IoU. Raises FileNotFoundError naming the workdir when there is none."""
-  model = create_model(config.model)
-  tx = jtso.optimizer(config)
-  template = jax.eval_shape(lambda: train.create_train_state(config, model, tx))
-  ckpt = checkpoint.Checkpointer(workdir, keep=None, read_only=True)
-  try:
-    if which == 'best':
-      step = ckpt.best_step()
-      step = ckpt.latest_step() if step is None else step
-    elif which == 'latest':
-      step = ckpt.latest_step()
-    else:
-      step = int(which)
-    if step is None:
-      raise FileNotFoundError(f'no checkpoint in {ckpt.directory} (workdir {workdir}): '
-                              'train first, e.g. python main.py --workdir=' + workdir)
-    state = ckpt.restore(template, step=step)
-  finally:
-    ckpt.close()
-  return model, train.variables_of(state), step
 
 
 def category_names(data: ml_collections.ConfigDict) -> list[str]:
@@ -161,24 +119,19 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
                     static_argnames='view_counts')
   source = input_pipeline.open_source(config.data, split)
   names = category_names(config.data)
-  size = config.model.volume_size
   fscore_args = float(config.eval.threshold), float(config.eval.fscore_distance)
-  counts = [int(n) for n in config.eval.view_counts]
-  passes = train.view_passes(config, counts)
+  counts = tuple(int(n) for n in config.eval.view_counts)
   per_host = input_pipeline.per_host_batch(config.train.batch_size, jax.process_count())
   num_batches = -(-len(source) // (per_host * jax.process_count()))
-  bar = tqdm.tqdm(total=num_batches * len(passes), desc=f'evaluate {split}',
-                  disable=not progress or jax.process_index() != 0)
+  bar = tqdm.tqdm(total=num_batches * len(train.view_passes(config, counts)),
+                  desc=f'evaluate {split}', disable=not progress or jax.process_index() != 0)
   gathered = {n: [] for n in counts}
-  for num_views, pass_counts in passes:
-    bar.set_postfix(views=num_views)
-    for batch in input_pipeline.eval_dataset(config, split, num_views, source=source):
-      inputs = train.eval_inputs(batch, size)
-      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
-                                     view_counts=pass_counts))
-      for n, scores in batch_scores(out, pass_counts, *fscore_args, fscore).items():
-        gathered[n].append(scores)
-      bar.update()
+  for pass_counts, batch, out in train.eval_outputs(config, split, step_fn, variables, mesh,
+                                                    source, counts):
+    bar.set_postfix(views=batch['images'].shape[1], refresh=False)
+    for n, scores in batch_scores(out, pass_counts, *fscore_args, fscore).items():
+      gathered[n].append(scores)
+    bar.update()
   bar.close()
   by_views = {}
   for n in counts:
@@ -188,7 +141,7 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
   present = sorted(set(labels.tolist()))
   return dict(categories=[names[i] for i in present],
               counts={names[i]: int(np.sum(labels == i)) for i in present},
-              num_objects=int(len(labels)), view_counts=counts, views=by_views)
+              num_objects=int(len(labels)), view_counts=list(counts), views=by_views)
 
 
 def eval_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
@@ -342,13 +295,14 @@ def write_outputs(results: dict[str, Any], out_dir: str) -> str:
   return text
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, which: str = 'best',
-        split: str = 'test', out_dir: str | None = None, progress: bool = True
+def run(workdir: str, which: str = 'best', split: str = 'test', out_dir: str | None = None,
+        progress: bool = True, config: ml_collections.ConfigDict | None = None
         ) -> dict[str, Any]:
-  """Restores, evaluates (and, for `protocols`' val_selected, the validation split without
+  """Restores checkpoint `which` of `workdir` (with `config`, default the saved one),
+  evaluates it (and, for `protocols`' val_selected, the validation split without
   F-scores), measures the cost and writes everything; returns results."""
   start = time.perf_counter()
-  model, variables, step = restore_variables(config, workdir, which)
+  config, model, variables, step = checkpoint.restore_trained(workdir, which, config)
   scores = evaluate(config, model, variables, split, progress)
   thresholds = list(eval_thresholds(config))
   if split == 'validation':
@@ -383,14 +337,14 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   parallel.initialize()
-  if _CHECKPOINT.value not in ('best', 'latest') and not _CHECKPOINT.value.isdigit():
-    raise app.UsageError(f"--checkpoint must be 'best', 'latest' or a step number, got "
-                         f'{_CHECKPOINT.value!r}')
+  try:
+    checkpoint.parse_which(_CHECKPOINT.value)
+  except ValueError as e:
+    raise app.UsageError(f'--{e}') from None
   try:
     configlib.check_local(_WORKDIR.value, '--workdir')
     configlib.check_local(_OUT.value, '--out')
-    config = load_config(_WORKDIR.value, _CONFIG.value)
-    run(config, _WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value)
+    run(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value, config=_CONFIG.value)
   except configlib.ConfigError as e:
     raise app.UsageError(str(e)) from None
   except (FileNotFoundError, DataError) as e:

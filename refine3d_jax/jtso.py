@@ -88,10 +88,14 @@ def stage_at(step: int, plan: list[tuple[int, str]]) -> Stage:
   return STAGES[name]
 
 
-def learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Callable:
+def learning_rate_fn(config: ml_collections.ConfigDict,
+                     steps_per_epoch: int | None) -> Callable:
   """step -> base learning rate: train.learning_rate, times lr_decay_factor after each
-  of train.lr_decay_epochs."""
+  of train.lr_decay_epochs; constant when `steps_per_epoch` is None (a benchmark or check
+  that runs steps, not a schedule)."""
   t = config.train
+  if steps_per_epoch is None:
+    return optax.constant_schedule(t.learning_rate)
   boundaries = {round(e * steps_per_epoch): t.lr_decay_factor for e in t.lr_decay_epochs}
   return optax.piecewise_constant_schedule(t.learning_rate, boundaries)
 

@@ -54,10 +54,11 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from refine3d_jax import checkpoint, configlib, evaluate, input_pipeline, metrics, report
+from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, report
 from refine3d_jax import visualize
 from refine3d_jax.data import binvox, features, transforms
 from refine3d_jax.models import Refine3DNet
+from refine3d_jax.protocols import OUTPUTS
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 MAX_SIDE = 1024        # photos are shrunk to this first: the model sees 137 px at most
@@ -244,23 +245,7 @@ class Reconstructor:
   def from_workdir(cls, workdir: str, which: str = 'best') -> 'Reconstructor':
     """Checkpoint `which` ('best', 'latest' or a step) of a training workdir, with the
     config saved beside it. Raises FileNotFoundError naming the workdir."""
-    which = str(which)
-    if which not in ('best', 'latest') and not which.isdigit():
-      raise ValueError(f"which must be 'best', 'latest' or a step number, got {which!r}")
-    directory = checkpoint.checkpoint_dir(workdir)
-    if not directory.is_dir():
-      raise FileNotFoundError(f'{workdir}: no checkpoints ({directory} does not exist); '
-                              f'train first: python main.py --workdir={workdir}')
-    step = None if which in ('best', 'latest') else int(which)
-    if step is not None:  # said here: orbax would only say that it has no config
-      steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-      if step not in steps:
-        raise FileNotFoundError(f'{workdir}: no checkpoint {step}; it has steps {steps}')
-    try:
-      config = evaluate.load_config(workdir, step=step)
-      model, variables, step = evaluate.restore_variables(config, workdir, which)
-    except FileNotFoundError as e:
-      raise FileNotFoundError(f'{workdir}: {e}') from None
+    config, model, variables, step = checkpoint.restore_trained(workdir, which)
     return cls(config, model, variables, step, workdir)
 
   @classmethod
@@ -298,14 +283,14 @@ class Reconstructor:
     inputs, pictures = self.views(images, background, framing, names)
     order = sorted(range(len(inputs)), key=lambda i: hashlib.sha1(inputs[i].tobytes()).digest())
     out = self._forward(self.variables, inputs[np.asarray(order)][None])
-    return {**{k: np.asarray(out[k][0]) for k in evaluate.OUTPUTS}, 'views': pictures}
+    return {**{k: np.asarray(out[k][0]) for k in OUTPUTS}, 'views': pictures}
 
   def reconstruct(self, images: Sequence[np.ndarray], output: str = 'refined',
                   background: str = 'none', framing: str = 'object') -> np.ndarray:
     """float32 [S, S, S] occupancy probabilities (`output` 'refined' or 'coarse') of the
     object shown by `images` (uint8 or [0, 1] float arrays [H, W], [H, W, 3], [H, W, 4])."""
-    if output not in evaluate.OUTPUTS:
-      raise ValueError(f'output must be one of {evaluate.OUTPUTS}, got {output!r}')
+    if output not in OUTPUTS:
+      raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
     return self.predict(images, background, framing)[output]
 
 

@@ -4,6 +4,7 @@ in that peer's own protocol. Pure python over results.json's structure."""
 
 from typing import Any, Sequence
 
+# The two reconstructions in results.json (and every tool that reads the model's outputs).
 OUTPUTS = ('refined', 'coarse')
 
 # Each is reported in results.json's `protocols`: averaging, the thresholds it may pick from,

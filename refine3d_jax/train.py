@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -28,22 +28,8 @@ import tqdm
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
 from refine3d_jax import metrics, parallel, visualize
 from refine3d_jax import workdir as workdir_lib
-from refine3d_jax.models import Refine3DNet, create_model, init_variables
-from refine3d_jax.train_state import TrainState
-
-
-def create_train_state(config: ml_collections.ConfigDict, model: Refine3DNet,
-                       tx: optax.GradientTransformation) -> TrainState:
-  """Initial state from config.seed: model variables, optimizer state, root key."""
-  root = jax.random.key(config.seed)
-  variables = init_variables(model, jax.random.fold_in(root, 0))
-  params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    rng=jax.random.key_data(root),
-                    # a copy: donated steps must not see one buffer twice
-                    ema_params=(jax.tree.map(jnp.copy, params) if config.train.ema_decay > 0
-                                else None))
+from refine3d_jax.models import Refine3DNet, create_model
+from refine3d_jax.train_state import TrainState, create_train_state, variables_of
 
 
 def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
@@ -149,13 +135,6 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], *, model: 
   return result
 
 
-def variables_of(state: TrainState) -> dict[str, Any]:
-  """The model's variables in a TrainState, for evaluation: the averaged params when the
-  run keeps them (`train.ema_decay > 0`), with the live BatchNorm statistics."""
-  params = state.params if state.ema_params is None else state.ema_params
-  return {'params': params, 'batch_stats': state.batch_stats}
-
-
 # Keys that never change a compiled step: the stage plan, bookkeeping and data (a batch
 # of another shape retraces by itself). Runs differing only in these share programs.
 _NOT_IN_PROGRAMS = {
@@ -176,16 +155,27 @@ def program_key(config: ml_collections.ConfigDict) -> str:
   return json.dumps(d, sort_keys=True)
 
 
-def programs(config: ml_collections.ConfigDict, steps_per_epoch: int):
-  """(model, optimizer, {stage name: jitted step}, jitted eval step) of `config`, shared
-  by the runs of one process that differ only in keys no program uses."""
+class Programs(NamedTuple):
+  """What a run compiles: the model, the optimizer, {stage name: jitted train step} and
+  the jitted eval step."""
+  model: Refine3DNet
+  tx: optax.GradientTransformation
+  steps: dict[str, Any]
+  eval_fn: Any
+
+
+def programs(config: ml_collections.ConfigDict,
+             steps_per_epoch: int | None = None) -> Programs:
+  """The Programs of `config`, shared by the runs of one process that differ only in keys
+  no program uses. `steps_per_epoch` places the learning-rate decay; None: a constant rate
+  (benchmarks and checks, which run steps rather than the schedule)."""
   return _programs(program_key(config), steps_per_epoch)
 
 
 @functools.lru_cache(maxsize=4)
-def _programs(config_json: str, steps_per_epoch: int):
-  """(model, optimizer, {stage: jitted step}, jitted eval step) of a `program_key`, cached
-  so a second run of the same model in one process (a resume, a notebook) compiles nothing."""
+def _programs(config_json: str, steps_per_epoch: int | None) -> Programs:
+  """`programs` of a `program_key`, cached so a second run of the same model in one
+  process (a resume, a notebook) compiles nothing."""
   config = ml_collections.ConfigDict(json.loads(config_json))
   model = create_model(config.model)
   tx = jtso.optimizer(config)
@@ -193,7 +183,7 @@ def _programs(config_json: str, steps_per_epoch: int):
   eval_fn = jax.jit(functools.partial(eval_step, model=model,
                                       thresholds=validation_thresholds(config)),
                     static_argnames='view_counts')
-  return model, tx, steps, eval_fn
+  return Programs(model, tx, steps, eval_fn)
 
 
 def make_train_steps(config: ml_collections.ConfigDict, model: Refine3DNet,
@@ -237,39 +227,51 @@ def validation_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...
   return (t, *(float(x) for x in config.eval.thresholds if float(x) != t))
 
 
-def evaluate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
+def eval_outputs(config: ml_collections.ConfigDict, split: str, step_fn, variables, mesh,
+                 source, counts, max_examples: int = 0):
+  """The one evaluation loop, of validation and of `evaluate`: for each pass of
+  view_passes(config, counts), yields (the pass's counts, this host's input batch, the
+  eval step's outputs of every host via parallel.to_host, `valid` marking real rows).
+  A pass stops once `max_examples` (> 0) rows were seen."""
+  for num_views, pass_counts in view_passes(config, counts):
+    seen = 0
+    for batch in input_pipeline.eval_dataset(config, split, num_views, source=source):
+      inputs = eval_inputs(batch, config.model.volume_size)
+      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
+                                     view_counts=pass_counts))
+      yield pass_counts, batch, out
+      seen += len(out['valid'])
+      if max_examples and seen >= max_examples:
+        break
+
+
+def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
   """Validation IoU (refined and coarse, t = eval.threshold) for each of eval.val_views,
   the refined IoU at the best of eval.thresholds (`val_iou_best_<n>v`: a dip at t alone
   is a shift of calibration, not of shape), and a picture of the first few
   reconstructions with the first view count."""
-  out, picture = {}, None
-  for num_views, counts in view_passes(config, config.eval.val_views):
-    ious, valid = {n: [] for n in counts}, []
-    for batch in input_pipeline.eval_dataset(config, 'validation', num_views, source=source):
-      inputs = eval_inputs(batch, config.model.volume_size)
-      result = parallel.to_host(step_fn(variables_of(state), parallel.shard_batch(inputs, mesh),
-                                        view_counts=counts))
-      for n in counts:
-        r = result['views'][str(n)]
-        ious[n].append(np.concatenate([r['iou_refined'][:, :1], r['iou_coarse'][:, :1],
-                                       r['iou_refined'][:, 1:]], -1))
-      valid.append(result['valid'])  # all hosts' rows, like the IoUs
-      if picture is None:
-        # this host's views; its rows come first among the gathered results (process 0)
-        n = int(config.eval.val_views[0])
-        k = min(config.eval.num_images, len(batch['images']))
-        images = (batch['images'][:k, :n] * np.asarray(config.data.std)
-                  + np.asarray(config.data.mean))
-        picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
-                                                result['voxels'][:k], config.eval.threshold)
-      if config.eval.max_examples and sum(map(len, valid)) >= config.eval.max_examples:
-        break
-    valid = np.concatenate(valid)
-    for n in counts:
-      iou = np.concatenate(ious[n])[valid].mean(axis=0)
-      out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = float(iou[0]), float(iou[1])
-      out[f'val_iou_best_{n}v'] = float(max(iou[0], *iou[2:]))
-  out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in config.eval.val_views]))
+  counts = tuple(int(n) for n in config.eval.val_views)
+  rows, picture = {n: [] for n in counts}, None
+  for pass_counts, batch, result in eval_outputs(config, 'validation', step_fn,
+                                                 variables_of(state), mesh, source, counts,
+                                                 config.eval.max_examples):
+    for n in pass_counts:
+      r = result['views'][str(n)]
+      rows[n].append(np.concatenate([r['iou_refined'][:, :1], r['iou_coarse'][:, :1],
+                                     r['iou_refined'][:, 1:]], -1)[result['valid']])
+    if picture is None:
+      # this host's views; its rows come first among the gathered results (process 0)
+      n, k = counts[0], min(config.eval.num_images, len(batch['images']))
+      images = (batch['images'][:k, :n] * np.asarray(config.data.std)
+                + np.asarray(config.data.mean))
+      picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
+                                              result['voxels'][:k], config.eval.threshold)
+  out = {}
+  for n in counts:
+    iou = np.concatenate(rows[n]).mean(axis=0)
+    out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = float(iou[0]), float(iou[1])
+    out[f'val_iou_best_{n}v'] = float(max(iou[0], *iou[2:]))
+  out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in counts]))
   return out, picture
 
 
@@ -384,13 +386,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         done, timed_steps = step + 1, timed_steps + 1
         bar.set_description(f'stage {stage.index} ({stage.name})')
         bar.update()
-        is_eval = done % config.eval.every_steps == 0 or done == num_steps
+        last = done == num_steps
+        log = last or done % config.train.log_every_steps == 0
+        is_eval = last or done % config.eval.every_steps == 0
         stop = _agreed_stop(received, done, config)
         save = is_eval or stop or done % config.train.checkpoint_every_steps == 0
-        if save or done % config.train.log_every_steps == 0 or done == num_steps:
+        if save or log:
           # never log or save a non-finite state: the last checkpoint stays the last good one
           scalars = _finite_scalars(step_metrics, done, stage, checkpoints, workdir)
-        if done % config.train.log_every_steps == 0 or done == num_steps:
+        if log:
           elapsed = time.perf_counter() - timer
           scalars.update(stage=stage.index, wall_time=time.time(),
                          examples_per_sec=timed_steps * config.train.batch_size / elapsed)
@@ -398,7 +402,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
           timer, timed_steps = time.perf_counter(), 0
         if is_eval:
-          val, picture = evaluate(state, config, eval_fn, mesh, val_source)
+          val, picture = validate(state, config, eval_fn, mesh, val_source)
           writer.write_scalars(done, {**val, 'wall_time': time.time()})
           writer.write_image(done, 'reconstructions', picture)
           visualize.save_png(

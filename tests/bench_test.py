@@ -1,10 +1,14 @@
 """The bench command on the tiny model: every field present, valid JSON (no timings
-asserted)."""
+asserted); the per-layer convolution timing."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
+
+from refine3d_jax import layer_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,3 +44,15 @@ def test_bench_emits_every_field(tiny_data_dir):
   assert r['memory']['host_peak_rss_mb'] > 0 and r['matmul_gflops']['float32'] > 0
   assert r['matmul_size'] == {'float32': r['matmul_size']['float32']}
   assert r['matmul_size']['float32'] in (1024, 2048)
+
+
+def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
+  monkeypatch.setitem(layer_bench.CONV2D_LAYERS, 'tiny', [(4, 3, 8, 3)])
+  monkeypatch.setitem(layer_bench.CONV3D_LAYERS, 'tiny', [(4, 2, 3, 3)])
+  layer_bench.main(['layer_bench', 'conv2d', 'tiny', '1'])
+  layer_bench.main(['layer_bench', 'conv3d', 'tiny', '1'])
+  out = capsys.readouterr().out
+  assert '4 px   3->  8 k3:  native' in out and 'matmul' in out
+  assert ' 4^3   2->  3 k3:  native' in out and 'fold' in out
+  with pytest.raises(SystemExit, match='usage: python -m refine3d_jax.layer_bench'):
+    layer_bench.main(['layer_bench', 'conv4d'])

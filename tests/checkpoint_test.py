@@ -17,7 +17,7 @@ from refine3d_jax import checkpoint
 from refine3d_jax import input_pipeline as ip
 from refine3d_jax import jtso as jtso_lib
 from refine3d_jax.models import create_model
-from refine3d_jax.train import create_train_state
+from refine3d_jax.train_state import create_train_state
 from refine3d_jax.train_state import TrainState
 from tests.testutil import fill_disk
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from refine3d_jax import evaluate, input_pipeline, protocols, train
+from refine3d_jax import checkpoint, evaluate, input_pipeline, protocols, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
@@ -22,9 +22,9 @@ def trained(tiny_workdir):
 
 @pytest.fixture(scope='module')
 def results(trained):
-  config = evaluate.load_config(trained)  # the config saved with the checkpoint
+  config = checkpoint.load_config(trained)  # the config saved with the checkpoint
   config.eval.view_counts = (1, 3)
-  return evaluate.run(config, trained, progress=False), trained
+  return evaluate.run(trained, progress=False, config=config), trained
 
 
 def test_writes_every_file_with_the_protocol(results):
@@ -73,8 +73,7 @@ def test_iou_matches_a_direct_computation(results, tiny_data_dir):
   """The sample-weighted IoU of 3 views equals numpy IoU of the model's own outputs on
   views 0, 1, 2 of each test object (first_n)."""
   res, workdir = results
-  config = evaluate.load_config(workdir)
-  model, variables, _ = evaluate.restore_variables(config, workdir)
+  config, model, variables, _ = checkpoint.restore_trained(workdir)
   ious = []
   for batch in input_pipeline.eval_dataset(config, 'test', 3):
     valid = batch['valid']
@@ -95,7 +94,7 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path):
                          f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode != 0
-  assert f'no checkpoints in {tmp_path}' in proc.stderr, proc.stderr[-2000:]
+  assert f'{tmp_path}: no checkpoints' in proc.stderr, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
 
 
@@ -111,10 +110,9 @@ def test_checked_in_fixture_matches_the_schema(tmp_path):
 def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
   """first_n: one pass encodes 3 views and scores 1 and 3 from them; the same numbers as a
   separate pass per count (what the random protocol does)."""
-  config = evaluate.load_config(trained)
+  config, model, variables, _ = checkpoint.restore_trained(trained)
   config.eval.view_counts = (1, 3)
   assert train.view_passes(config, (1, 3)) == [(3, (1, 3))]
-  model, variables, _ = evaluate.restore_variables(config, trained)
   nested = evaluate.evaluate(config, model, variables, progress=False)
   monkeypatch.setattr(train, 'view_passes', lambda c, counts: [(n, (n,)) for n in counts])
   separate = evaluate.evaluate(config, model, variables, progress=False)
@@ -135,9 +133,8 @@ def test_protocols_are_each_peers_rule(results, trained):
   res, _ = results
   ts = res['thresholds']
   assert set(res['protocols']) == {'pix2vox', 'paper', 'retr', 'val_selected'}
-  config = evaluate.load_config(trained)
+  config, model, variables, _ = checkpoint.restore_trained(trained)
   config.eval.view_counts = (1, 3)
-  model, variables, _ = evaluate.restore_variables(config, trained)
   val = evaluate.evaluate(config, model, variables, 'validation', progress=False, fscore=False)
   for n in ('1', '3'):
     for output in ('refined', 'coarse'):

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import jtso as jtso_config
-from refine3d_jax import jtso, losses, train
+from refine3d_jax import jtso, losses, train, train_state
 from refine3d_jax.models import SUBTREES, create_model
 from tests.testutil import perturb
 
@@ -22,7 +22,7 @@ def setup():
   config.model.update(volume_size=16, refiner_widths=(4, 4))
   model = create_model(config.model)
   tx = jtso.optimizer(config)
-  state = train.create_train_state(config, model, tx)
+  state = train_state.create_train_state(config, model, tx)
   state = state.replace(params=perturb(state.params))  # every layer matters
   rng = np.random.default_rng(0)
   batch = {'images': jnp.asarray(rng.standard_normal((2, 3, 16, 16, 3)), jnp.float32),

@@ -140,12 +140,12 @@ def train_steps(model, variables, batch, mesh=None):
   from `variables`, as host numpy arrays (replicated over `mesh` when given)."""
   import jax  # pylint: disable=g-import-not-at-top
   from configs import jtso as jtso_config  # pylint: disable=g-import-not-at-top
-  from refine3d_jax import jtso, parallel, train  # pylint: disable=g-import-not-at-top
+  from refine3d_jax import jtso, parallel, train, train_state  # pylint: disable=g-import-not-at-top
   config = jtso_config.get_config('tiny')
   tx = jtso.optimizer(config)
   # host copies: the step donates its state, which must not consume the caller's arrays
   variables = jax.tree.map(np.array, variables)
-  state = train.create_train_state(config, model, tx)
+  state = train_state.create_train_state(config, model, tx)
   state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
                         opt_state=tx.init(variables['params']))
   if mesh is not None:

@@ -36,7 +36,7 @@ GUARDED_RESTORE = textwrap.dedent('''
 
     import jax
     import ml_collections
-    from refine3d_jax import checkpoint, input_pipeline, jtso, train
+    from refine3d_jax import checkpoint, input_pipeline, jtso, train_state
     from refine3d_jax.models import create_model
 
     workdir = sys.argv[1]
@@ -45,7 +45,7 @@ GUARDED_RESTORE = textwrap.dedent('''
     data = iter(input_pipeline.train_dataset(config, source=source))
     model = create_model(config.model)
     template = jax.eval_shape(
-        lambda: train.create_train_state(config, model, jtso.optimizer(config)))
+        lambda: train_state.create_train_state(config, model, jtso.optimizer(config)))
     with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
       state = ckpt.restore(template, data)
     batch = next(data)

@@ -112,7 +112,7 @@ def test_the_r2n2_split_trains(sample_build, tmp_path):
   config.eval.view_counts = (1, 2)
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
-  results = evaluate.run(evaluate.load_config(workdir), workdir, progress=False)
+  results = evaluate.run(workdir, progress=False)
   assert results['num_objects'] == 5 and set(results['views']) == {'1', '2'}
 
 

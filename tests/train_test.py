@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, evaluate, jtso, metric_writers, train
+from refine3d_jax import checkpoint, jtso, metric_writers, train, train_state
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -147,7 +147,7 @@ def test_main_on_two_processes_trains_and_resumes(data_dir, tmp_path):
   assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [2, 3]
   config = small_config(data_dir)
   model = create_model(config.model)
-  template = train.create_train_state(config, model, jtso.optimizer(config))
+  template = train_state.create_train_state(config, model, jtso.optimizer(config))
   restored = checkpoint.Checkpointer(str(tmp_path)).restore(template)
   assert int(restored.step) == 3
   assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
@@ -211,9 +211,8 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
                jax.device_get(straight.ema_params))
   assert any(np.any(np.asarray(e) != np.asarray(p)) for e, p in zip(
       jax.tree.leaves(straight.ema_params), jax.tree.leaves(straight.params)))
-  assert train.variables_of(straight)['params'] is straight.ema_params
-  config = small_config(data_dir, num_steps=3, ema_decay=0.5)
-  _, variables, step = evaluate.restore_variables(config, str(tmp_path / 'a'), 'latest')
+  assert train_state.variables_of(straight)['params'] is straight.ema_params
+  _, _, variables, step = checkpoint.restore_trained(str(tmp_path / 'a'), 'latest')
   assert step == 3
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables['params']),
                jax.device_get(straight.ema_params))
@@ -245,7 +244,7 @@ def poison_from(monkeypatch, first_bad_batch, poison):
   """Makes the training batches from the `first_bad_batch`-th on (1-based) go through
   `poison(batch)`; validation batches stay clean."""
   calls, evaluating = [], []
-  clean_inputs, clean_evaluate = train.model_inputs, train.evaluate
+  clean_inputs, clean_validate = train.model_inputs, train.validate
 
   def inputs(batch, volume_size):
     batch = clean_inputs(batch, volume_size)
@@ -254,14 +253,14 @@ def poison_from(monkeypatch, first_bad_batch, poison):
     calls.append(1)
     return poison(batch) if len(calls) >= first_bad_batch else batch
 
-  def evaluate(*args, **kwargs):
+  def validate(*args, **kwargs):
     evaluating.append(1)
     try:
-      return clean_evaluate(*args, **kwargs)
+      return clean_validate(*args, **kwargs)
     finally:
       evaluating.pop()
   monkeypatch.setattr(train, 'model_inputs', inputs)
-  monkeypatch.setattr(train, 'evaluate', evaluate)
+  monkeypatch.setattr(train, 'validate', validate)
 
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
@@ -310,7 +309,7 @@ def test_disk_full_during_a_save_stops_cleanly(data_dir, small_disk, monkeypatch
 
 def _restored_params(workdir, data_dir):
   config = small_config(data_dir)
-  template = train.create_train_state(config, create_model(config.model), jtso.optimizer(config))
+  template = train_state.create_train_state(config, create_model(config.model), jtso.optimizer(config))
   with checkpoint.Checkpointer(str(workdir), read_only=True) as ckpt:
     if ckpt.latest_step() is None:
       return None, None

@@ -4,13 +4,10 @@
 copies of the padded input are stacked on the channel axis (im2col), so
 ``[N, H, W, C] * [k, k, C, O]`` becomes ``[N*H*W, k*k*C] @ [k*k*C, O]``. ``impl='native'``
 is ``lax.conv_general_dilated``. ``impl='auto'`` uses the matmul on CPUs for layers of at
-least ``MATMUL_MIN_FEATURES`` output channels and stays native elsewhere. Measured on a
-2-core AMD EPYC, forward + input and kernel gradient (``python -m
-refine3d_jax.models.conv2d quick 128`` and ``paper 8``; docs/bench/conv2d_*_amd_*.txt):
-every layer of 32 or more output channels ran 1.0-4.2x faster as a matmul (the paper's
-127 px 96 -> 96: 4488 ms native, 1177 ms matmul; the quick 32 px 32 -> 32: 1038 and
-307 ms); the quick preset's two 16-channel layers at 64 px ran 0.83-0.84x as fast. Not measured on
-GPUs, which stay native, nor on the Intel CPU kind.
+least ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core
+AMD EPYC (narrower layers were not), and stays native elsewhere (GPUs and the Intel CPU
+kind: not measured). Figures and commands (``python -m refine3d_jax.layer_bench conv2d
+...``) are in BENCHMARKS.md.
 Parameters (``kernel [k, k, C, O]``, ``bias [O]``) have the names, shapes and initialisers
 of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
 """
@@ -86,39 +83,3 @@ class Conv2D(SameConv):
   """2D ``SameConv``, lowered by ``conv2d``."""
   ndim = 2
   lower = staticmethod(conv2d)
-
-
-# 2D layers (side, channels in, channels out, kernel) of the presets' encoders.
-LAYERS = {
-    'quick': [(64, 3, 16, 5), (64, 16, 16, 3), (32, 16, 32, 3), (32, 32, 32, 3),
-              (16, 32, 64, 3), (16, 64, 64, 3), (8, 64, 64, 3), (4, 64, 64, 3),
-              (2, 64, 64, 3)],
-    'paper': [(127, 3, 96, 7), (127, 96, 96, 3), (64, 96, 128, 3), (64, 128, 128, 3),
-              (32, 128, 256, 3), (32, 256, 256, 3), (16, 256, 256, 3), (8, 256, 256, 3),
-              (4, 256, 256, 3)],
-}
-
-
-def _benchmark(preset: str = 'quick', batch: int = 128) -> None:
-  """Times forward + gradient (input and kernel) of `preset`'s encoder layers both ways."""
-  from refine3d_jax import timing  # pylint: disable=import-outside-toplevel
-  time = lambda f, *a: timing.median_time(lambda: f(*a), 10, budget_s=10.0)
-  print(f'{timing.device_name(jax.devices()[0])}; {preset} encoder layers, batch {batch}: '
-        'ms forward + gradient (GFLOP/s)')
-  for s, ci, co, k in LAYERS[preset]:
-    x = jax.random.normal(jax.random.key(0), (batch, s, s, ci))
-    w = jax.random.normal(jax.random.key(1), (k, k, ci, co))
-    flops = 2 * batch * s * s * k * k * ci * co
-    row = f'{s:3d} px {ci:3d}->{co:3d} k{k}:'
-    for impl in ('native', 'matmul'):
-      grad = jax.jit(jax.grad(lambda x, w, impl=impl: jnp.sum(conv2d(x, w, impl) ** 2),
-                              argnums=(0, 1)))
-      t = time(grad, x, w)
-      row += f'  {impl} {t * 1e3:8.1f} ({3 * flops / t / 1e9:6.1f})'
-    print(row, flush=True)
-
-
-if __name__ == '__main__':
-  # python -m refine3d_jax.models.conv2d [quick|paper] [batch]
-  import sys  # pylint: disable=import-outside-toplevel
-  _benchmark(*[t(a) for t, a in zip((str, int), sys.argv[1:])])
