@@ -25,7 +25,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and logs (default: 
                                'runs/<config file>_<preset>, e.g. runs/jtso_quick).')
 _FINE_TUNE = flags.DEFINE_bool('fine_tune', False, 'Resume the workdir\'s checkpoint even if '
                                'its preset, schedule or dataset differ (on purpose).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: HOST:PORT of process 0.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'Multi-host: HOST:PORT of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process (0-based).')
 

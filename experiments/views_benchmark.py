@@ -11,9 +11,10 @@ every finished run in --runs_dir (whatever --rows and --seeds this call names):
 Each row is `python main.py` with the preset and the row's overrides (below), then
 `python -m refine3d_jax.evaluate` on its best checkpoint (by validation IoU); the wall time
 of each is recorded in `<workdir>/wall_seconds.json`; the evaluated view counts are set
-at training time (`eval.view_counts`), so `evaluate --workdir=W` alone gives them. A row's cell is the mean over the
-seeds (each seed in the CSV), refined output, sample-weighted over the test objects, at
-`--threshold`. `--set` adds config overrides to every row (e.g. `data.min_views=1`).
+at training time (`eval.view_counts`), so `evaluate --workdir=W` alone gives them. A
+row's cell is the mean over the seeds (each seed in the CSV), refined output,
+sample-weighted over the test objects, at `--threshold`. `--set` adds config overrides
+to every row (e.g. `data.min_views=1`).
 """
 
 import glob

@@ -10,11 +10,12 @@ runs after one compiling call, whose time is reported apart. Model FLOPs per ste
 from XLA's cost analysis of the lowered step on the CPU backend (GPU backends leave out
 the convolutions cuDNN runs), counting a multiply-add as 2; the fraction of the ceiling is
 achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul FLOP/s measured in
-the same run (two square sizes, `CEILING_SIZES`). Where the time goes: each of the four modules alone, forward and backward on
-the multi-view batch's shapes, with its share of their summed time. The input pipeline
-is timed on the config's dataset when it is built (the training protocol, `--views`
-views) and reported as a ratio to the examples per second the slowest stage consumes.
-Peak memory: device statistics where the backend has them, and the process's peak RSS.
+the same run (two square sizes, `CEILING_SIZES`). Where the time goes: each of the four
+modules alone, forward and backward on the multi-view batch's shapes, with its share of
+their summed time. The input pipeline is timed on the config's dataset when it is built
+(the training protocol, `--views` views) and reported as a ratio to the examples per
+second the slowest stage consumes. Peak memory: device statistics where the backend has
+them, and the process's peak RSS.
 """
 
 import json

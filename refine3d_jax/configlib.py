@@ -21,7 +21,8 @@ DECODER_SHORTCUTS = ('identity', 'conv')  # refine3d_jax/models/decoder.py
 REFINER_ACTIVATIONS = ('leaky_relu', 'relu')  # refine3d_jax/models/refiner.py
 SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
 DTYPES = ('float32', 'bfloat16')
-DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')  # as refine3d_jax.data.build.DATASETS
+# as refine3d_jax.data.build.DATASETS
+DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')
 PROTOCOLS = ('r2n2_127', 'pix2vox_224')  # refine3d_jax.data.transforms.PROTOCOLS
 EVAL_VIEWS = ('first_n', 'random')
 NUM_VIEWS = 24  # views per object in every dataset

@@ -200,7 +200,8 @@ def caption(results: dict[str, Any]) -> str:
   p = results['protocol']
   views = ('first n views (00..n-1)' if p['views'] == 'first_n' else
            f"n random views (seed {p['seed']})")
-  data = f"{results['dataset']}{'/' + results['builder_config'] if results['builder_config'] else ''}"
+  config = results['builder_config']
+  data = f"{results['dataset']}{'/' + config if config else ''}"
   if results['synthetic']:
     data += ' (SYNTHETIC data, not ShapeNet: not comparable with published numbers)'
   return (f"{data}, {results['split']} split, {results['num_objects']} objects; {views}, "

@@ -1,7 +1,8 @@
 """Subprocess side of tests/parallel_test.py (a fresh JAX per process: the device count and
 jax.distributed must be set up before JAX starts). Prints one line `RESULT <json>`.
 
-  python -m tests.parallel_worker devices [--grad]  # XLA_FLAGS=--xla_force_host_platform_device_count=4
+  # with XLA_FLAGS=--xla_force_host_platform_device_count=4:
+  python -m tests.parallel_worker devices [--grad]
   python -m tests.parallel_worker process ID PORT   # one of two processes on 127.0.0.1
 """
 

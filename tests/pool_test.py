@@ -1,6 +1,6 @@
 """The builders' parallel map: order kept, and no fork in a process that runs JAX."""
 
-import jax  # pylint: disable=unused-import  (the point: JAX is imported here)
+import jax  # noqa: F401  (the point: JAX is imported here)
 
 from refine3d_jax.data import pool
 

@@ -166,8 +166,8 @@ def test_mean_fusion_is_the_plain_mean_with_one_unused_zero():
   images = jax.random.uniform(jax.random.key(0), (2, 3, 16, 16, 3))
   variables = model.init(jax.random.key(1), images)
   assert summary.count_params(variables['params']['attention']) == 1
-  grads = jax.grad(lambda p: model.apply({**variables, 'params': p}, images)['refined_logits'].sum())(
-      variables['params'])
+  refined = lambda p: model.apply({**variables, 'params': p}, images)['refined_logits']
+  grads = jax.grad(lambda p: refined(p).sum())(variables['params'])
   np.testing.assert_array_equal(grads['attention']['unused'], [0.0])
   mask = jnp.array([[True, True, False], [True, False, False]])
   features = model.apply(variables, images.reshape(6, 16, 16, 3), method=lambda m, x: m.encoder(x))

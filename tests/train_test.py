@@ -309,7 +309,8 @@ def test_disk_full_during_a_save_stops_cleanly(data_dir, small_disk, monkeypatch
 
 def _restored_params(workdir, data_dir):
   config = small_config(data_dir)
-  template = train_state.create_train_state(config, create_model(config.model), jtso.optimizer(config))
+  template = train_state.create_train_state(config, create_model(config.model),
+                                            jtso.optimizer(config))
   with checkpoint.Checkpointer(str(workdir), read_only=True) as ckpt:
     if ckpt.latest_step() is None:
       return None, None

@@ -60,7 +60,8 @@ def num_upsamplings(volume_size: int, base_size: int) -> int:
   """How many 2x upsamplings take ``base_size`` to ``volume_size`` (must be a power of 2)."""
   ratio = volume_size // base_size
   if base_size <= 0 or volume_size % base_size or ratio & (ratio - 1):
-    raise ValueError(f'volume_size / base_size must be a power of 2, got {volume_size} / {base_size}')
+    raise ValueError('volume_size / base_size must be a power of 2, got '
+                     f'{volume_size} / {base_size}')
   return int(math.log2(ratio))
 
 

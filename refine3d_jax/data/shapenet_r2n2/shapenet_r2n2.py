@@ -24,13 +24,15 @@ their camera parameters and the 32^3 occupancy grid (ShapeNetVox32), 13 classes.
 _CITATION = """\
 @inproceedings{choy20163d,
   title={3D-R2N2: A Unified Approach for Single and Multi-view 3D Object Reconstruction},
-  author={Choy, Christopher B and Xu, Danfei and Gwak, JunYoung and Chen, Kevin and Savarese, Silvio},
+  author={Choy, Christopher B and Xu, Danfei and Gwak, JunYoung and Chen, Kevin and
+          Savarese, Silvio},
   booktitle={ECCV}, year={2016}}
 """
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download the 3D-R2N2 release of ShapeNet (ShapeNet terms of use: non-commercial research),
 the two official archives ShapeNetRendering.tgz and ShapeNetVox32.tgz (from the 3D-R2N2
-project page), and extract both into the manual dir (`--manual_dir`, default <data_dir>/downloads/manual):
+project page), and extract both into the manual dir (`--manual_dir`, default
+<data_dir>/downloads/manual):
   <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/{00..23}.png
   <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/rendering_metadata.txt
   <manual_dir>/ShapeNetVox32/<synset>/<model_id>/model.binvox
