@@ -367,26 +367,29 @@ def restore_trained(workdir: str, which: str | int = 'best',
   if not directory.is_dir():
     raise FileNotFoundError(f'{workdir}: no checkpoints ({directory} does not exist); '
                             f'train first: python main.py --workdir={workdir}')
-  step = which if isinstance(which, int) else None
-  if step is not None:  # said here: orbax would only say that it has no config
-    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-    if step not in steps:
-      raise FileNotFoundError(f'{workdir}: no checkpoint {step}; it has steps {steps}')
-  try:
-    config = load_config(workdir, step) if config is None else config
-  except FileNotFoundError as e:
-    raise FileNotFoundError(f'{workdir}: {e}') from None
-  configlib.validate(config)
-  model = create_model(config.model)
-  template = jax.eval_shape(lambda: create_train_state(config, model, jtso.optimizer(config)))
   with Checkpointer(workdir, keep=None, read_only=True) as ckpt:
     if which == 'best':
       step = ckpt.best_step()
       step = ckpt.latest_step() if step is None else step
     elif which == 'latest':
       step = ckpt.latest_step()
+    else:  # said here: orbax would only say that it has no config
+      step = which
+      if step not in ckpt.all_steps():
+        raise FileNotFoundError(f'{workdir}: no checkpoint {step}; it has steps '
+                                f'{ckpt.all_steps()}')
     if step is None:
       raise FileNotFoundError(f'{workdir}: no checkpoint in {ckpt.directory}; train first, '
                               f'e.g. python main.py --workdir={workdir}')
+    if config is None:
+      try:
+        config = load_config(workdir, step if isinstance(which, int) else None)
+      except FileNotFoundError as e:
+        raise FileNotFoundError(f'{workdir}: {e}') from None
+    else:
+      configlib.validate(config)
+    model = create_model(config.model)
+    template = jax.eval_shape(lambda: create_train_state(config, model,
+                                                         jtso.optimizer(config)))
     state = ckpt.restore(template, step=step)
   return Trained(config, model, variables_of(state), int(step))

@@ -251,14 +251,14 @@ def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
   is a shift of calibration, not of shape), and a picture of the first few
   reconstructions with the first view count."""
   counts = tuple(int(n) for n in config.eval.val_views)
-  rows, picture = {n: [] for n in counts}, None
+  refined, coarse, picture = {n: [] for n in counts}, {n: [] for n in counts}, None
   for pass_counts, batch, result in eval_outputs(config, 'validation', step_fn,
                                                  variables_of(state), mesh, source, counts,
                                                  config.eval.max_examples):
-    for n in pass_counts:
+    for n in pass_counts:  # IoU [valid rows, validation_thresholds]
       r = result['views'][str(n)]
-      rows[n].append(np.concatenate([r['iou_refined'][:, :1], r['iou_coarse'][:, :1],
-                                     r['iou_refined'][:, 1:]], -1)[result['valid']])
+      refined[n].append(r['iou_refined'][result['valid']])
+      coarse[n].append(r['iou_coarse'][result['valid']])
     if picture is None:
       # this host's views; its rows come first among the gathered results (process 0)
       n, k = counts[0], min(config.eval.num_images, len(batch['images']))
@@ -267,10 +267,11 @@ def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
       picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
                                               result['voxels'][:k], config.eval.threshold)
   out = {}
-  for n in counts:
-    iou = np.concatenate(rows[n]).mean(axis=0)
-    out[f'val_iou_{n}v'], out[f'val_iou_coarse_{n}v'] = float(iou[0]), float(iou[1])
-    out[f'val_iou_best_{n}v'] = float(max(iou[0], *iou[2:]))
+  for n in counts:  # column 0 is eval.threshold
+    iou = np.concatenate(refined[n]).mean(axis=0)
+    out[f'val_iou_{n}v'] = float(iou[0])
+    out[f'val_iou_coarse_{n}v'] = float(np.concatenate(coarse[n])[:, 0].mean())
+    out[f'val_iou_best_{n}v'] = float(iou.max())
   out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in counts]))
   return out, picture
 
