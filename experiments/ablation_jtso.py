@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'ablation_jtso'
 _RESULTS, _OUT, _LABELS = common.define_flags(
@@ -31,7 +32,7 @@ _THRESHOLD = common.define_threshold_flag()
 
 def schedule_labels(runs: list[dict]) -> list[str]:
   """Each run's config.train.schedule; ResultsError naming the file and key when absent."""
-  return [str(common.config_value(r, 'train.schedule')) for r in runs]
+  return [str(results.config_value(r, 'train.schedule')) for r in runs]
 
 
 def view_columns(runs: list[dict]) -> list[int]:
@@ -40,8 +41,8 @@ def view_columns(runs: list[dict]) -> list[int]:
 
 def rows_of(run: dict, views: list[int], threshold) -> list[dict]:
   rows = []
-  for avg in common.AVERAGING:
-    cells = {n: common.iou(run, n, 'refined', avg, threshold) for n in views}
+  for avg in results.AVERAGING:
+    cells = {n: results.iou(run, n, 'refined', avg, threshold) for n in views}
     rows.append({'method': run['_label'], 'schedule': _schedule(run),
                  'step': run['checkpoint']['step'], 'averaging': avg,
                  **{f'views_{n}': v for n, (v, _) in cells.items()},
@@ -51,15 +52,15 @@ def rows_of(run: dict, views: list[int], threshold) -> list[dict]:
 
 def _schedule(run: dict):
   try:
-    return common.config_value(run, 'train.schedule')
-  except common.ResultsError:
+    return results.config_value(run, 'train.schedule')
+  except results.ResultsError:
     return None
 
 
 def difference_rows(rows: list[dict], views: list[int]) -> list[dict]:
   """first - second run, per averaging, where both evaluated the view count."""
   out = []
-  for avg in common.AVERAGING:
+  for avg in results.AVERAGING:
     a, b = [r for r in rows if r['averaging'] == avg]
     out.append({'method': f"{a['method']} - {b['method']}", 'averaging': avg, **{
         f'views_{n}': (None if a[f'views_{n}'] is None or b[f'views_{n}'] is None
@@ -73,23 +74,23 @@ def build(runs: list[dict], threshold=None) -> tuple[str, list[str], list[dict]]
   rows = [r for run in runs for r in rows_of(run, views, threshold)]
   if len(runs) == 2:
     rows += difference_rows(rows, views)
-  table = common.markdown_table(
+  table = report.markdown_table(
       ['method', 'schedule', 'step', 'averaging', *(f'{n} view' + ('s' if n > 1 else '')
                                                      for n in views)],
       [[r['method'], r.get('schedule') or '-', r.get('step', '-'),
-        common.AVERAGING_SHORT[r['averaging']], *(common.fmt(r[f'views_{n}']) for n in views)]
+        results.AVERAGING_SHORT[r['averaging']], *(report.fmt(r[f'views_{n}']) for n in views)]
        for r in rows])
-  cap = common.caption(
+  cap = results.caption(
       runs, '**Ablation.** JTSO against end-to-end training: single-view and multi-view IoU, '
       'refined output.',
-      threshold=common.iou_threshold_text(runs[0], threshold),
+      threshold=results.iou_threshold_text(runs[0], threshold),
       averaging=('per row: sample-weighted over all test objects, or class mean (unweighted '
                  'mean of the category means)'))
   notes = [f"'-': view count not evaluated for that run. {common.PROTOCOL} publishes no "
            'ablation numbers.']
   columns = ['method', 'schedule', 'step', 'averaging', *(f'views_{n}' for n in views),
              *(f't_{n}' for n in views)]
-  return common.document((cap, table, notes)), columns, rows
+  return report.document((cap, table, notes)), columns, rows
 
 
 def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
@@ -98,13 +99,13 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
   for run, color in zip(runs, common.RUN_COLORS * len(runs)):
     ns = sorted(run['view_counts'])
     for avg, ls in (('sample_weighted', '-'), ('class_mean', '--')):
-      ax.plot(ns, [common.iou(run, n, 'refined', avg, threshold)[0] for n in ns], ls=ls,
+      ax.plot(ns, [results.iou(run, n, 'refined', avg, threshold)[0] for n in ns], ls=ls,
               marker='o', color=color,
-              label=f"{run['_label']} ({common.AVERAGING_SHORT[avg]})")
+              label=f"{run['_label']} ({results.AVERAGING_SHORT[avg]})")
   t = 'best t' if threshold is None else f't = {threshold:g}'
   ax.set(xlabel='views', ylabel=f'IoU, refined ({t})', xticks=view_columns(runs),
-         title=common.figure_title(runs, 'JTSO ablation: IoU against the number of views'))
-  return common.finish_figure(fig, ax, out_dir, NAME)
+         title=results.figure_title(runs, 'JTSO ablation: IoU against the number of views'))
+  return plots.finish_figure(fig, ax, out_dir, NAME)
 
 
 def main(argv):

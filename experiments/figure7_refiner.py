@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'figure7_refiner'
 _RESULTS, _OUT, _LABELS = common.define_flags()
@@ -31,15 +32,15 @@ def rows_of(run: dict, threshold) -> list[dict]:
   """Per view count and averaging: coarse and refined IoU (and thresholds), gain, F-scores."""
   rows = []
   for n in sorted(run['view_counts']):
-    for avg in common.AVERAGING:
-      coarse, t_coarse = common.iou(run, n, 'coarse', avg, threshold)
-      refined, t_refined = common.iou(run, n, 'refined', avg, threshold)
+    for avg in results.AVERAGING:
+      coarse, t_coarse = results.iou(run, n, 'coarse', avg, threshold)
+      refined, t_refined = results.iou(run, n, 'refined', avg, threshold)
       rows.append({'method': run['_label'], 'views': n, 'averaging': avg,
                    'coarse_iou': coarse, 'coarse_threshold': t_coarse,
                    'refined_iou': refined, 'refined_threshold': t_refined,
                    'gain': None if None in (refined, coarse) else refined - coarse,
-                   'coarse_fscore': common.fscore(run, n, 'coarse', avg),
-                   'refined_fscore': common.fscore(run, n, 'refined', avg),
+                   'coarse_fscore': results.fscore(run, n, 'coarse', avg),
+                   'refined_fscore': results.fscore(run, n, 'refined', avg),
                    'fscore_threshold': run['fscore']['threshold']})
   return rows
 
@@ -52,33 +53,33 @@ def build(runs: list[dict], threshold=None) -> tuple[str, list[str], list[dict]]
   for run in runs:
     for n in sorted(run['view_counts']):
       sw, cm = by_key[run['_label'], n, 'sample_weighted'], by_key[run['_label'], n, 'class_mean']
-      table_rows.append([run['_label'], n, *(common.fmt(sw[k]) for k in (
-          'coarse_iou', 'refined_iou', 'gain')), *(common.fmt(cm[k]) for k in (
-              'coarse_iou', 'refined_iou', 'gain')), common.fmt(sw['coarse_fscore']),
-                         common.fmt(sw['refined_fscore'])])
-  table = common.markdown_table(
+      table_rows.append([run['_label'], n, *(report.fmt(sw[k]) for k in (
+          'coarse_iou', 'refined_iou', 'gain')), *(report.fmt(cm[k]) for k in (
+              'coarse_iou', 'refined_iou', 'gain')), report.fmt(sw['coarse_fscore']),
+                         report.fmt(sw['refined_fscore'])])
+  table = report.markdown_table(
       ['method', 'views', 'coarse', 'refined', 'gain', 'coarse (class mean)',
        'refined (class mean)', 'gain (class mean)', 'F coarse', 'F refined'], table_rows)
   f = runs[0]['fscore']
-  cap = common.caption(
+  cap = results.caption(
       runs, '**Figure 7.** IoU of the coarse and the refined volume against the number of '
       'views; gain = refined - coarse.',
-      threshold=(f'IoU: {common.iou_threshold_text(runs[0], threshold)}; F-Score@'
+      threshold=(f'IoU: {results.iou_threshold_text(runs[0], threshold)}; F-Score@'
                  f"{f['distance']:.0%}: t = {f['threshold']:g}"),
       averaging=('coarse, refined, gain and F: sample-weighted over all test objects; '
                  '"(class mean)": unweighted mean of the category means'))
   notes = [f'{common.PROTOCOL} publishes no coarse/refined IoU: nothing published to compare.']
-  return common.document((cap, table, notes)), COLUMNS, rows
+  return report.document((cap, table, notes)), COLUMNS, rows
 
 
 def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
   """Coarse (dashed) and refined (solid) IoU against views, one panel per averaging."""
   fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-  for ax, (avg, what) in zip(axes, common.AVERAGING_SHORT.items()):
+  for ax, (avg, what) in zip(axes, results.AVERAGING_SHORT.items()):
     for run, color in zip(runs, common.RUN_COLORS * len(runs)):
       ns = sorted(run['view_counts'])
       for output, ls, mfc in (('refined', '-', color), ('coarse', '--', 'none')):
-        ax.plot(ns, [common.iou(run, n, output, avg, threshold)[0] for n in ns], ls=ls,
+        ax.plot(ns, [results.iou(run, n, output, avg, threshold)[0] for n in ns], ls=ls,
                 marker='o', mfc=mfc, color=color, label=f"{run['_label']}, {output}")
     ax.set(xlabel='views', xticks=sorted(set().union(*(r['view_counts'] for r in runs))),
            title=what)
@@ -86,10 +87,10 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
   t = 'best t' if threshold is None else f't = {threshold:g}'
   axes[0].set_ylabel(f'IoU ({t})')
   axes[0].legend(fontsize=8)
-  fig.suptitle(common.figure_title(runs, 'Coarse and refined IoU against the number of views'),
+  fig.suptitle(results.figure_title(runs, 'Coarse and refined IoU against the number of views'),
                fontsize=10)
   fig.tight_layout()
-  path = common.save_figure(fig, out_dir, NAME)
+  path = plots.save_png(fig, out_dir, NAME)
   plt.close(fig)
   return path
 

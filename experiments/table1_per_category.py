@@ -17,6 +17,7 @@ from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table1_per_category'
@@ -25,9 +26,9 @@ _RESULTS, _OUT, _LABELS = common.define_flags()
 
 def our_rows(run: dict) -> list[dict]:
   """The best-threshold row, then one row per threshold, of one run (1 view, refined)."""
-  common.require_views(run, 1)
+  results.require_views(run, 1)
   section = run['views']['1']['refined']['iou']
-  _, best_t = common.iou(run, 1)
+  _, best_t = results.iou(run, 1)
   # which protocols of the literature read their 1-view number off each fixed row
   readers = {}
   for name, p in protocols_lib.of_results(run).items():
@@ -37,7 +38,7 @@ def our_rows(run: dict) -> list[dict]:
           f'{name} ({column})')
   rows = []
   for selection, t in [('best', best_t)] + [('fixed', t) for t in run['thresholds']]:
-    i = common.threshold_index(run, t)
+    i = results.threshold_index(run, t)
     label = f"{run['_label']}, best t = {t:g}" if selection == 'best' else (
         f"{run['_label']}, t = {t:g}")
     rows.append({'method': label, 'source': 'ours', 'threshold': t, 'selection': selection,
@@ -62,12 +63,12 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
              'class_mean']
   header = ['method', 'protocol', *(f"{c} ({runs[0]['counts'][c]})" for c in cats), 'mean',
             'class mean']
-  table = common.markdown_table(header, [
-      [r['method'], r['protocol'], *(common.fmt(r.get(c)) for c in cats),
-       common.fmt(r.get('mean')), common.fmt(r.get('class_mean'))] for r in rows])
-  cap = common.caption(
+  table = report.markdown_table(header, [
+      [r['method'], r['protocol'], *(report.fmt(r.get(c)) for c in cats),
+       report.fmt(r.get('mean')), report.fmt(r.get('class_mean'))] for r in rows])
+  cap = results.caption(
       runs, '**Table 1.** Single-view IoU per category, refined output.',
-      threshold=(f'best of {common.thresholds_text(runs[0])}, chosen on the sample-weighted '
+      threshold=(f'best of {results.thresholds_text(runs[0])}, chosen on the sample-weighted '
                  'mean, every column at that threshold; then each threshold of the set'),
       averaging=('per category: mean over its test objects (count in the header); mean: '
                  'sample-weighted over all test objects; class mean: unweighted mean of the '
@@ -81,8 +82,8 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
            f"Not listed (no published 1-view IoU): {', '.join(without_1v)}."]
   notes += common.published_notes(m for m, v in common.PUBLISHED_IOU.items() if 1 in v)
   if runs[0]['synthetic']:
-    notes.insert(0, f"{common.SYNTHETIC_WARNING}: the peers' rows are ShapeNet numbers.")
-  return common.document((cap, table, notes)), columns, rows
+    notes.insert(0, f"{results.SYNTHETIC_WARNING}: the peers' rows are ShapeNet numbers.")
+  return report.document((cap, table, notes)), columns, rows
 
 
 def main(argv):

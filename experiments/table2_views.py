@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table2_views'
@@ -49,13 +50,13 @@ def our_rows(run: dict, views: list[int], metric: str) -> list[dict]:
                    **{f'views_{n}': v for n, (v, _) in cells.items()},
                    **{f't_{n}': t for n, (_, t) in cells.items()}})
     return rows
-  for avg in common.AVERAGING:
+  for avg in results.AVERAGING:
     t = run['fscore']['threshold']
-    cells = {n: (common.fscore(run, n, averaging=avg),
+    cells = {n: (results.fscore(run, n, averaging=avg),
                  t if n in run['view_counts'] else None) for n in views}
     threshold = f"{t:g} (distance {run['fscore']['distance']:g})"
     rows.append({'metric': metric,
-                 'method': f"{run['_label']} ({common.AVERAGING_SHORT[avg]})",
+                 'method': f"{run['_label']} ({results.AVERAGING_SHORT[avg]})",
                  'source': 'ours', 'protocol': '', 'averaging': avg, 'threshold': threshold,
                  **{f'views_{n}': v for n, (v, _) in cells.items()},
                  **{f't_{n}': t for n, (_, t) in cells.items()}})
@@ -78,20 +79,20 @@ def section(runs, views, metric, published, title, threshold):
   rows = [r for run in runs for r in our_rows(run, views, metric)]
   rows += peer_rows(published, views, metric)
   if metric == 'iou':
-    table = common.markdown_table(
+    table = report.markdown_table(
         ['method', 'protocol', *(str(n) for n in views)],
-        [[r['method'], r['protocol'], *(common.fmt(r[f'views_{n}']) for n in views)]
+        [[r['method'], r['protocol'], *(report.fmt(r[f'views_{n}']) for n in views)]
          for r in rows])
   else:
-    table = common.markdown_table(
+    table = report.markdown_table(
         ['method', *(str(n) for n in views)],
-        [[r['method'], *(common.fmt(r[f'views_{n}']) for n in views)] for r in rows])
-  cap = common.caption(runs, title, threshold=threshold, averaging=(
+        [[r['method'], *(report.fmt(r[f'views_{n}']) for n in views)] for r in rows])
+  cap = results.caption(runs, title, threshold=threshold, averaging=(
       "ours: as each row's protocol says (IoU), or sample-weighted over all test objects and "
       'class mean (F-score); peers: as each note says'))
   notes = [f"'-': not evaluated (ours) or not published in {common.PROTOCOL} (peers)."]
   if runs[0]['synthetic']:
-    notes.insert(0, f"{common.SYNTHETIC_WARNING}: the peers' rows are ShapeNet numbers.")
+    notes.insert(0, f"{results.SYNTHETIC_WARNING}: the peers' rows are ShapeNet numbers.")
   return (cap, table, notes), rows
 
 
@@ -102,7 +103,7 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
       runs, views, 'iou', common.PUBLISHED_IOU,
       '**Table 2a.** IoU against the number of views, refined output; ours in each '
       "protocol of the literature, each peer beside the protocol it was measured in.",
-      f"ours: each row's protocol, from the evaluated {common.thresholds_text(runs[0])} "
+      f"ours: each row's protocol, from the evaluated {results.thresholds_text(runs[0])} "
       '(chosen thresholds in the notes)')
   iou_section[2].extend(f'Protocol {name}: {p["note"]}.'
                         for name, p in protocols_lib.PROTOCOLS.items())
@@ -121,7 +122,7 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
                       'peer notes under Table 2a.')
   columns = ['metric', 'method', 'source', 'protocol', 'averaging', 'threshold',
              *(f'views_{n}' for n in views), *(f't_{n}' for n in views)]
-  return common.document(iou_section, f_section), columns, iou_rows + f_rows
+  return report.document(iou_section, f_section), columns, iou_rows + f_rows
 
 
 def plot(runs: list[dict], out_dir: str) -> str:
@@ -141,10 +142,10 @@ def plot(runs: list[dict], out_dir: str) -> str:
       ax.plot(ns, [prots[name]['views'][str(n)]['refined']['iou'] for n in ns], lw=2, ls=ls,
               marker=marker, color=color, label=f"{run['_label']} (protocol {name})")
   ax.set(xlabel='views', ylabel='IoU (refined)', xticks=views,
-         title=common.figure_title(runs, 'IoU against the number of views'))
+         title=results.figure_title(runs, 'IoU against the number of views'))
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
-  path = common.save_figure(fig, out_dir, NAME)
+  path = plots.save_png(fig, out_dir, NAME)
   plt.close(fig)
   return path
 

@@ -17,6 +17,7 @@ from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table3_cost'
 _RESULTS, _OUT, _LABELS = common.define_flags()
@@ -62,7 +63,7 @@ def _cell(value, digits: int) -> str:
   """Published integers as given, our floats to `digits` decimals, '-' when absent."""
   if isinstance(value, (int, str)):
     return str(value)
-  return common.fmt(value, digits)
+  return report.fmt(value, digits)
 
 
 def notes_for(runs: list[dict]) -> list[str]:
@@ -94,7 +95,7 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
   for run in runs:
     rows += our_rows(run) or [{'method': run['_label'], 'source': 'ours (no cost in results)'}]
   rows += peer_rows()
-  table = common.markdown_table(
+  table = report.markdown_table(
       ['method', 'source', 'device', 'views', 'params', 'peak memory (MB)', 'forward (ms)',
        'backward (ms)', 'training'],
       [[r['method'], r['source'], r.get('device', '-'), r.get('views', '-'),
@@ -103,11 +104,11 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
        for r in rows])
   devices = '; '.join(f"{r['_label']}: {r['cost']['device']}" if 'cost' in r else
                       f"{r['_label']}: not measured" for r in runs)
-  cap = common.caption(
+  cap = results.caption(
       runs, f'**Table 3.** Model size, peak memory and time per object. Device: {devices}.',
       threshold='not applicable (cost of the forward and backward passes)',
       averaging='times per object of the views given in the views column')
-  return common.document((cap, table, notes_for(runs))), COLUMNS, rows
+  return report.document((cap, table, notes_for(runs))), COLUMNS, rows
 
 
 def main(argv):

@@ -35,6 +35,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'views_benchmark'
 VIEWS = (1, 2, 3, 5, 8, 12, 20)
@@ -126,7 +127,7 @@ def view_counts(by_row: dict[str, list[dict]]) -> list[int]:
 
 def cells(runs: list[dict], views: list[int], threshold: float) -> dict[int, list[float]]:
   """views -> the runs' IoUs (refined, sample-weighted) at `threshold`."""
-  return {n: [common.iou(r, n, 'refined', 'sample_weighted', threshold)[0] for r in runs]
+  return {n: [results.iou(r, n, 'refined', 'sample_weighted', threshold)[0] for r in runs]
           for n in views}
 
 
@@ -140,20 +141,20 @@ def build(by_row: dict[str, list[dict]], threshold: float):
   for row, runs in by_row.items():
     c = cells(runs, views, threshold)
     means = {n: float(np.mean(v)) for n, v in c.items()}
-    table.append([LABELS[row], len(runs), *(common.fmt(means[n]) for n in views),
+    table.append([LABELS[row], len(runs), *(report.fmt(means[n]) for n in views),
                   f'{means[gain[0]] - means[gain[1]]:+.3f}'])
     for i, run in enumerate(runs):
-      csv_rows.append({'method': row, 'seed': common.config_value(run, 'seed'),
+      csv_rows.append({'method': row, 'seed': results.config_value(run, 'seed'),
                        'step': run['checkpoint']['step'],
                        **{f'views_{n}': c[n][i] for n in views}})
   every = [r for runs in by_row.values() for r in runs]
-  cap = common.caption(every, '**Views benchmark.** IoU against the number of views, mean '
-                       'over seeds, refined output.',
-                       threshold=f't = {threshold:g}',
-                       averaging='sample-weighted mean over all test objects')
+  cap = results.caption(every, '**Views benchmark.** IoU against the number of views, mean '
+                        'over seeds, refined output.',
+                        threshold=f't = {threshold:g}',
+                        averaging='sample-weighted mean over all test objects')
   notes = ['Every row trains the same steps on the same data; each seed is a row of the CSV.']
   columns = ['method', 'seed', 'step', *(f'views_{n}' for n in views)]
-  return common.document((cap, common.markdown_table(header, table), notes)), columns, csv_rows
+  return report.document((cap, report.markdown_table(header, table), notes)), columns, csv_rows
 
 
 def plot(by_row: dict[str, list[dict]], out_dir: str, threshold: float) -> str:
@@ -167,8 +168,8 @@ def plot(by_row: dict[str, list[dict]], out_dir: str, threshold: float) -> str:
     ax.errorbar(views, mean, yerr=[mean - lo, hi - mean], marker='o', color=color,
                 capsize=3, label=f'{LABELS[row]} ({len(runs)} seeds)')
   ax.set(xlabel='views', ylabel=f'IoU, refined (t = {threshold:g})', xticks=views,
-         title=common.figure_title(next(iter(by_row.values())), 'IoU against views'))
-  return common.finish_figure(fig, ax, out_dir, NAME)
+         title=results.figure_title(next(iter(by_row.values())), 'IoU against views'))
+  return plots.finish_figure(fig, ax, out_dir, NAME)
 
 
 def main(argv):
@@ -184,9 +185,9 @@ def main(argv):
     by_row = {row: common.load_runs([p for _, p in runs], [f'{row}_seed{s}' for s, _ in runs])
               for row, runs in done.items()}
     if not by_row:
-      raise common.ResultsError(f'no finished run in {_RUNS_DIR.value}')
+      raise results.ResultsError(f'no finished run in {_RUNS_DIR.value}')
     markdown, columns, rows = build(by_row, _THRESHOLD.value)
-  except common.ResultsError as e:
+  except results.ResultsError as e:
     raise SystemExit(f'error: {e}') from e
   out_dir = _OUT.value or _RUNS_DIR.value
   os.makedirs(out_dir, exist_ok=True)

@@ -7,7 +7,7 @@ Restores the best checkpoint (by validation IoU; the latest when none has one) w
 config saved beside it (`--config` replaces it, e.g. to change `eval.*` or `data.*`), runs
 the split data-parallel over every device, and writes `<workdir>/eval/` (`--out`):
 
-  results.json             every number below (schema: `results_schema` in this module)
+  results.json             every number below (schema: refine3d_jax/results.py)
   table_views.md / .csv    IoU (best of the threshold set and at each threshold, sample-
                            weighted and class-mean) and F-score@1% against views
   table_per_category.md / .csv   per-category IoU and F-score, refined and coarse
@@ -39,13 +39,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, parallel, report
+from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
+from refine3d_jax import results as results_lib
 from refine3d_jax import summary, timing, train
 from refine3d_jax.data.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
-
 
 
 def category_names(data: ml_collections.ConfigDict) -> list[str]:
@@ -150,17 +150,6 @@ def eval_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
                       | set(protocols_lib.THRESHOLDS)))
 
 
-def protocols_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-  """(header, rows): refined IoU in each protocol (and its threshold) per view count."""
-  names = [n for n, p in results['protocols'].items() if p['views'] is not None]
-  header = ['views'] + [h for n in names for h in (n, f'{n} t')]
-  rows = [[n] + [x for name in names
-                 for x in (results['protocols'][name]['views'][str(n)]['refined']['iou'],
-                           results['protocols'][name]['views'][str(n)]['refined']['threshold'])]
-          for n in results['view_counts']]
-  return header, rows
-
-
 def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
                  variables: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
   """Parameters per subtree, forward time per object with 1 and 20 views and training-mode
@@ -193,107 +182,6 @@ def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
     result['peak_memory_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result['memory_kind'] = 'process peak RSS (host)'
   return result
-
-
-def caption(results: dict[str, Any]) -> str:
-  """What every table says about how its numbers were made."""
-  p = results['protocol']
-  views = ('first n views (00..n-1)' if p['views'] == 'first_n' else
-           f"n random views (seed {p['seed']})")
-  config = results['builder_config']
-  data = f"{results['dataset']}{'/' + config if config else ''}"
-  if results['synthetic']:
-    data += ' (SYNTHETIC data, not ShapeNet: not comparable with published numbers)'
-  return (f"{data}, {results['split']} split, {results['num_objects']} objects; {views}, "
-          f"images {p['image']}; IoU thresholds {results['thresholds']} (best = the best "
-          f"of the set per view count); F-Score@{results['fscore']['distance']:.0%} at "
-          f"t = {results['fscore']['threshold']}; checkpoint step "
-          f"{results['checkpoint']['step']} ({results['checkpoint']['which']}) of "
-          f"{report.short_path(results['checkpoint']['workdir'])}.")
-
-
-def views_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-  """(header, rows): one row per output and view count."""
-  ts = results['thresholds']
-  header = (['output', 'views', 'IoU best', 'best t', 'IoU best class-mean',
-             'best t class-mean'] + [f'IoU t={t}' for t in ts]
-            + ['F-Score@1%', 'F-Score@1% class-mean'])
-  rows = []
-  for name in OUTPUTS:
-    for n in results['view_counts']:
-      r = results['views'][str(n)][name]
-      best = r['iou']['best']
-      rows.append([name, n, best['sample_weighted']['value'],
-                   best['sample_weighted']['threshold'], best['class_mean']['value'],
-                   best['class_mean']['threshold'], *r['iou']['sample_weighted'],
-                   r['fscore']['sample_weighted'], r['fscore']['class_mean']])
-  return header, rows
-
-
-def category_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-  """(header, rows): per category, refined IoU for each view count at that count's best
-  threshold (sample-weighted), coarse IoU and F-Score@1% for the first count."""
-  counts, first = results['view_counts'], str(results['view_counts'][0])
-  best_index = lambda n, name: results['thresholds'].index(
-      results['views'][str(n)][name]['iou']['best']['sample_weighted']['threshold'])
-  header = (['category', 'objects'] + [f'IoU {n}v' for n in counts]
-            + [f'coarse IoU {first}v', f'F-Score@1% {first}v'])
-
-  def row(label, objects, pick_iou, pick_f):
-    return ([label, objects]
-            + [pick_iou(results['views'][str(n)]['refined']['iou'])[best_index(n, 'refined')]
-               for n in counts]
-            + [pick_iou(results['views'][first]['coarse']['iou'])[best_index(first, 'coarse')],
-               pick_f(results['views'][first]['refined']['fscore'])])
-
-  rows = [row(c, results['counts'][c], lambda r, c=c: r['per_category'][c],
-              lambda r, c=c: r['per_category'][c]) for c in results['categories']]
-  rows.append(row('mean (sample-weighted)', results['num_objects'],
-                  lambda r: r['sample_weighted'], lambda r: r['sample_weighted']))
-  rows.append(row('mean (class-mean)', results['num_objects'],
-                  lambda r: r['class_mean'], lambda r: r['class_mean']))
-  return header, rows
-
-
-def plot_views(results: dict[str, Any], path: str) -> None:
-  """iou_vs_views.png: refined and coarse IoU (best threshold, sample-weighted)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use('Agg')
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  fig = Figure(figsize=(6, 3.8))
-  ax = fig.subplots()
-  counts = results['view_counts']
-  for name, style in zip(OUTPUTS, ('-o', '--s')):
-    ax.plot(counts, [results['views'][str(n)][name]['iou']['best']['sample_weighted']['value']
-                     for n in counts], style, label=name)
-  ax.set(xlabel='views', ylabel='IoU (best threshold, sample-weighted)',
-         title=f"{results['dataset']} {results['split']}"
-               + (' (synthetic)' if results['synthetic'] else ''))
-  ax.set_xticks(counts)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  report.save_figure(fig, path)
-
-
-def write_outputs(results: dict[str, Any], out_dir: str) -> str:
-  """results.json, the two tables (.md + .csv) and the PNG into `out_dir`; returns the
-  markdown of both tables."""
-  report.write_json(os.path.join(out_dir, 'results.json'), results)
-  text = report.write_table(os.path.join(out_dir, 'table_views'), *views_table(results),
-                            caption='IoU and F-Score against views. ' + caption(results))
-  text += '\n' + report.write_table(
-      os.path.join(out_dir, 'table_per_category'), *category_table(results),
-      caption='Per-category IoU (refined unless marked). ' + caption(results))
-  if 'protocols' in results:
-    notes = ' '.join(f"{name}: {p['note']}" + (f" (not given: {p['missing']})" if
-                                               p['views'] is None else '') + '.'
-                     for name, p in results['protocols'].items())
-    text += '\n' + report.write_table(
-        os.path.join(out_dir, 'table_protocols'), *protocols_table(results),
-        caption='Refined IoU in each named protocol, and the threshold it used. ' + notes
-        + ' ' + caption(results))
-  plot_views(results, os.path.join(out_dir, 'iou_vs_views.png'))
-  return text
 
 
 def run(workdir: str, which: str = 'best', split: str = 'test', out_dir: str | None = None,
@@ -329,7 +217,7 @@ def run(workdir: str, which: str = 'best', split: str = 'test', out_dir: str | N
   results['seconds'] = time.perf_counter() - start
   if jax.process_index() == 0:
     out_dir = out_dir or os.path.join(workdir, 'eval')
-    print(write_outputs(results, out_dir))
+    print(results_lib.write_evaluation(results, out_dir))
     logging.info('Wrote %s', out_dir)
   return results
 

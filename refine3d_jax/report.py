@@ -1,16 +1,18 @@
 """Result files written whole or not at all: JSON, markdown + CSV tables, figures.
 
-Every writer goes through `atomic_write` (a temp file in the target folder, then
-`os.replace`), so a crash or a full disk never leaves a half-written result behind.
+The one writer of every file format the tools produce (results.py decides what the
+tables of results.json say; this module how cells, tables and files are written). Every
+writer goes through `atomic_write` (a temp file in the target folder, then `os.replace`),
+so a crash or a full disk never leaves a half-written result behind. Cells without a
+source are '-' in markdown and empty in CSV.
 """
 
 import contextlib
 import csv
-import io
 import json
 import os
 import tempfile
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 
 @contextlib.contextmanager
@@ -43,14 +45,8 @@ def write_json(path: str, obj: Any) -> None:
     f.write('\n')
 
 
-def short_path(path: str, parts: int = 2) -> str:
-  """The last `parts` components of `path`, for captions: committed tables should not
-  carry the absolute path of the machine they were made on (results.json keeps it)."""
-  return '/'.join(os.path.normpath(path).split(os.sep)[-parts:])
-
-
 def fmt(value: Any, digits: int = 3) -> str:
-  """A table cell: floats to `digits` decimals, None as '-', anything else as str."""
+  """A markdown cell: floats to `digits` decimals, None as '-', anything else as str."""
   if value is None:
     return '-'
   if isinstance(value, float):
@@ -58,9 +54,16 @@ def fmt(value: Any, digits: int = 3) -> str:
   return str(value)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+def csv_value(value: Any, digits: int | None = 6) -> Any:
+  """A CSV cell: floats rounded to `digits` decimals (None: full precision), '' for None."""
+  if value is None:
+    return ''
+  return round(value, digits) if digits is not None and isinstance(value, float) else value
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]],
                    caption: str = '') -> str:
-  """A GitHub markdown table, the caption (if any) as a paragraph above it."""
+  """A GitHub markdown table (cells by `fmt`), the caption (if any) as a paragraph above it."""
   lines = [caption, ''] if caption else []
   lines.append('| ' + ' | '.join(header) + ' |')
   lines.append('|' + '---|' * len(header))
@@ -68,20 +71,30 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]],
   return '\n'.join(lines) + '\n'
 
 
-def write_table(stem: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
-                caption: str = '') -> str:
-  """Writes `<stem>.md` (caption + table) and `<stem>.csv` (header + rows, full
-  precision); returns the markdown."""
-  text = markdown_table(header, rows, caption)
+def document(*sections: tuple[str, str, Sequence[str]]) -> str:
+  """Markdown of (caption, table, notes) sections, notes as a list under each table."""
+  out = []
+  for cap, table, notes in sections:
+    out += [cap, '', table.rstrip('\n'), '']
+    if notes:
+      out += [f'- {n}' for n in notes] + ['']
+  return '\n'.join(out)
+
+
+def write_table(stem: str, markdown: str, header: Sequence[str],
+                rows: Iterable[Sequence[Any] | dict], digits: int | None = 6) -> list[str]:
+  """Writes `<stem>.md` (`markdown` as given) and `<stem>.csv` (`header`, then the rows:
+  sequences, or dicts read by header key; cells by `csv_value(cell, digits)`); returns
+  the two paths."""
   with atomic_write(stem + '.md') as f:
-    f.write(text)
-  buf = io.StringIO()
-  writer = csv.writer(buf)
-  writer.writerow(header)
-  writer.writerows([['' if c is None else c for c in row] for row in rows])
+    f.write(markdown)
   with atomic_write(stem + '.csv') as f:
-    f.write(buf.getvalue())
-  return text
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows([[csv_value(c, digits) for c in
+                       ([row.get(k) for k in header] if isinstance(row, dict) else row)]
+                      for row in rows])
+  return [stem + '.md', stem + '.csv']
 
 
 def save_figure(fig: Any, path: str, **kwargs: Any) -> None:

@@ -16,6 +16,8 @@ import sys
 import pytest
 
 from experiments import common
+from refine3d_jax import results as results_lib
+from tests.results_test import drop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
@@ -70,9 +72,9 @@ def assert_caption(markdown: str, results: dict, thresholds: bool = True) -> Non
   assert f"step {results['checkpoint']['step']}" in markdown
   assert 'Threshold:' in markdown and 'Averaging:' in markdown
   if thresholds:
-    assert common.thresholds_text(results) in markdown
+    assert results_lib.thresholds_text(results) in markdown
     assert 'sample-weighted' in markdown and 'class mean' in markdown
-  assert (common.SYNTHETIC_WARNING in markdown) == results['synthetic']
+  assert (results_lib.SYNTHETIC_WARNING in markdown) == results['synthetic']
 
 
 def assert_floats(row: dict, keys) -> None:
@@ -91,11 +93,6 @@ def outputs(tmp_path_factory):
     assert '| method |' in run(name, f'--results={FIXTURE}', f'--out={out}').stdout
   run('ablation_jtso', f'--results={jtso},{e2e}', f'--out={out}')
   return out
-
-
-def test_fixture_follows_the_schema():
-  results = common.load_results(FIXTURE)
-  assert len(results['categories']) >= 2 and results['view_counts']
 
 
 def test_table1_per_category(outputs):
@@ -246,53 +243,18 @@ def test_ablation_jtso_without_schedule_names_the_key(tmp_path):
   assert a in proc.stderr and "'config.train.schedule'" in proc.stderr
 
 
-def _drop(results: dict, dotted: str) -> dict:
-  results = copy.deepcopy(results)
-  *parents, last = dotted.split('.')
-  node = results
-  for key in parents:
-    node = node[key]
-  del node[last]
-  return results
-
-
-def _missing_keys() -> list[str]:
-  results = fixture()
-  n, cat = results['view_counts'][-1], results['categories'][-1]
-  return ['split', 'checkpoint.step', 'protocol.views', f'counts.{cat}', f'views.{n}',
-          f'views.{n}.coarse.iou.best', f'views.{n}.refined.iou.per_category.{cat}',
-          f'views.{n}.refined.fscore.class_mean']
-
-
-@pytest.mark.parametrize('key', _missing_keys())
-def test_missing_key_names_file_and_key(tmp_path, key):
-  path = write_results(tmp_path / 'results.json', _drop(fixture(), key))
-  with pytest.raises(common.ResultsError) as e:
-    common.load_results(path)
-  assert str(e.value) == f"{path}: missing key '{key}'"
-
-
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_scripts_report_a_missing_key(tmp_path, name):
   key = f"views.{fixture()['view_counts'][0]}.refined.iou.best"
-  path = write_results(tmp_path / 'results.json', _drop(fixture(), key))
+  path = write_results(tmp_path / 'results.json', drop(fixture(), key))
   proc = run(name, f'--results={path},{path}', '--labels=a,b', check=False)
   assert proc.returncode != 0
   assert f"{path}: missing key '{key}'" in proc.stderr and 'Traceback' not in proc.stderr
   assert not os.path.exists(tmp_path / f'{name}.md')
 
 
-def test_wrong_length_per_threshold_list():
-  results = fixture()
-  n = results['view_counts'][0]
-  results['views'][str(n)]['refined']['iou']['sample_weighted'].pop()
-  with pytest.raises(common.ResultsError, match=f"'views.{n}.refined.iou.sample_weighted' "
-                     'must be a list of'):
-    common.validate(results, 'x.json')
-
-
 def test_rows_need_distinct_labels():
-  with pytest.raises(common.ResultsError, match='share a label'):
+  with pytest.raises(results_lib.ResultsError, match='share a label'):
     common.load_runs([FIXTURE, FIXTURE])
   assert [r['_label'] for r in common.load_runs([FIXTURE, FIXTURE], ['a', 'b'])] == ['a', 'b']
 
