@@ -21,41 +21,40 @@ STANDARD_VIEWS = (1, 2, 3, 4, 5, 8, 12, 16, 20)
 RUN_COLORS = ['black', 'firebrick', 'navy', 'darkgreen']  # ours; the peers get tab20
 
 
+def _transcribed(table: str) -> dict[str, dict[int, float]]:
+  """{method: {views: value}} of a table of rows `method cell...`, one cell per view count
+  of STANDARD_VIEWS ('-': none published)."""
+  rows = [line.split() for line in table.strip().splitlines()]
+  return {method: {n: float(c) for n, c in zip(STANDARD_VIEWS, cells) if c != '-'}
+          for method, *cells in rows}
+
+
 # Transcribed from ../shared/PROTOCOL.md, "Best published results (mean IoU, / F-Score@1%
-# where reported)": {method: {views: value}}. A view count absent from a row is '-' there.
-PUBLISHED_IOU = {
-    '3D-R2N2': {1: .560, 2: .603, 3: .617, 4: .625, 5: .634, 8: .635, 12: .636, 16: .636,
-                20: .636},
-    'AttSets': {1: .642, 2: .662, 3: .670, 4: .675, 5: .677, 8: .685, 12: .688, 16: .692,
-                20: .693},
-    'Pix2Vox-A': {1: .661, 2: .686, 3: .693, 4: .697, 5: .699, 8: .702, 12: .704},
-    'Pix2Vox++/A': {1: .670, 2: .695, 3: .704, 4: .708, 5: .711, 8: .715, 12: .717, 16: .718,
-                    20: .719},
-    'EVolT': {4: .609, 8: .698, 12: .720, 16: .729, 20: .735},
-    '3D-RETR': {1: .680, 2: .701, 3: .716, 4: .725, 5: .736, 8: .739, 12: .747, 16: .755,
-                20: .757},
-    'UMIFormer': {1: .680, 2: .738, 3: .752, 4: .757, 5: .761, 8: .766, 12: .768, 16: .770,
-                  20: .770},
-    'LRGT': {1: .696, 2: .746, 3: .759, 4: .765, 5: .769, 8: .774, 12: .777, 16: .778,
-             20: .779},
-    'LRGT+': {1: .585, 2: .715, 3: .748, 4: .763, 5: .772, 8: .783, 12: .789, 16: .791,
-              20: .792},
-    # Row "Refine3DNet (paper, t=0.25)": the paper's own view counts, 15 and 18 from the
-    # note under PROTOCOL.md's table.
-    'Refine3DNet': {1: .689, 3: .698, 5: .706, 8: .713, 12: .721, 15: .727, 18: .730,
-                    20: .733},
-}
-PUBLISHED_FSCORE = {
-    'Pix2Vox++/A': {1: .436, 2: .452, 3: .455, 4: .457, 5: .458, 8: .459, 12: .460, 16: .461,
-                    20: .462},
-    'EVolT': {4: .358, 8: .448, 12: .475, 16: .486, 20: .492},
-    'UMIFormer': {1: .428, 2: .492, 3: .507, 4: .513, 5: .517, 8: .521, 12: .523, 16: .525,
-                  20: .525},
-    'LRGT': {1: .446, 2: .501, 3: .515, 4: .521, 5: .526, 8: .531, 12: .534, 16: .535,
-             20: .535},
-    'LRGT+': {1: .338, 2: .462, 3: .499, 4: .516, 5: .527, 8: .540, 12: .547, 16: .550,
-              20: .551},
-}
+# where reported)", the IoU before the '/' and the F-score after it; view counts:
+#             1    2    3    4    5    8    12   16   20
+PUBLISHED_IOU = _transcribed('''
+3D-R2N2     .560 .603 .617 .625 .634 .635 .636 .636 .636
+AttSets     .642 .662 .670 .675 .677 .685 .688 .692 .693
+Pix2Vox-A   .661 .686 .693 .697 .699 .702 .704 -    -
+Pix2Vox++/A .670 .695 .704 .708 .711 .715 .717 .718 .719
+EVolT       -    -    -    .609 -    .698 .720 .729 .735
+3D-RETR     .680 .701 .716 .725 .736 .739 .747 .755 .757
+UMIFormer   .680 .738 .752 .757 .761 .766 .768 .770 .770
+LRGT        .696 .746 .759 .765 .769 .774 .777 .778 .779
+LRGT+       .585 .715 .748 .763 .772 .783 .789 .791 .792
+Refine3DNet .689 -    .698 -    .706 .713 .721 -    .733
+''')
+# Row "Refine3DNet (paper, t=0.25)": also the paper's 15 and 18 views, from the note under
+# PROTOCOL.md's table.
+PUBLISHED_IOU['Refine3DNet'] = dict(sorted({**PUBLISHED_IOU['Refine3DNet'], 15: .727,
+                                            18: .730}.items()))
+PUBLISHED_FSCORE = _transcribed('''
+Pix2Vox++/A .436 .452 .455 .457 .458 .459 .460 .461 .462
+EVolT       -    -    -    .358 -    .448 .475 .486 .492
+UMIFormer   .428 .492 .507 .513 .517 .521 .523 .525 .525
+LRGT        .446 .501 .515 .521 .526 .531 .534 .535 .535
+LRGT+       .338 .462 .499 .516 .527 .540 .547 .550 .551
+''')
 # How each row was measured, as far as PROTOCOL.md ("Evaluation protocols", notes) says.
 _FIRST_N_BEST = 'sample-weighted mean at the best of several thresholds; first n views'
 PUBLISHED_NOTES = {
