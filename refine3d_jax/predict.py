@@ -21,7 +21,7 @@ gives bit-identical outputs. Writes into OUT (each file atomically):
   prediction.json    inputs, checkpoint, options, voxel count and timings
 
 Preprocessing: each photo is made to look like a 137x137 rendering (features.IMAGE_SIZE),
-then goes through the evaluation path of the training protocol (input_pipeline.view_pixels
+then goes through the evaluation path of the training protocol (data/views.py: view_pixels
 and finish_view with view_options(config, train=False): config.data.protocol's centre
 crop, resize to config.model.image_size, data.mean/std):
   1. decode (EXIF rotation applied, shrunk to at most MAX_SIDE px); grey becomes RGB;
@@ -54,9 +54,10 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, report
+from refine3d_jax import checkpoint, configlib, metrics, report
 from refine3d_jax import visualize
 from refine3d_jax.data import binvox, features, transforms
+from refine3d_jax.data import views as views_lib
 from refine3d_jax.models import Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
 
@@ -238,7 +239,7 @@ class Reconstructor:
                workdir: str | None = None):
     self.config, self.model, self.variables = config, model, variables
     self.step, self.workdir = step, workdir
-    self.options = input_pipeline.view_options(config, train=False)
+    self.options = views_lib.view_options(config, train=False)
     self._forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
 
   @classmethod
@@ -263,16 +264,16 @@ class Reconstructor:
     if not len(images):
       raise InputError('no images given')
     names = names or [f'image {i}' for i in range(len(images))]
-    params = input_pipeline.sample_view_params(self.options, None)
+    params = views_lib.sample_view_params(self.options, None)
     inputs, pictures = [], []
     for image, name in zip(images, names):
       try:
         rendering = to_rendering(image, self.options.test_background, background, framing)
       except ValueError as e:
         raise InputError(f'{name}: {e}') from None
-      pixels = input_pipeline.view_pixels(rendering, self.options, params)
+      pixels = views_lib.view_pixels(rendering, self.options, params)
       pictures.append(pixels)
-      inputs.append(input_pipeline.finish_view(pixels, self.options, params))
+      inputs.append(views_lib.finish_view(pixels, self.options, params))
     return np.stack(inputs), np.stack(pictures)
 
   def predict(self, images: Sequence[np.ndarray], background: str = 'none',
