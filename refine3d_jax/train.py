@@ -11,8 +11,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
-import threading
 import time
 from typing import Any, NamedTuple
 
@@ -26,7 +24,7 @@ import optax
 import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
-from refine3d_jax import metrics, parallel, visualize
+from refine3d_jax import metrics, parallel, stopping, visualize
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model
 from refine3d_jax.train_state import TrainState, create_train_state, variables_of
@@ -376,7 +374,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stopped_by = None
   finished = False
   try:
-    with _stop_requests() as received:
+    with stopping.stop_requests() as received:
       for step in range(start, num_steps):
         new_stage = jtso.stage_at(step, plan)
         if views_for(new_stage, config) != views_for(stage, config):
@@ -390,11 +388,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         last = done == num_steps
         log = last or done % config.train.log_every_steps == 0
         is_eval = last or done % config.eval.every_steps == 0
-        stop = _agreed_stop(received, done, config)
+        stop = stopping.agreed_stop(received, done, config)
         save = is_eval or stop or done % config.train.checkpoint_every_steps == 0
         if save or log:
           # never log or save a non-finite state: the last checkpoint stays the last good one
-          scalars = _finite_scalars(step_metrics, done, stage, checkpoints, workdir)
+          scalars = stopping.finite_scalars(step_metrics, done, stage, checkpoints, workdir)
         if log:
           elapsed = time.perf_counter() - timer
           scalars.update(stage=stage.index, wall_time=time.time(),
@@ -429,55 +427,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         raise
       logging.error('closing the metric writers in %s: %s', workdir, e)
   if stopped_by is not None:
-    raise Interrupted(stopped_by, int(state.step))
+    raise stopping.Interrupted(stopped_by, int(state.step))
   return state
-
-
-class Interrupted(Exception):
-  """Training stopped by SIGTERM or SIGINT, after saving a checkpoint of `step`."""
-
-  def __init__(self, signum: int, step: int):
-    super().__init__(f'stopped by {signal.Signals(signum).name} after step {step}; '
-                     'rerun the same command to resume')
-    self.signum, self.step = signum, step
-
-
-@contextlib.contextmanager
-def _stop_requests():
-  """Collects SIGTERM / SIGINT into the yielded list instead of dying at once, so the loop
-  can finish its step and save (handlers only in the main thread; restored on exit)."""
-  received: list[int] = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-              for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    yield received
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-
-
-def _agreed_stop(received: list[int], done: int, config) -> bool:
-  """Whether to stop after step `done`: at once with one process; with several, all
-  processes agree at logging steps (a save is collective: a host stopping alone hangs)."""
-  if jax.process_count() == 1:
-    return bool(received)
-  if done % config.train.log_every_steps:
-    return False
-  return bool(np.any(multihost_utils.process_allgather(np.array(bool(received)))))
-
-
-def _finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, workdir: str
-                    ) -> dict[str, float]:
-  """The step's metrics as floats; FloatingPointError naming the step, stage and last
-  good checkpoint when one is not finite."""
-  scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
-  if not all(np.isfinite(v) for v in scalars.values()):
-    with contextlib.suppress(checkpoint.CheckpointSaveError):
-      checkpoints.wait()  # the save in flight is of a good state: let it finish first
-    raise FloatingPointError(
-        f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
-        f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
-  return scalars
