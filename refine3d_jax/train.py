@@ -24,7 +24,7 @@ import optax
 import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
-from refine3d_jax import metrics, parallel, stopping, visualize
+from refine3d_jax import metrics, parallel, resume, stopping, visualize
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model
 from refine3d_jax.train_state import TrainState, create_train_state, variables_of
@@ -290,36 +290,6 @@ def eval_inputs(batch: dict, volume_size: int) -> dict:
   return {**model_inputs(batch, volume_size), 'valid': batch['valid'], 'label': batch['label']}
 
 
-class IncompatibleCheckpointError(ValueError):
-  """The workdir's checkpoint was trained with another model config, or (unless
-  fine-tuning) another preset, schedule or dataset."""
-
-
-def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict,
-                      fine_tune: bool = False) -> None:
-  """Raises IncompatibleCheckpointError listing the model keys, and unless `fine_tune`
-  the run keys (workdir.RUN_KEYS), that differ from checkpoint `step`'s config (a
-  checkpoint saved without a config is not checked)."""
-  try:
-    saved = ml_collections.ConfigDict(checkpoint.restore_config(workdir, step))
-  except FileNotFoundError:
-    return
-  diffs = configlib.model_differences(saved, config)
-  saved_ema = float(configlib.with_added_keys(saved)[0].train.ema_decay)
-  if (saved_ema > 0) != (config.train.ema_decay > 0):  # the state's structure differs
-    diffs.append(f'train.ema_decay: saved {saved_ema!r}, now {config.train.ema_decay!r} '
-                 '(a moving average of the weights is kept only when > 0)')
-  if diffs:
-    raise IncompatibleCheckpointError(
-        f'{workdir} holds a checkpoint (step {step}) of another model; '
-        f'{"; ".join(diffs)}. Use another --workdir, or the saved values.')
-  diffs = [] if fine_tune else workdir_lib.run_differences(saved, config)
-  if diffs:
-    raise IncompatibleCheckpointError(
-        f'{workdir} holds a checkpoint (step {step}) of another run; {"; ".join(diffs)}. '
-        'Use another --workdir, or pass --fine_tune to resume it on purpose.')
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        fine_tune: bool = False) -> TrainState:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one
@@ -361,7 +331,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stage = jtso.stage_at(start, plan)
   data = _stage_iterator(config, stage, train_source)
   if latest is not None:
-    _check_compatible(workdir, latest, config, fine_tune)
+    resume.check_compatible(workdir, latest, config, fine_tune)
     state = checkpoints.restore(state, data)
     logging.info('Resumed from step %d in %s.', start, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, jtso, metric_writers, train, train_state
+from refine3d_jax import checkpoint, jtso, metric_writers, resume, train, train_state
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -188,13 +188,13 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_
   train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
   other = small_config(data_dir, num_steps=2)
   other.model.latent_dim = 32
-  with pytest.raises(train.IncompatibleCheckpointError,
+  with pytest.raises(resume.IncompatibleCheckpointError,
                      match=r'model.latent_dim: saved 16, now 32'):
     train.train_and_evaluate(other, str(tmp_path))
   # how the parameters are computed may change: the parameters are the same (modules_test)
   same = small_config(data_dir, num_steps=2)
   same.model.update(conv3d='native', dtype='bfloat16')
-  train._check_compatible(str(tmp_path), 1, same)  # pylint: disable=protected-access
+  resume.check_compatible(str(tmp_path), 1, same)
 
 
 def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
@@ -216,7 +216,8 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
   assert step == 3
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables['params']),
                jax.device_get(straight.ema_params))
-  with pytest.raises(train.IncompatibleCheckpointError, match=r'train.ema_decay: saved 0.5, now 0'):
+  with pytest.raises(resume.IncompatibleCheckpointError,
+                     match=r'train.ema_decay: saved 0.5, now 0'):
     train.train_and_evaluate(small_config(data_dir, num_steps=4), str(tmp_path / 'a'))
 
 
@@ -234,10 +235,10 @@ def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp
   train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
   other = small_config(data_dir, num_steps=2)
   other.train.schedule = 'end_to_end'
-  with pytest.raises(train.IncompatibleCheckpointError,
+  with pytest.raises(resume.IncompatibleCheckpointError,
                      match=r"train.schedule: saved 'jtso', now 'end_to_end'.*--fine_tune"):
     train.train_and_evaluate(other, str(tmp_path))
-  train._check_compatible(str(tmp_path), 1, other, fine_tune=True)  # pylint: disable=protected-access
+  resume.check_compatible(str(tmp_path), 1, other, fine_tune=True)
 
 
 def poison_from(monkeypatch, first_bad_batch, poison):
