@@ -4,6 +4,7 @@
   it = iter(train_dataset(config))                # endless, shuffled, per-host batches
   state = it.get_state(); ...; it.set_state(state)  # resumes exactly the same batches
   for batch in eval_dataset(config, 'test', num_views=5): ...   # one pass, in order
+  inputs = model_inputs(batch, config.model.volume_size)      # what the steps take
 
 A batch is a dict of numpy arrays (B = per-host batch, n = views per example):
   images [B, n, S, S, 3] float32   normalised with data.mean / data.std, S = model.image_size
@@ -240,6 +241,17 @@ def eval_dataset(config: ml_collections.ConfigDict, split: str, num_views: int, 
       shard_index=shard_index, shard_count=shard_count)
   ds = grain.MapDataset.range(math.ceil(per_host / batch) * batch).map(element)
   return _iterate(ds.batch(batch), config.data)
+
+
+def model_inputs(batch: dict, volume_size: int) -> dict:
+  """The arrays the steps use; voxels max-pooled to the model's volume when it is smaller
+  than the data's 32^3 (a coarser model, e.g. for fast tests)."""
+  voxels = np.asarray(batch['voxels'])
+  f = voxels.shape[1] // volume_size
+  if f > 1:
+    b, s = voxels.shape[0], volume_size
+    voxels = voxels.reshape(b, s, f, s, f, s, f).max(axis=(2, 4, 6))
+  return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
 
 
 def examples_per_second(config: ml_collections.ConfigDict, num_views: int,

@@ -23,11 +23,11 @@ import numpy as np
 import optax
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
-from refine3d_jax import metrics, parallel, resume, stopping, visualize
+from refine3d_jax import checkpoint, configlib, eval_loop, input_pipeline, jtso, losses
+from refine3d_jax import metric_writers, metrics, parallel, resume, stopping, visualize
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model
-from refine3d_jax.train_state import TrainState, create_train_state, variables_of
+from refine3d_jax.train_state import TrainState, create_train_state
 
 
 def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
@@ -179,7 +179,7 @@ def _programs(config_json: str, steps_per_epoch: int | None) -> Programs:
   tx = jtso.optimizer(config)
   steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
   eval_fn = jax.jit(functools.partial(eval_step, model=model,
-                                      thresholds=validation_thresholds(config)),
+                                      thresholds=eval_loop.validation_thresholds(config)),
                     static_argnames='view_counts')
   return Programs(model, tx, steps, eval_fn)
 
@@ -206,88 +206,6 @@ def _stage_iterator(config, stage: jtso.Stage, source, state=None):
   if state is not None:
     it.set_state(state)
   return it
-
-
-def view_passes(config: ml_collections.ConfigDict,
-                counts: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
-  """[(views to load, view counts scored from them)]: one pass with the largest count
-  under the first-n protocol (count n uses the first n views), one pass per count
-  otherwise (random views are drawn afresh for each count)."""
-  counts = tuple(int(n) for n in counts)
-  if config.data.eval_views == 'first_n':
-    return [(max(counts), counts)]
-  return [(n, (n,)) for n in counts]
-
-
-def validation_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
-  """eval.threshold first, then the other eval.thresholds."""
-  t = float(config.eval.threshold)
-  return (t, *(float(x) for x in config.eval.thresholds if float(x) != t))
-
-
-def eval_outputs(config: ml_collections.ConfigDict, split: str, step_fn, variables, mesh,
-                 source, counts, max_examples: int = 0):
-  """The one evaluation loop, of validation and of `evaluate`: for each pass of
-  view_passes(config, counts), yields (the pass's counts, this host's input batch, the
-  eval step's outputs of every host via parallel.to_host, `valid` marking real rows).
-  A pass stops once `max_examples` (> 0) rows were seen."""
-  for num_views, pass_counts in view_passes(config, counts):
-    seen = 0
-    for batch in input_pipeline.eval_dataset(config, split, num_views, source=source):
-      inputs = eval_inputs(batch, config.model.volume_size)
-      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
-                                     view_counts=pass_counts))
-      yield pass_counts, batch, out
-      seen += len(out['valid'])
-      if max_examples and seen >= max_examples:
-        break
-
-
-def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
-  """Validation IoU (refined and coarse, t = eval.threshold) for each of eval.val_views,
-  the refined IoU at the best of eval.thresholds (`val_iou_best_<n>v`: a dip at t alone
-  is a shift of calibration, not of shape), and a picture of the first few
-  reconstructions with the first view count."""
-  counts = tuple(int(n) for n in config.eval.val_views)
-  refined, coarse, picture = {n: [] for n in counts}, {n: [] for n in counts}, None
-  for pass_counts, batch, result in eval_outputs(config, 'validation', step_fn,
-                                                 variables_of(state), mesh, source, counts,
-                                                 config.eval.max_examples):
-    for n in pass_counts:  # IoU [valid rows, validation_thresholds]
-      r = result['views'][str(n)]
-      refined[n].append(r['iou_refined'][result['valid']])
-      coarse[n].append(r['iou_coarse'][result['valid']])
-    if picture is None:
-      # this host's views; its rows come first among the gathered results (process 0)
-      n, k = counts[0], min(config.eval.num_images, len(batch['images']))
-      images = (batch['images'][:k, :n] * np.asarray(config.data.std)
-                + np.asarray(config.data.mean))
-      picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
-                                              result['voxels'][:k], config.eval.threshold)
-  out = {}
-  for n in counts:  # column 0 is eval.threshold
-    iou = np.concatenate(refined[n]).mean(axis=0)
-    out[f'val_iou_{n}v'] = float(iou[0])
-    out[f'val_iou_coarse_{n}v'] = float(np.concatenate(coarse[n])[:, 0].mean())
-    out[f'val_iou_best_{n}v'] = float(iou.max())
-  out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in counts]))
-  return out, picture
-
-
-def model_inputs(batch: dict, volume_size: int) -> dict:
-  """The arrays the steps use; voxels max-pooled to the model's volume when it is smaller
-  than the data's 32^3 (a coarser model, e.g. for fast tests)."""
-  voxels = np.asarray(batch['voxels'])
-  f = voxels.shape[1] // volume_size
-  if f > 1:
-    b, s = voxels.shape[0], volume_size
-    voxels = voxels.reshape(b, s, f, s, f, s, f).max(axis=(2, 4, 6))
-  return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
-
-
-def eval_inputs(batch: dict, volume_size: int) -> dict:
-  """model_inputs plus what eval_step passes through: `valid` and `label`."""
-  return {**model_inputs(batch, volume_size), 'valid': batch['valid'], 'label': batch['label']}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -351,7 +269,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           data = _stage_iterator(config, new_stage, train_source, data.get_state())
         stage = new_stage
         state, step_metrics = steps[stage.name](state, parallel.shard_batch(
-            model_inputs(next(data), config.model.volume_size), mesh))
+            input_pipeline.model_inputs(next(data), config.model.volume_size), mesh))
         done, timed_steps = step + 1, timed_steps + 1
         bar.set_description(f'stage {stage.index} ({stage.name})')
         bar.update()
@@ -371,7 +289,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
           timer, timed_steps = time.perf_counter(), 0
         if is_eval:
-          val, picture = validate(state, config, eval_fn, mesh, val_source)
+          val, picture = eval_loop.validate(state, config, eval_fn, mesh, val_source)
           writer.write_scalars(done, {**val, 'wall_time': time.time()})
           writer.write_image(done, 'reconstructions', picture)
           visualize.save_png(

@@ -286,3 +286,15 @@ def test_quick_preset_on_synthetic_shapes(tiny_data_dir):
   test = next(iter(ip.eval_dataset(config, 'test', num_views=2)))
   assert test['images'].shape == (4, 2, 64, 64, 3)
   np.testing.assert_array_equal(test['views'], [[0, 1]] * 4)
+
+
+def test_model_inputs_max_pool_the_voxels_to_the_model_volume():
+  voxels = np.zeros((2, 32, 32, 32), bool)
+  voxels[0, 3, 4, 5] = True
+  batch = {'images': np.zeros((2, 1, 8, 8, 3), np.float32), 'mask': np.ones((2, 1), bool),
+           'voxels': voxels, 'label': np.zeros(2, np.int32)}
+  pooled = ip.model_inputs(batch, 16)
+  assert set(pooled) == {'images', 'mask', 'voxels'}
+  assert pooled['voxels'].shape == (2, 16, 16, 16) and pooled['voxels'].sum() == 1
+  assert pooled['voxels'][0, 1, 2, 2]
+  np.testing.assert_array_equal(ip.model_inputs(batch, 32)['voxels'], voxels)

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, jtso, metric_writers, resume, train, train_state
+from refine3d_jax import checkpoint, eval_loop, input_pipeline, jtso, metric_writers, resume
+from refine3d_jax import train, train_state
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -83,8 +84,6 @@ def test_tiny_run_learns(data_dir, tmp_path):
   assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
   val = [m for m in metric_writers.read_metrics(str(tmp_path)) if 'val_iou' in m]
   assert val and 0 <= val[-1]['val_iou_1v'] <= val[-1]['val_iou_best_1v'] <= 1
-  assert train.validation_thresholds(config)[0] == config.eval.threshold
-  assert sorted(train.validation_thresholds(config)) == sorted(config.eval.thresholds)
 
 
 def main_args(data_dir, workdir, num_steps):
@@ -245,7 +244,7 @@ def poison_from(monkeypatch, first_bad_batch, poison):
   """Makes the training batches from the `first_bad_batch`-th on (1-based) go through
   `poison(batch)`; validation batches stay clean."""
   calls, evaluating = [], []
-  clean_inputs, clean_validate = train.model_inputs, train.validate
+  clean_inputs, clean_validate = input_pipeline.model_inputs, eval_loop.validate
 
   def inputs(batch, volume_size):
     batch = clean_inputs(batch, volume_size)
@@ -260,8 +259,8 @@ def poison_from(monkeypatch, first_bad_batch, poison):
       return clean_validate(*args, **kwargs)
     finally:
       evaluating.pop()
-  monkeypatch.setattr(train, 'model_inputs', inputs)
-  monkeypatch.setattr(train, 'validate', validate)
+  monkeypatch.setattr(input_pipeline, 'model_inputs', inputs)
+  monkeypatch.setattr(eval_loop, 'validate', validate)
 
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
