@@ -14,7 +14,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from refine3d_jax import configlib, input_pipeline, parallel, train
+from refine3d_jax import configlib, input_pipeline, parallel, resume, stopping, train
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.data import build
 from refine3d_jax.data.errors import DataError
@@ -73,10 +73,10 @@ def main(argv):
                     # workdir, a full disk (CheckpointSaveError: the previous one is kept)
           FloatingPointError,  # a NaN / inf loss: the last good checkpoint is kept
           DataError,  # a corrupt file or an unusable split, named in the message
-          train.IncompatibleCheckpointError,  # another model, or another run (--fine_tune)
+          resume.IncompatibleCheckpointError,  # another model, or another run (--fine_tune)
           workdir_lib.WorkdirInUseError) as e:  # a live trainer holds the workdir
     raise SystemExit(f'error: {e}') from None
-  except train.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first
+  except stopping.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first
     print(f'{workdir}: {e}', file=sys.stderr)
     sys.exit(128 + e.signum)
 

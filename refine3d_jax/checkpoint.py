@@ -20,17 +20,15 @@ restored or counted; a writer removes such leftovers when it opens the directory
 that fails raises CheckpointSaveError naming the step, the directory and the last complete
 checkpoint, which stays intact.
 
-Retention: the last `keep` checkpoints, plus the one with the highest finite
-`metrics[best_metric]` (the earliest on ties); a checkpoint without that metric never
-counts as best.
+Retention (the last `keep` checkpoints, plus the best by `metrics[best_metric]`):
+retention.py.
 """
 
 import dataclasses
 import json
-import math
 import os
 import uuid
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple
 
 from absl import logging
 from etils import epath
@@ -40,7 +38,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from refine3d_jax import configlib, jtso
+from refine3d_jax import configlib, jtso, retention
 from refine3d_jax.models import Refine3DNet, create_model
 from refine3d_jax.train_state import TrainState, create_train_state, variables_of
 
@@ -51,37 +49,6 @@ def checkpoint_dir(workdir: str) -> epath.Path:
   """`<workdir>/checkpoints` as an absolute path (orbax's tensorstore writer refuses
   relative ones, and `python main.py` defaults to the relative `runs/<preset>`)."""
   return epath.Path(os.path.abspath(os.path.expanduser(workdir))) / SUBDIR
-
-
-def metric_value(metrics: Mapping[str, Any] | None, name: str) -> float | None:
-  """`metrics[name]` as a float, or None when absent, not a number or not finite."""
-  value = (metrics or {}).get(name)
-  try:
-    value = float(value)
-  except (TypeError, ValueError):
-    return None
-  return value if math.isfinite(value) else None
-
-
-def best_index(metrics: Sequence[Mapping[str, Any] | None], name: str) -> int | None:
-  """Index of the highest finite `m[name]` in `metrics` (the first on ties), or None."""
-  scored = [(v, -i) for i, m in enumerate(metrics)
-            if (v := metric_value(m, name)) is not None]
-  return -max(scored)[1] if scored else None
-
-
-@dataclasses.dataclass
-class KeepBest(ocp.checkpoint_managers.PreservationPolicy):
-  """Preserves the one checkpoint with the highest finite `metrics[metric]` (earliest on
-  ties); none when no checkpoint has it. (orbax's BestN ranks checkpoints whose metrics
-  lack the key too, through whatever its metric function returns for them.)"""
-  metric: str
-
-  def should_preserve(self, checkpoints: Sequence[Any], *,
-                      context: Any = None) -> Sequence[bool]:
-    del context
-    best = best_index([c.metrics for c in checkpoints], self.metric)
-    return [i == best for i in range(len(checkpoints))]
 
 
 def _json_ready(tree: Any) -> Any:
@@ -146,22 +113,6 @@ def _reason(error: BaseException) -> str:
   return text.splitlines()[0][:400]
 
 
-def _manager(directory: epath.Path, keep: int | None, best_metric: str | None,
-             read_only: bool = False) -> ocp.CheckpointManager:
-  policies = [ocp.checkpoint_managers.LatestN(keep)]
-  best_fn = None
-  if best_metric:
-    policies.append(KeepBest(best_metric))
-    # best_fn only makes orbax write and reload the metrics item; ranking is KeepBest's.
-    best_fn = lambda m: metric_value(m, best_metric) or -math.inf
-  options = ocp.CheckpointManagerOptions(
-      best_fn=best_fn, best_mode='max', read_only=read_only, create=not read_only,
-      cleanup_tmp_directories=not read_only,
-      preservation_policy=(None if read_only else
-                           ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
-  return ocp.CheckpointManager(directory, options=options)
-
-
 class Checkpointer:
   """A thin wrapper over one `ocp.CheckpointManager` at `<workdir>/checkpoints`.
 
@@ -184,8 +135,8 @@ class Checkpointer:
                                 'exist)')
     else:
       _ensure_writable(self.directory)
-    self._manager = _manager(self.directory, None if read_only else keep, best_metric,
-                             read_only=read_only)
+    self._manager = retention.manager(self.directory, None if read_only else keep,
+                                      best_metric, read_only=read_only)
     self._pending: int | None = None  # the step of the save in flight, if any
     self._failed: CheckpointSaveError | None = None
 
@@ -255,7 +206,7 @@ class Checkpointer:
     if not self.best_metric:
       return None
     steps = self.all_steps()
-    best = best_index([self.metrics(s) for s in steps], self.best_metric)
+    best = retention.best_index([self.metrics(s) for s in steps], self.best_metric)
     return None if best is None else steps[best]
 
   def all_steps(self) -> list[int]:
@@ -307,7 +258,7 @@ def restore_config(workdir: str, step: int | None = None) -> dict[str, Any]:
   directory = checkpoint_dir(workdir)
   if not directory.exists():
     raise FileNotFoundError(f'no checkpoints in {workdir} ({directory} does not exist)')
-  manager = _manager(directory, keep=None, best_metric=None, read_only=True)
+  manager = retention.manager(directory, keep=None, best_metric=None, read_only=True)
   try:
     steps = sorted(manager.all_steps(), reverse=True)
     if step is not None:

@@ -42,7 +42,7 @@ import tqdm
 from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import results as results_lib
-from refine3d_jax import summary, timing, train
+from refine3d_jax import eval_loop, summary, timing, train
 from refine3d_jax.data.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
@@ -123,11 +123,11 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
   counts = tuple(int(n) for n in config.eval.view_counts)
   per_host = input_pipeline.per_host_batch(config.train.batch_size, jax.process_count())
   num_batches = -(-len(source) // (per_host * jax.process_count()))
-  bar = tqdm.tqdm(total=num_batches * len(train.view_passes(config, counts)),
+  bar = tqdm.tqdm(total=num_batches * len(eval_loop.view_passes(config, counts)),
                   desc=f'evaluate {split}', disable=not progress or jax.process_index() != 0)
   gathered = {n: [] for n in counts}
-  for pass_counts, batch, out in train.eval_outputs(config, split, step_fn, variables, mesh,
-                                                    source, counts):
+  for pass_counts, batch, out in eval_loop.eval_outputs(config, split, step_fn, variables,
+                                                        mesh, source, counts):
     bar.set_postfix(views=batch['images'].shape[1], refresh=False)
     for n, scores in batch_scores(out, pass_counts, *fscore_args, fscore).items():
       gathered[n].append(scores)

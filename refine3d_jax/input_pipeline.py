@@ -4,6 +4,7 @@
   it = iter(train_dataset(config))                # endless, shuffled, per-host batches
   state = it.get_state(); ...; it.set_state(state)  # resumes exactly the same batches
   for batch in eval_dataset(config, 'test', num_views=5): ...   # one pass, in order
+  inputs = model_inputs(batch, config.model.volume_size)      # what the steps take
 
 A batch is a dict of numpy arrays (B = per-host batch, n = views per example):
   images [B, n, S, S, 3] float32   normalised with data.mean / data.std, S = model.image_size
@@ -17,14 +18,14 @@ A batch is a dict of numpy arrays (B = per-host batch, n = views per example):
 Randomness is a pure function of (seed, epoch, record index) (training) or
 (data.eval_seed, record index, n) (evaluation 'random' views), so any worker count,
 thread count or restart draws the same views, crops, flips and colours.
-Only the chosen views' PNGs are decoded.
+Only the chosen views' PNGs are decoded; each goes through data/views.py (crop,
+background, flip, resize, colour, normalisation).
 
 data.num_workers > 0 (grain mp_prefetch) gives the same batches as 0, but needs absl flags
 parsed first (main.py's app.run does it; grain reads one of its flags in the workers), and
 its iterator state has another format: resume with the worker count you saved with.
 """
 
-import dataclasses
 import functools
 import math
 import os
@@ -37,7 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
-from refine3d_jax.data import transforms
+from refine3d_jax.data import views as views_lib
 from refine3d_jax.data.errors import DataError
 
 TRAIN_SPLIT = 'train'
@@ -90,115 +91,9 @@ def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[st
   return builder.as_data_source(split, decoders={'images': SkipDecoding()})
 
 
-@dataclasses.dataclass(frozen=True)
-class ViewOptions:
-  """Static preprocessing options of one pipeline (picklable, for grain workers)."""
-  protocol: str
-  image_size: int          # output side S (config.model.image_size)
-  train: bool
-  train_background: tuple[int, int]
-  test_background: int
-  color_jitter: float
-  mean: tuple[float, float, float]
-  std: tuple[float, float, float]
-  pca_noise: float = 0.0   # training: AlexNet lighting noise, one draw per object
-  rgb_permute: bool = False  # training: one random channel order per object
-
-
-def view_options(config: ml_collections.ConfigDict, train: bool) -> ViewOptions:
-  """ViewOptions from config.data and config.model.image_size."""
-  d = config.data
-  return ViewOptions(d.protocol, config.model.image_size, train, tuple(d.train_background),
-                     d.test_background, float(d.color_jitter), tuple(d.mean), tuple(d.std),
-                     float(d.pca_noise), bool(d.rgb_permute))
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewParams:
-  """The random choices for one view (or the fixed ones at test time)."""
-  top: int
-  left: int
-  flip: bool
-  background: tuple[int, int, int]
-  jitter: tuple[float, float, float]  # brightness, contrast, saturation factors
-
-
-def sample_view_params(opts: ViewOptions, rng: np.random.Generator | None) -> ViewParams:
-  """Training (rng given, opts.train): random offset, flip, background, jitter; else the
-  protocol's centre crop and the test background."""
-  p = transforms.PROTOCOLS[opts.protocol]
-  if not opts.train:
-    bg = (opts.test_background,) * 3
-    return ViewParams(p.center_offset, p.center_offset, False, bg, (1.0, 1.0, 1.0))
-  if p.train_offsets:
-    top, left = (int(o) for o in rng.integers(0, p.train_offsets + 1, size=2))
-  else:
-    top = left = p.center_offset
-  flip = bool(p.train_flip and rng.random() < 0.5)
-  lo, hi = opts.train_background
-  bg = tuple(int(c) for c in rng.integers(lo, hi + 1, size=3))
-  j = opts.color_jitter
-  jitter = tuple(float(f) for f in rng.uniform(1 - j, 1 + j, size=3)) if j else (1.0,) * 3
-  return ViewParams(top, left, flip, bg, jitter)
-
-
-def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.ndarray:
-  """uint8 [137, 137, 4] -> uint8 [S, S, 3]: crop, background, flip, resize (one resize,
-  straight from the crop to S, also when S differs from the protocol's size)."""
-  p = transforms.PROTOCOLS[opts.protocol]
-  rgb = transforms.composite_background(
-      transforms.crop(rgba, params.top, params.left, p.crop), params.background)
-  if params.flip:
-    rgb = transforms.flip_horizontal(rgb)
-  return transforms.resize(rgb, opts.image_size)
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectParams:
-  """Random choices shared by all views of one object (Pix2Vox draws these per object)."""
-  lighting: tuple[float, float, float] | None = None  # PCA lighting alpha, or none
-  perm: tuple[int, int, int] | None = None            # channel order, or unchanged
-
-
-def sample_object_params(opts: ViewOptions, rng: np.random.Generator | None) -> ObjectParams:
-  """Training draws for `opts.pca_noise` and `opts.rgb_permute` (nothing drawn when both are
-  off, so other configs' random streams stay as they were); none at test time."""
-  if rng is None or not opts.train:
-    return ObjectParams()
-  lighting = (tuple(float(a) for a in rng.normal(0, opts.pca_noise, 3))
-              if opts.pca_noise else None)
-  perm = tuple(int(c) for c in rng.permutation(3)) if opts.rgb_permute else None
-  return ObjectParams(lighting, perm)
-
-
-def finish_view(rgb: np.ndarray, opts: ViewOptions, params: ViewParams,
-                obj: ObjectParams = ObjectParams()) -> np.ndarray:
-  """uint8 [S, S, 3] -> float32 [S, S, 3]: colour jitter (if any), lighting noise (if
-  any), mean/std, channel permutation (if any): Pix2Vox's order."""
-  x = transforms.to_float(rgb)
-  if params.jitter != (1.0, 1.0, 1.0):
-    x = transforms.color_jitter(x, *params.jitter)
-  if obj.lighting is not None:
-    x = transforms.pca_lighting(x, obj.lighting)
-  x = transforms.normalize(x, opts.mean, opts.std)
-  return x if obj.perm is None else transforms.permute_channels(x, obj.perm)
-
-
-def decode_view(example: dict[str, Any], view: int) -> np.ndarray:
-  """uint8 [137, 137, 4] of one view; a corrupt PNG raises naming the object and view."""
-  try:
-    return transforms.decode_png(example['images'][view])
-  except ValueError as e:
-    raise DataError(f'object {_text(example["synset"])}/{_text(example["model_id"])} '
-                     f'view {view:02d}: {e}') from e
-
-
-def _text(value: Any) -> str:
-  return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def make_example(example: dict[str, Any], record: int, views: Sequence[int], max_views: int,
-                 opts: ViewOptions, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+                 opts: views_lib.ViewOptions, rng: np.random.Generator | None
+                 ) -> dict[str, np.ndarray]:
   """One source example -> model inputs with `views` decoded, padded to `max_views`.
 
   Returns images [max_views, S, S, 3] float32 (zeros past len(views)), mask [max_views]
@@ -209,11 +104,11 @@ def make_example(example: dict[str, Any], record: int, views: Sequence[int], max
   images = np.zeros((max_views, s, s, 3), np.float32)
   view_ids = np.full(max_views, -1, np.int32)
   view_ids[:len(views)] = views
-  obj = sample_object_params(opts, rng)
+  obj = views_lib.sample_object_params(opts, rng)
   for i, view in enumerate(views):
-    params = sample_view_params(opts, rng)
-    images[i] = finish_view(view_pixels(decode_view(example, int(view)), opts, params), opts,
-                            params, obj)
+    params = views_lib.sample_view_params(opts, rng)
+    pixels = views_lib.view_pixels(views_lib.decode_view(example, int(view)), opts, params)
+    images[i] = views_lib.finish_view(pixels, opts, params, obj)
   return {
       'images': images,
       'mask': np.arange(max_views) < len(views),
@@ -250,7 +145,7 @@ def eval_views(protocol: str, num_views: int, seed: int, record: int) -> np.ndar
   raise ValueError(f'unknown eval views protocol {protocol!r}; use one of {EVAL_VIEWS}')
 
 
-def _train_element(index: int, record: int, *, source, opts: ViewOptions, seed: int,
+def _train_element(index: int, record: int, *, source, opts: views_lib.ViewOptions, seed: int,
                    epoch_length: int, min_views: int, max_views: int) -> dict[str, np.ndarray]:
   """Element `index` of the endless shuffled stream (record `record`)."""
   rng = np.random.default_rng([seed, index // epoch_length, int(record)])
@@ -259,7 +154,7 @@ def _train_element(index: int, record: int, *, source, opts: ViewOptions, seed: 
   return make_example(source[int(record)], int(record), views, max_views, opts, rng)
 
 
-def _eval_element(position: int, *, source, opts: ViewOptions, views_protocol: str,
+def _eval_element(position: int, *, source, opts: views_lib.ViewOptions, views_protocol: str,
                   seed: int, num_views: int, shard_index: int,
                   shard_count: int) -> dict[str, np.ndarray]:
   record = shard_index + position * shard_count
@@ -317,8 +212,8 @@ def train_dataset(config: ml_collections.ConfigDict, *, source=None,
     raise DataError(f'shard {shard_index}/{shard_count} of the train split has '
                      f'{len(records)} examples, fewer than one batch of {batch}')
   element = functools.partial(
-      _train_element, source=source, opts=view_options(config, train=True), seed=config.seed,
-      epoch_length=len(records), min_views=min_views, max_views=max_views)
+      _train_element, source=source, opts=views_lib.view_options(config, train=True),
+      seed=config.seed, epoch_length=len(records), min_views=min_views, max_views=max_views)
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)
 
@@ -341,11 +236,22 @@ def eval_dataset(config: ml_collections.ConfigDict, split: str, num_views: int, 
   source = open_source(config.data, split) if source is None else source
   per_host = math.ceil(len(source) / shard_count)
   element = functools.partial(
-      _eval_element, source=source, opts=view_options(config, train=False),
+      _eval_element, source=source, opts=views_lib.view_options(config, train=False),
       views_protocol=config.data.eval_views, seed=config.data.eval_seed, num_views=num_views,
       shard_index=shard_index, shard_count=shard_count)
   ds = grain.MapDataset.range(math.ceil(per_host / batch) * batch).map(element)
   return _iterate(ds.batch(batch), config.data)
+
+
+def model_inputs(batch: dict, volume_size: int) -> dict:
+  """The arrays the steps use; voxels max-pooled to the model's volume when it is smaller
+  than the data's 32^3 (a coarser model, e.g. for fast tests)."""
+  voxels = np.asarray(batch['voxels'])
+  f = voxels.shape[1] // volume_size
+  if f > 1:
+    b, s = voxels.shape[0], volume_size
+    voxels = voxels.reshape(b, s, f, s, f, s, f).max(axis=(2, 4, 6))
+  return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
 
 
 def examples_per_second(config: ml_collections.ConfigDict, num_views: int,

@@ -11,8 +11,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
-import threading
 import time
 from typing import Any, NamedTuple
 
@@ -25,11 +23,11 @@ import numpy as np
 import optax
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
-from refine3d_jax import metrics, parallel, visualize
+from refine3d_jax import checkpoint, configlib, eval_loop, input_pipeline, jtso, losses
+from refine3d_jax import metric_writers, metrics, parallel, resume, stopping, visualize
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model
-from refine3d_jax.train_state import TrainState, create_train_state, variables_of
+from refine3d_jax.train_state import TrainState, create_train_state
 
 
 def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
@@ -181,7 +179,7 @@ def _programs(config_json: str, steps_per_epoch: int | None) -> Programs:
   tx = jtso.optimizer(config)
   steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
   eval_fn = jax.jit(functools.partial(eval_step, model=model,
-                                      thresholds=validation_thresholds(config)),
+                                      thresholds=eval_loop.validation_thresholds(config)),
                     static_argnames='view_counts')
   return Programs(model, tx, steps, eval_fn)
 
@@ -208,118 +206,6 @@ def _stage_iterator(config, stage: jtso.Stage, source, state=None):
   if state is not None:
     it.set_state(state)
   return it
-
-
-def view_passes(config: ml_collections.ConfigDict,
-                counts: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
-  """[(views to load, view counts scored from them)]: one pass with the largest count
-  under the first-n protocol (count n uses the first n views), one pass per count
-  otherwise (random views are drawn afresh for each count)."""
-  counts = tuple(int(n) for n in counts)
-  if config.data.eval_views == 'first_n':
-    return [(max(counts), counts)]
-  return [(n, (n,)) for n in counts]
-
-
-def validation_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
-  """eval.threshold first, then the other eval.thresholds."""
-  t = float(config.eval.threshold)
-  return (t, *(float(x) for x in config.eval.thresholds if float(x) != t))
-
-
-def eval_outputs(config: ml_collections.ConfigDict, split: str, step_fn, variables, mesh,
-                 source, counts, max_examples: int = 0):
-  """The one evaluation loop, of validation and of `evaluate`: for each pass of
-  view_passes(config, counts), yields (the pass's counts, this host's input batch, the
-  eval step's outputs of every host via parallel.to_host, `valid` marking real rows).
-  A pass stops once `max_examples` (> 0) rows were seen."""
-  for num_views, pass_counts in view_passes(config, counts):
-    seen = 0
-    for batch in input_pipeline.eval_dataset(config, split, num_views, source=source):
-      inputs = eval_inputs(batch, config.model.volume_size)
-      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
-                                     view_counts=pass_counts))
-      yield pass_counts, batch, out
-      seen += len(out['valid'])
-      if max_examples and seen >= max_examples:
-        break
-
-
-def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, Any]:
-  """Validation IoU (refined and coarse, t = eval.threshold) for each of eval.val_views,
-  the refined IoU at the best of eval.thresholds (`val_iou_best_<n>v`: a dip at t alone
-  is a shift of calibration, not of shape), and a picture of the first few
-  reconstructions with the first view count."""
-  counts = tuple(int(n) for n in config.eval.val_views)
-  refined, coarse, picture = {n: [] for n in counts}, {n: [] for n in counts}, None
-  for pass_counts, batch, result in eval_outputs(config, 'validation', step_fn,
-                                                 variables_of(state), mesh, source, counts,
-                                                 config.eval.max_examples):
-    for n in pass_counts:  # IoU [valid rows, validation_thresholds]
-      r = result['views'][str(n)]
-      refined[n].append(r['iou_refined'][result['valid']])
-      coarse[n].append(r['iou_coarse'][result['valid']])
-    if picture is None:
-      # this host's views; its rows come first among the gathered results (process 0)
-      n, k = counts[0], min(config.eval.num_images, len(batch['images']))
-      images = (batch['images'][:k, :n] * np.asarray(config.data.std)
-                + np.asarray(config.data.mean))
-      picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
-                                              result['voxels'][:k], config.eval.threshold)
-  out = {}
-  for n in counts:  # column 0 is eval.threshold
-    iou = np.concatenate(refined[n]).mean(axis=0)
-    out[f'val_iou_{n}v'] = float(iou[0])
-    out[f'val_iou_coarse_{n}v'] = float(np.concatenate(coarse[n])[:, 0].mean())
-    out[f'val_iou_best_{n}v'] = float(iou.max())
-  out['val_iou'] = float(np.mean([out[f'val_iou_{n}v'] for n in counts]))
-  return out, picture
-
-
-def model_inputs(batch: dict, volume_size: int) -> dict:
-  """The arrays the steps use; voxels max-pooled to the model's volume when it is smaller
-  than the data's 32^3 (a coarser model, e.g. for fast tests)."""
-  voxels = np.asarray(batch['voxels'])
-  f = voxels.shape[1] // volume_size
-  if f > 1:
-    b, s = voxels.shape[0], volume_size
-    voxels = voxels.reshape(b, s, f, s, f, s, f).max(axis=(2, 4, 6))
-  return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
-
-
-def eval_inputs(batch: dict, volume_size: int) -> dict:
-  """model_inputs plus what eval_step passes through: `valid` and `label`."""
-  return {**model_inputs(batch, volume_size), 'valid': batch['valid'], 'label': batch['label']}
-
-
-class IncompatibleCheckpointError(ValueError):
-  """The workdir's checkpoint was trained with another model config, or (unless
-  fine-tuning) another preset, schedule or dataset."""
-
-
-def _check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict,
-                      fine_tune: bool = False) -> None:
-  """Raises IncompatibleCheckpointError listing the model keys, and unless `fine_tune`
-  the run keys (workdir.RUN_KEYS), that differ from checkpoint `step`'s config (a
-  checkpoint saved without a config is not checked)."""
-  try:
-    saved = ml_collections.ConfigDict(checkpoint.restore_config(workdir, step))
-  except FileNotFoundError:
-    return
-  diffs = configlib.model_differences(saved, config)
-  saved_ema = float(configlib.with_added_keys(saved)[0].train.ema_decay)
-  if (saved_ema > 0) != (config.train.ema_decay > 0):  # the state's structure differs
-    diffs.append(f'train.ema_decay: saved {saved_ema!r}, now {config.train.ema_decay!r} '
-                 '(a moving average of the weights is kept only when > 0)')
-  if diffs:
-    raise IncompatibleCheckpointError(
-        f'{workdir} holds a checkpoint (step {step}) of another model; '
-        f'{"; ".join(diffs)}. Use another --workdir, or the saved values.')
-  diffs = [] if fine_tune else workdir_lib.run_differences(saved, config)
-  if diffs:
-    raise IncompatibleCheckpointError(
-        f'{workdir} holds a checkpoint (step {step}) of another run; {"; ".join(diffs)}. '
-        'Use another --workdir, or pass --fine_tune to resume it on purpose.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -363,7 +249,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stage = jtso.stage_at(start, plan)
   data = _stage_iterator(config, stage, train_source)
   if latest is not None:
-    _check_compatible(workdir, latest, config, fine_tune)
+    resume.check_compatible(workdir, latest, config, fine_tune)
     state = checkpoints.restore(state, data)
     logging.info('Resumed from step %d in %s.', start, workdir)
   writer = metric_writers.MetricWriter(workdir, enabled=jax.process_index() == 0)
@@ -376,25 +262,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   stopped_by = None
   finished = False
   try:
-    with _stop_requests() as received:
+    with stopping.stop_requests() as received:
       for step in range(start, num_steps):
         new_stage = jtso.stage_at(step, plan)
         if views_for(new_stage, config) != views_for(stage, config):
           data = _stage_iterator(config, new_stage, train_source, data.get_state())
         stage = new_stage
         state, step_metrics = steps[stage.name](state, parallel.shard_batch(
-            model_inputs(next(data), config.model.volume_size), mesh))
+            input_pipeline.model_inputs(next(data), config.model.volume_size), mesh))
         done, timed_steps = step + 1, timed_steps + 1
         bar.set_description(f'stage {stage.index} ({stage.name})')
         bar.update()
         last = done == num_steps
         log = last or done % config.train.log_every_steps == 0
         is_eval = last or done % config.eval.every_steps == 0
-        stop = _agreed_stop(received, done, config)
+        stop = stopping.agreed_stop(received, done, config)
         save = is_eval or stop or done % config.train.checkpoint_every_steps == 0
         if save or log:
           # never log or save a non-finite state: the last checkpoint stays the last good one
-          scalars = _finite_scalars(step_metrics, done, stage, checkpoints, workdir)
+          scalars = stopping.finite_scalars(step_metrics, done, stage, checkpoints, workdir)
         if log:
           elapsed = time.perf_counter() - timer
           scalars.update(stage=stage.index, wall_time=time.time(),
@@ -403,7 +289,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           bar.set_postfix(loss=scalars.get('loss_multi', scalars.get('loss_single')))
           timer, timed_steps = time.perf_counter(), 0
         if is_eval:
-          val, picture = validate(state, config, eval_fn, mesh, val_source)
+          val, picture = eval_loop.validate(state, config, eval_fn, mesh, val_source)
           writer.write_scalars(done, {**val, 'wall_time': time.time()})
           writer.write_image(done, 'reconstructions', picture)
           visualize.save_png(
@@ -429,55 +315,5 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         raise
       logging.error('closing the metric writers in %s: %s', workdir, e)
   if stopped_by is not None:
-    raise Interrupted(stopped_by, int(state.step))
+    raise stopping.Interrupted(stopped_by, int(state.step))
   return state
-
-
-class Interrupted(Exception):
-  """Training stopped by SIGTERM or SIGINT, after saving a checkpoint of `step`."""
-
-  def __init__(self, signum: int, step: int):
-    super().__init__(f'stopped by {signal.Signals(signum).name} after step {step}; '
-                     'rerun the same command to resume')
-    self.signum, self.step = signum, step
-
-
-@contextlib.contextmanager
-def _stop_requests():
-  """Collects SIGTERM / SIGINT into the yielded list instead of dying at once, so the loop
-  can finish its step and save (handlers only in the main thread; restored on exit)."""
-  received: list[int] = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-              for s in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    yield received
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-
-
-def _agreed_stop(received: list[int], done: int, config) -> bool:
-  """Whether to stop after step `done`: at once with one process; with several, all
-  processes agree at logging steps (a save is collective: a host stopping alone hangs)."""
-  if jax.process_count() == 1:
-    return bool(received)
-  if done % config.train.log_every_steps:
-    return False
-  return bool(np.any(multihost_utils.process_allgather(np.array(bool(received)))))
-
-
-def _finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, workdir: str
-                    ) -> dict[str, float]:
-  """The step's metrics as floats; FloatingPointError naming the step, stage and last
-  good checkpoint when one is not finite."""
-  scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
-  if not all(np.isfinite(v) for v in scalars.values()):
-    with contextlib.suppress(checkpoint.CheckpointSaveError):
-      checkpoints.wait()  # the save in flight is of a good state: let it finish first
-    raise FloatingPointError(
-        f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
-        f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
-  return scalars

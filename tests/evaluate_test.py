@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, evaluate, input_pipeline, protocols, train
+from refine3d_jax import checkpoint, eval_loop, evaluate, input_pipeline, protocols
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def test_iou_matches_a_direct_computation(results, tiny_data_dir):
   for batch in input_pipeline.eval_dataset(config, 'test', 3):
     valid = batch['valid']
     assert (batch['views'][valid] == [0, 1, 2]).all()  # the first-n protocol
-    inputs = train.model_inputs(batch, config.model.volume_size)
+    inputs = input_pipeline.model_inputs(batch, config.model.volume_size)
     probs = np.asarray(model.apply(variables, inputs['images'], inputs['mask'])['refined'])
     for p, gt in zip(probs[valid], inputs['voxels'][valid]):
       pred = p[None] >= np.array(res['thresholds'])[:, None, None, None]
@@ -102,9 +102,9 @@ def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
   separate pass per count (what the random protocol does)."""
   config, model, variables, _ = checkpoint.restore_trained(trained)
   config.eval.view_counts = (1, 3)
-  assert train.view_passes(config, (1, 3)) == [(3, (1, 3))]
+  assert eval_loop.view_passes(config, (1, 3)) == [(3, (1, 3))]
   nested = evaluate.evaluate(config, model, variables, progress=False)
-  monkeypatch.setattr(train, 'view_passes', lambda c, counts: [(n, (n,)) for n in counts])
+  monkeypatch.setattr(eval_loop, 'view_passes', lambda c, counts: [(n, (n,)) for n in counts])
   separate = evaluate.evaluate(config, model, variables, progress=False)
   for n in ('1', '3'):
     for output in ('refined', 'coarse'):
@@ -114,7 +114,7 @@ def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
       assert abs(a['fscore']['sample_weighted'] - b['fscore']['sample_weighted']) < 1e-3
   monkeypatch.undo()
   config.data.eval_views = 'random'
-  assert train.view_passes(config, (1, 3)) == [(1, (1,)), (3, (3,))]
+  assert eval_loop.view_passes(config, (1, 3)) == [(1, (1,)), (3, (3,))]
 
 
 def test_protocols_are_each_peers_rule(results, trained):

@@ -12,6 +12,8 @@ from refine3d_jax import configlib
 from refine3d_jax import input_pipeline as ip
 from refine3d_jax.data import build
 from refine3d_jax.data import transforms
+from refine3d_jax.data import views as views_lib
+from tests.views_test import options
 
 
 def make_config(built, preset='tiny', **data):
@@ -35,12 +37,6 @@ def decoded_test(built_dataset):
   dataset, builder_config, data_dir = built_dataset
   return tfds.builder_from_directory(ip.dataset_dir(dataset, builder_config, data_dir)
                                      ).as_data_source('test')
-
-
-def options(protocol='r2n2_127', image_size=127, train=False, **kw):
-  kw = {'train_background': (225, 255), 'test_background': 240, 'color_jitter': 0.0,
-        'mean': (0.0,) * 3, 'std': (1.0,) * 3, **kw}
-  return ip.ViewOptions(protocol, image_size, train, **kw)
 
 
 def test_configs_name_the_same_datasets_and_protocols():
@@ -71,15 +67,6 @@ def test_shapes_dtypes_ranges(sources, protocol, size, train, norm):
   assert out['voxels'].any() and out['label'].dtype == np.int32
 
 
-def test_test_background_is_exactly_240(sources):
-  rgba = ip.decode_view(sources['test'][1], 4)
-  opts = options()
-  pixels = ip.view_pixels(rgba, opts, ip.sample_view_params(opts, None))
-  clear = rgba[5:132, 5:132, 3] == 0
-  assert clear.mean() > 0.2 and (pixels[clear] == 240).all()
-  assert not (pixels[~clear] == 240).all()
-
-
 def find_crop(rgba, out):
   """All (top, left, flip) whose crop of `rgba` matches `out` uint8 [127, 127, 3] where the
   object is opaque (the background colour is unknown)."""
@@ -98,7 +85,7 @@ def test_train_crops_flips_backgrounds(sources):
   example = sources['train'][2]
   opts = options(train=True)
   rng = np.random.default_rng(1)
-  params = [ip.sample_view_params(opts, rng) for _ in range(400)]
+  params = [views_lib.sample_view_params(opts, rng) for _ in range(400)]
   tops = {p.top for p in params} | {p.left for p in params}
   assert tops == set(range(10))  # offsets 0..9, all of them
   assert 0.3 < np.mean([p.flip for p in params]) < 0.7
@@ -109,7 +96,7 @@ def test_train_crops_flips_backgrounds(sources):
   out = ip.make_example(example, 2, range(24), 24, opts, np.random.default_rng(2))
   flips = 0
   for v in range(24):
-    rgba = ip.decode_view(example, v)
+    rgba = views_lib.decode_view(example, v)
     pixels = np.round(out['images'][v] * 255).astype(np.uint8)
     (top, left, flip), *_ = find_crop(rgba, pixels)
     flips += flip
@@ -301,22 +288,13 @@ def test_quick_preset_on_synthetic_shapes(tiny_data_dir):
   np.testing.assert_array_equal(test['views'], [[0, 1]] * 4)
 
 
-def test_pix2vox_object_noise_and_permutation():
-  """Drawn once per object and only when on: other configs' random streams are unchanged."""
-  off = options('pix2vox_224', 32, train=True)
-  rng = np.random.default_rng(0)
-  assert ip.sample_object_params(off, rng) == ip.ObjectParams()
-  assert rng.random() == np.random.default_rng(0).random()  # nothing drawn
-  on = options('pix2vox_224', 32, train=True, pca_noise=0.1, rgb_permute=True,
-               mean=(0.5,) * 3, std=(0.5,) * 3)
-  obj = ip.sample_object_params(on, np.random.default_rng(1))
-  assert len(obj.lighting) == 3 and sorted(obj.perm) == [0, 1, 2]
-  assert ip.sample_object_params(on, None) == ip.ObjectParams()  # evaluation: none
-  rgb = np.random.default_rng(2).integers(0, 256, (32, 32, 3)).astype(np.uint8)
-  params = ip.sample_view_params(options('pix2vox_224', 32), None)
-  plain = ip.finish_view(rgb, on, params)
-  noisy = ip.finish_view(rgb, on, params, ip.ObjectParams(lighting=(1.0, 0.0, 0.0)))
-  np.testing.assert_allclose(noisy - plain, np.broadcast_to(
-      transforms.PCA_EIGVECS[:, 0] * transforms.PCA_EIGVALS[0] / 0.5, plain.shape), atol=1e-5)
-  permuted = ip.finish_view(rgb, on, params, ip.ObjectParams(perm=(1, 2, 0)))
-  np.testing.assert_array_equal(permuted, plain[..., [1, 2, 0]])
+def test_model_inputs_max_pool_the_voxels_to_the_model_volume():
+  voxels = np.zeros((2, 32, 32, 32), bool)
+  voxels[0, 3, 4, 5] = True
+  batch = {'images': np.zeros((2, 1, 8, 8, 3), np.float32), 'mask': np.ones((2, 1), bool),
+           'voxels': voxels, 'label': np.zeros(2, np.int32)}
+  pooled = ip.model_inputs(batch, 16)
+  assert set(pooled) == {'images', 'mask', 'voxels'}
+  assert pooled['voxels'].shape == (2, 16, 16, 16) and pooled['voxels'].sum() == 1
+  assert pooled['voxels'][0, 1, 2, 2]
+  np.testing.assert_array_equal(ip.model_inputs(batch, 32)['voxels'], voxels)

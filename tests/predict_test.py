@@ -13,11 +13,11 @@ import pytest
 import trimesh
 
 from refine3d_jax import input_pipeline, predict
-from refine3d_jax.data import binvox, transforms
+from refine3d_jax.data import binvox, photos, transforms
+from tests.photos_test import on_backdrop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'ShapeNetRendering')
-BACKDROP = (205, 210, 220)  # the plain background of the fake photos
 
 
 def run_predict(*args, timeout=300):
@@ -30,18 +30,6 @@ def error_lines(proc):
   assert proc.returncode != 0, proc.stdout[-2000:]
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   return [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-
-
-def on_backdrop(rgba, size, at, noise=3.0, seed=0):
-  """uint8 [h, w, 3]: `rgba` pasted at `at` = (top, left) on a plain noisy backdrop."""
-  h, w = size
-  canvas = np.full((h, w, 3), BACKDROP, np.float32)
-  a = rgba[..., 3:] / np.float32(255)
-  top, left = at
-  canvas[top:top + rgba.shape[0], left:left + rgba.shape[1]] = (
-      rgba[..., :3] * a + canvas[top:top + rgba.shape[0], left:left + rgba.shape[1]] * (1 - a))
-  canvas += np.random.default_rng(seed).normal(0, noise, canvas.shape)
-  return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope='module')
@@ -63,7 +51,7 @@ def renderings(reconstructor):
 
 
 @pytest.fixture(scope='module')
-def photos(renderings, tmp_path_factory):
+def photo_folder(renderings, tmp_path_factory):
   """A folder of one object's images in every accepted kind: RGBA and grey+alpha PNG, RGB
   PNG and JPEG photos of 300x200, a grey photo, an odd-sized RGBA."""
   folder = tmp_path_factory.mktemp('photos')
@@ -78,12 +66,12 @@ def photos(renderings, tmp_path_factory):
   return folder
 
 
-def test_reconstructs_every_kind_of_image(reconstructor, photos):
-  paths = predict.list_images([str(photos)])
+def test_reconstructs_every_kind_of_image(reconstructor, photo_folder):
+  paths = photos.list_images([str(photo_folder)])
   assert [os.path.basename(p) for p in paths] == [
       'grey.jpg', 'grey_alpha.png', 'odd_61x97.png', 'rgb_300x200.jpg', 'rgb_300x200.png',
       'rgba.png']
-  images = [predict.read_image(p) for p in paths]
+  images = [photos.read_image(p) for p in paths]
   assert [im.shape for im in images] == [(150, 151, 3), (137, 137, 4), (97, 61, 4),
                                          (200, 300, 3), (200, 300, 3), (137, 137, 4)]
   size = reconstructor.config.model.volume_size
@@ -102,8 +90,8 @@ def test_reconstructs_every_kind_of_image(reconstructor, photos):
                                 reconstructor.reconstruct([images[3]]))
 
 
-def test_permutation_does_not_change_the_output(reconstructor, photos):
-  images = [predict.read_image(p) for p in predict.list_images([str(photos)])]
+def test_permutation_does_not_change_the_output(reconstructor, photo_folder):
+  images = [photos.read_image(p) for p in photos.list_images([str(photo_folder)])]
   order = [3, 0, 5, 1, 4, 2]
   first = reconstructor.predict(images)
   second = reconstructor.predict([images[i] for i in order])
@@ -126,54 +114,8 @@ def test_image_framing_of_a_rendering_is_the_eval_pipeline(reconstructor, render
   np.testing.assert_array_equal(inputs, expected)
 
 
-def test_frame_places_the_object_as_the_renderings_do():
-  mask = np.zeros((200, 300), bool)
-  mask[40:100, 200:230] = True          # 60 tall, 30 wide, off-centre
-  rgb = np.repeat(np.where(mask[..., None], 0, 240).astype(np.uint8), 3, axis=-1)
-  out = predict.frame(rgb, mask, background=240)
-  assert out.shape == (137, 137, 3)
-  ys, xs = np.nonzero(out[..., 0] < 120)
-  assert abs((ys.max() - ys.min() + 1) - predict.OBJECT_FILL * 137) <= 2
-  assert abs((xs.min() + xs.max() + 1) / 2 - 68.5) <= 1
-  assert abs((ys.min() + ys.max() + 1) / 2 - 68.5 - predict.OBJECT_DROP * 137) <= 1
-  # without a mask: the centred square, nothing padded
-  assert (predict.frame(rgb, None, 240) == transforms.resize(rgb[:, 50:250], 137)).all()
-
-
-def test_auto_background_finds_the_object(renderings):
-  rgba = renderings[0]
-  photo = on_backdrop(rgba, (200, 300), (30, 100))
-  truth = np.zeros((200, 300), bool)
-  truth[30:167, 100:237] = rgba[..., 3] > 0
-  mask = predict.border_mask(photo)
-  assert (mask & truth).sum() / (mask | truth).sum() > 0.95
-  # made uniform: the photo and the cut-out become nearly the same rendering
-  auto = predict.to_rendering(photo, 240, background='auto').astype(np.float32)
-  cut = predict.to_rendering(rgba, 240).astype(np.float32)
-  assert auto.shape == cut.shape == (137, 137, 4)
-  assert np.abs(auto - cut).mean() < 4
-  with pytest.raises(ValueError, match='found no object'):
-    predict.border_mask(np.full((50, 60, 3), 128, np.uint8))
-
-
-def test_bad_arrays_and_files(tmp_path, renderings):
-  with pytest.raises(ValueError, match='shape'):
-    predict.as_rgba(np.zeros((4, 4, 2), np.uint8))
-  with pytest.raises(ValueError, match=r'in \[0, 1\]'):
-    predict.as_rgba(np.full((4, 4, 3), 2.0))
-  truncated = tmp_path / 'cut.png'
-  Image.fromarray(renderings[0]).save(truncated)
-  truncated.write_bytes(truncated.read_bytes()[:200])
-  with pytest.raises(predict.InputError, match=f'^{truncated}: unreadable image'):
-    predict.read_image(str(truncated))
-  folder = tmp_path / 'no_images'
-  folder.mkdir()
-  (folder / 'notes.txt').write_text('no images here')
-  with pytest.raises(predict.InputError, match=f'^{folder}: no PNG or JPEG files'):
-    predict.list_images([str(folder)])
-  with pytest.raises(predict.InputError, match=f'^{tmp_path}/a.png: no such file'):
-    predict.list_images([str(tmp_path / 'a.png')])
-  with pytest.raises(predict.InputError, match='not a checkpoint step folder'):
+def test_not_a_checkpoint_step_folder(tmp_path):
+  with pytest.raises(photos.InputError, match='not a checkpoint step folder'):
     predict.split_checkpoint_path(str(tmp_path))
 
 
@@ -226,12 +168,12 @@ def test_empty_volume_writes_empty_meshes(tmp_path):
   assert json.loads((tmp_path / 'prediction.json').read_text())['occupied'] == 0
 
 
-def test_command_writes_every_file(trained, photos, tmp_path):
+def test_command_writes_every_file(trained, photo_folder, tmp_path):
   """--checkpoint=<step folder> (no --workdir), images as a folder plus a plain argument."""
   out = tmp_path / 'out'
   step_dir = os.path.join(trained, 'checkpoints', '2')
-  proc = run_predict(f'--checkpoint={step_dir}', '--images', photos / 'rgba.png',
-                     photos / 'rgb_300x200.jpg', '--background=auto', '--threshold=0.4',
+  proc = run_predict(f'--checkpoint={step_dir}', '--images', photo_folder / 'rgba.png',
+                     photo_folder / 'rgb_300x200.jpg', '--background=auto', '--threshold=0.4',
                      f'--out={out}', '--title=Test views')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'wrote voxels.npy' in proc.stdout
@@ -259,12 +201,12 @@ def test_command_on_real_shapenet_views(trained, tmp_path):
   assert np.load(tmp_path / 'probabilities.npy').shape == (16, 16, 16)
 
 
-def test_errors_are_one_line_naming_the_file(trained, photos, tmp_path):
+def test_errors_are_one_line_naming_the_file(trained, photo_folder, tmp_path):
   bad, empty = tmp_path / 'bad.png', tmp_path / 'empty.jpg'
   bad.write_text('not an image')
   empty.write_bytes(b'')
   missing = tmp_path / 'no_run'
-  ok = photos / 'rgba.png'
+  ok = photo_folder / 'rgba.png'
   cases = [
       ((f'--workdir={missing}', f'--images={ok}'),
        f'error: {missing}: no checkpoints ({missing}/checkpoints does not exist); train '

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from refine3d_jax import configlib, predict
+from refine3d_jax import configlib
+from refine3d_jax.data import photos
 from tests import parallel_test
 
 GUARDED_RESTORE = textwrap.dedent('''
@@ -73,9 +74,9 @@ def test_checkpoint_and_dataset_load_without_pickle_or_network(tiny_workdir):
 
 @pytest.mark.parametrize('url', ['https://example.com/chair.png', 'gs://bucket/run'])
 def test_urls_are_refused_with_one_message(url):
-  with pytest.raises(predict.InputError, match=f'^{url}: a URL; refine3d_jax reads and '
+  with pytest.raises(photos.InputError, match=f'^{url}: a URL; refine3d_jax reads and '
                      'writes local'):
-    predict.list_images([url])
+    photos.list_images([url])
   with pytest.raises(configlib.ConfigError, match=r"--workdir = '.*' is a URL; .*fetches "
                      'nothing from the network at run time: download or copy it first'):
     configlib.check_local(url, '--workdir')

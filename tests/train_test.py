@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, jtso, metric_writers, train, train_state
+from refine3d_jax import checkpoint, eval_loop, input_pipeline, jtso, metric_writers, resume
+from refine3d_jax import train, train_state
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -83,8 +84,6 @@ def test_tiny_run_learns(data_dir, tmp_path):
   assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
   val = [m for m in metric_writers.read_metrics(str(tmp_path)) if 'val_iou' in m]
   assert val and 0 <= val[-1]['val_iou_1v'] <= val[-1]['val_iou_best_1v'] <= 1
-  assert train.validation_thresholds(config)[0] == config.eval.threshold
-  assert sorted(train.validation_thresholds(config)) == sorted(config.eval.thresholds)
 
 
 def main_args(data_dir, workdir, num_steps):
@@ -188,13 +187,13 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_
   train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
   other = small_config(data_dir, num_steps=2)
   other.model.latent_dim = 32
-  with pytest.raises(train.IncompatibleCheckpointError,
+  with pytest.raises(resume.IncompatibleCheckpointError,
                      match=r'model.latent_dim: saved 16, now 32'):
     train.train_and_evaluate(other, str(tmp_path))
   # how the parameters are computed may change: the parameters are the same (modules_test)
   same = small_config(data_dir, num_steps=2)
   same.model.update(conv3d='native', dtype='bfloat16')
-  train._check_compatible(str(tmp_path), 1, same)  # pylint: disable=protected-access
+  resume.check_compatible(str(tmp_path), 1, same)
 
 
 def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
@@ -216,7 +215,8 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
   assert step == 3
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables['params']),
                jax.device_get(straight.ema_params))
-  with pytest.raises(train.IncompatibleCheckpointError, match=r'train.ema_decay: saved 0.5, now 0'):
+  with pytest.raises(resume.IncompatibleCheckpointError,
+                     match=r'train.ema_decay: saved 0.5, now 0'):
     train.train_and_evaluate(small_config(data_dir, num_steps=4), str(tmp_path / 'a'))
 
 
@@ -234,17 +234,17 @@ def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp
   train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
   other = small_config(data_dir, num_steps=2)
   other.train.schedule = 'end_to_end'
-  with pytest.raises(train.IncompatibleCheckpointError,
+  with pytest.raises(resume.IncompatibleCheckpointError,
                      match=r"train.schedule: saved 'jtso', now 'end_to_end'.*--fine_tune"):
     train.train_and_evaluate(other, str(tmp_path))
-  train._check_compatible(str(tmp_path), 1, other, fine_tune=True)  # pylint: disable=protected-access
+  resume.check_compatible(str(tmp_path), 1, other, fine_tune=True)
 
 
 def poison_from(monkeypatch, first_bad_batch, poison):
   """Makes the training batches from the `first_bad_batch`-th on (1-based) go through
   `poison(batch)`; validation batches stay clean."""
   calls, evaluating = [], []
-  clean_inputs, clean_validate = train.model_inputs, train.validate
+  clean_inputs, clean_validate = input_pipeline.model_inputs, eval_loop.validate
 
   def inputs(batch, volume_size):
     batch = clean_inputs(batch, volume_size)
@@ -259,8 +259,8 @@ def poison_from(monkeypatch, first_bad_batch, poison):
       return clean_validate(*args, **kwargs)
     finally:
       evaluating.pop()
-  monkeypatch.setattr(train, 'model_inputs', inputs)
-  monkeypatch.setattr(train, 'validate', validate)
+  monkeypatch.setattr(input_pipeline, 'model_inputs', inputs)
+  monkeypatch.setattr(eval_loop, 'validate', validate)
 
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
