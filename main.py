@@ -17,7 +17,7 @@ from ml_collections import config_flags
 from refine3d_jax import configlib, input_pipeline, parallel, train
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.data import build
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
                                           lock_config=True)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from absl import flags
 
-from refine3d_jax import report
+from refine3d_jax import errors, report
 from refine3d_jax.protocols import OUTPUTS
 
 PROTOCOL = '../shared/PROTOCOL.md'
@@ -89,7 +89,7 @@ PUBLISHED_COST = [
 ]
 
 
-class ResultsError(ValueError):
+class ResultsError(errors.UserError, ValueError):
   """A results.json that lacks a key the scripts read, or runs that cannot share a table."""
 
 

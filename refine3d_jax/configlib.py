@@ -12,6 +12,8 @@ from typing import Any, Sequence
 from absl import app
 import ml_collections
 
+from refine3d_jax.errors import UserError
+
 FUSIONS = ('self_attention', 'attsets', 'mean')
 DECODER_HEADS = ('conv', 'shuffle')  # refine3d_jax/models/decoder.py
 CONV2D_IMPLS = ('auto', 'matmul', 'native')  # refine3d_jax/models/conv2d.py
@@ -84,7 +86,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
              + (f'. {hint}' if hint else ''))
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config value is missing or invalid; the message names the key."""
 
 

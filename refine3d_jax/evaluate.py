@@ -42,7 +42,7 @@ import tqdm
 from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, parallel, report
 from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import summary, timing, train
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
 

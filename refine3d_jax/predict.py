@@ -54,7 +54,7 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, report
+from refine3d_jax import checkpoint, configlib, errors, input_pipeline, metrics, report
 from refine3d_jax import visualize
 from refine3d_jax.data import binvox, features, transforms
 from refine3d_jax.models import Refine3DNet
@@ -73,7 +73,7 @@ BACKGROUNDS = ('none', 'auto')
 FRAMINGS = ('object', 'image')
 
 
-class InputError(ValueError):
+class InputError(errors.UserError, ValueError):
   """An input that cannot be used; the message starts with the file it is about."""
 
 
@@ -221,7 +221,7 @@ def split_checkpoint_path(path: str) -> tuple[str, int]:
   if not (name.isdigit() and os.path.basename(parent) == checkpoint.SUBDIR):
     raise InputError(f'{path}: not a checkpoint step folder (<workdir>/checkpoints/<step>)')
   if not os.path.isdir(full):
-    raise FileNotFoundError(f'{path}: no such checkpoint')
+    raise errors.NotFoundError(f'{path}: no such checkpoint')
   return os.path.dirname(parent), int(name)
 
 

@@ -26,7 +26,7 @@ import optax
 import tqdm
 
 from refine3d_jax import checkpoint, configlib, input_pipeline, jtso, losses, metric_writers
-from refine3d_jax import metrics, parallel, visualize
+from refine3d_jax import errors, metrics, parallel, visualize
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model
 from refine3d_jax.train_state import TrainState, create_train_state, variables_of
@@ -292,7 +292,7 @@ def eval_inputs(batch: dict, volume_size: int) -> dict:
   return {**model_inputs(batch, volume_size), 'valid': batch['valid'], 'label': batch['label']}
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(errors.UserError, ValueError):
   """The workdir's checkpoint was trained with another model config, or (unless
   fine-tuning) another preset, schedule or dataset."""
 
@@ -477,7 +477,7 @@ def _finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, wor
   if not all(np.isfinite(v) for v in scalars.values()):
     with contextlib.suppress(checkpoint.CheckpointSaveError):
       checkpoints.wait()  # the save in flight is of a good state: let it finish first
-    raise FloatingPointError(
+    raise errors.NonFiniteLossError(
         f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
         f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
   return scalars

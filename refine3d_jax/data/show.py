@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import matplotlib
 import numpy as np
 
+from refine3d_jax import errors
+
 BUILD_HINT = 'python -m refine3d_jax.data.build --dataset={name} --data_dir={data_dir}'
 
 
@@ -34,7 +36,7 @@ def dataset_dir(data_dir: str, dataset: str) -> str:
     version = versions[-1] if versions else ''
   path = os.path.join(path, version) if version else path
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
-    raise FileNotFoundError(
+    raise errors.NotFoundError(
         f'Dataset {dataset!r} is not built under {data_dir!r} (no {path}/dataset_info.json).'
         f'{built} '
         f'Build it with: {BUILD_HINT.format(name=name.split("/")[0], data_dir=data_dir)}')
