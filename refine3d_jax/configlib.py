@@ -5,13 +5,11 @@ this module only validates them, so a typo or an impossible size is reported as
 `config.model.encoder_widths[2] = -8: ...` before anything is built.
 """
 
-import re
-import sys
 from typing import Any, Sequence
 
-from absl import app
 import ml_collections
 
+from refine3d_jax import cli
 from refine3d_jax.errors import UserError
 
 FUSIONS = ('self_attention', 'attsets', 'mean')
@@ -51,39 +49,6 @@ ADDED_KEYS = {
     'data.pca_noise': 0.0,
     'data.rgb_permute': False,
 }
-
-
-NO_NETWORK = ('refine3d_jax reads and writes local (or mounted) folders only and fetches '
-              'nothing from the network at run time: download or copy it first')
-
-
-def is_url(path: Any) -> bool:
-  """Whether `path` names something over the network (http://, gs://, s3://, ...)."""
-  return isinstance(path, str) and re.match(r'^[A-Za-z][A-Za-z0-9+.-]*://', path) is not None
-
-
-def check_local(path: str, what: str) -> None:
-  """Raises ConfigError naming `what` when `path` is a URL."""
-  if is_url(path):
-    raise ConfigError(f'{what} = {path!r} is a URL; {NO_NETWORK}')
-
-
-def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's flag parsing (`app.run(main, flags_parser=configlib.parse_flags)`), with an
-  unknown `--config.KEY=...` reported in one line instead of ml_collections' traceback."""
-  try:
-    return app.parse_flags_with_usage(list(argv))
-  except (AttributeError, KeyError) as e:  # a locked ConfigDict has no such key
-    detail: Any = e
-    while isinstance(detail, BaseException) and detail.args:  # KeyError inside AttributeError
-      detail = detail.args[0]
-    lines = str(detail).splitlines()
-    key = lines[0].strip('\'"')
-    hint = ' '.join(line.strip('\'"') for line in lines[1:])
-    culprits = [a.split('=')[0] for a in argv if a.startswith('--config.')
-                and key in a.split('=')[0].split('.')]
-    sys.exit(f"error: {', '.join(culprits) or key}: no such config key {key!r}"
-             + (f'. {hint}' if hint else ''))
 
 
 class ConfigError(UserError, ValueError):
@@ -184,7 +149,8 @@ def validate_data(config: ml_collections.ConfigDict) -> None:
          "must be a string ('' = the builder's default)")
   _check(isinstance(data.data_dir, str) and data.data_dir, 'data.data_dir', data.data_dir,
          'must be a non-empty path')
-  _check(not is_url(data.data_dir), 'data.data_dir', data.data_dir, f'is a URL; {NO_NETWORK}')
+  _check(not cli.is_url(data.data_dir), 'data.data_dir', data.data_dir,
+         f'is a URL; {cli.NO_NETWORK}')
   _check(data.protocol in PROTOCOLS, 'data.protocol', data.protocol,
          f'must be one of {PROTOCOLS}')
   bg = data.train_background

@@ -48,13 +48,13 @@ import os
 import time
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import ml_collections
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from refine3d_jax import checkpoint, configlib, errors, input_pipeline, metrics, report
+from refine3d_jax import checkpoint, cli, errors, input_pipeline, metrics, report
 from refine3d_jax import visualize
 from refine3d_jax.data import binvox, features, transforms
 from refine3d_jax.models import Refine3DNet
@@ -83,8 +83,8 @@ def list_images(args: Sequence[str]) -> list[str]:
     raise InputError('no images given: pass --images a.png b.jpg ... (files or folders)')
   paths = []
   for arg in args:
-    if configlib.is_url(arg):
-      raise InputError(f'{arg}: a URL; {configlib.NO_NETWORK}')
+    if cli.is_url(arg):
+      raise InputError(f'{arg}: a URL; {cli.NO_NETWORK}')
     if os.path.isdir(arg):
       found = sorted(os.path.join(arg, f) for f in os.listdir(arg)
                      if f.lower().endswith(IMAGE_EXTENSIONS))
@@ -372,22 +372,19 @@ def main(argv: Sequence[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # orbax logs every restore at INFO and WARNING
   start = time.perf_counter()
-  try:
-    if _COARSE.value and _REFINED.value and _REFINED.present:
-      raise InputError('--refined and --coarse exclude each other')
-    output = 'coarse' if _COARSE.value or not _REFINED.value else 'refined'
-    if _THRESHOLD.value is not None and not 0 < _THRESHOLD.value < 1:
-      raise InputError(f'--threshold must be in (0, 1), got {_THRESHOLD.value}')
-    for flag in (_WORKDIR, _CHECKPOINT, _OUT):
-      if configlib.is_url(flag.value):
-        raise InputError(f'--{flag.name} = {flag.value}: a URL; {configlib.NO_NETWORK}')
-    paths = list_images(list(_IMAGES.value) + list(argv[1:]))
-    images = [read_image(p) for p in paths]
-    reconstructor = load(_WORKDIR.value, _CHECKPOINT.value)
-    loaded = time.perf_counter()
-    result = reconstructor.predict(images, _BACKGROUND.value, _FRAMING.value, names=paths)
-  except (InputError, FileNotFoundError) as e:
-    raise SystemExit(f'error: {e}') from None
+  if _COARSE.value and _REFINED.value and _REFINED.present:
+    raise InputError('--refined and --coarse exclude each other')
+  output = 'coarse' if _COARSE.value or not _REFINED.value else 'refined'
+  if _THRESHOLD.value is not None and not 0 < _THRESHOLD.value < 1:
+    raise InputError(f'--threshold must be in (0, 1), got {_THRESHOLD.value}')
+  for flag in (_WORKDIR, _CHECKPOINT, _OUT):
+    if cli.is_url(flag.value):
+      raise InputError(f'--{flag.name} = {flag.value}: a URL; {cli.NO_NETWORK}')
+  paths = list_images(list(_IMAGES.value) + list(argv[1:]))
+  images = [read_image(p) for p in paths]
+  reconstructor = load(_WORKDIR.value, _CHECKPOINT.value)
+  loaded = time.perf_counter()
+  result = reconstructor.predict(images, _BACKGROUND.value, _FRAMING.value, names=paths)
   predicted = time.perf_counter()
   config = reconstructor.config
   threshold = config.eval.threshold if _THRESHOLD.value is None else _THRESHOLD.value
@@ -427,4 +424,4 @@ if __name__ == '__main__':
                                "object (needs alpha or --background=auto); 'image': the "
                                "image's centred square.")
   _TITLE = flags.DEFINE_string('title', None, "The preview's title (say what the views are).")
-  app.run(main)
+  cli.run(main)

@@ -37,6 +37,11 @@ def test_missing_dataset_says_how_to_build(tmp_path):
   with pytest.raises(errors.NotFoundError,
                      match='refine3d_jax.data.build --dataset=synthetic_shapes'):
     show.dataset_dir(str(tmp_path), 'synthetic_shapes')
+  proc = subprocess.run([sys.executable, '-m', 'refine3d_jax.data.show',
+                         f'--data_dir={tmp_path}'], capture_output=True, text=True)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "error: Dataset 'synthetic_shapes' is not built")
 
 
 def test_import_defines_no_flags():

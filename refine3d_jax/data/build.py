@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from refine3d_jax import errors
+from refine3d_jax import cli, errors
 
 DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')
 _SYNTHETIC_MODULE = 'refine3d_jax.data.synthetic_shapes'
@@ -101,11 +101,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   tfds.enable_progress_bar()
   f = flags.FLAGS
-  try:
-    summary = build(f.dataset, f.data_dir, f.builder_config, f.manual_dir, f.split_file,
-                    f.force)
-  except (FileNotFoundError, ModuleNotFoundError, errors.DataError) as e:
-    raise SystemExit(f'error: {e}') from None
+  summary = build(f.dataset, f.data_dir, f.builder_config, f.manual_dir, f.split_file, f.force)
   print(format_summary(f.dataset, summary), flush=True)
 
 
@@ -126,4 +122,4 @@ def _define_flags() -> None:
 
 if __name__ == '__main__':
   _define_flags()  # only here, so importing this module defines no flags
-  app.run(main)
+  cli.run(main)

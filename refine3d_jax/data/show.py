@@ -93,8 +93,8 @@ def main(data_dir: str, dataset: str, split: str, index: int, out: str,
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from refine3d_jax import cli  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_string('data_dir', None, 'TFDS data directory.', required=True)
   flags.DEFINE_string('dataset', 'synthetic_shapes', 'name[/config][:version].')
@@ -103,5 +103,5 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', 'example.png', 'Output PNG.')
   flags.DEFINE_list('views', [str(v) for v in range(24)], 'Views to show.')
   FLAGS = flags.FLAGS
-  app.run(lambda _: main(FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.index, FLAGS.out,
+  cli.run(lambda _: main(FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.index, FLAGS.out,
                          [int(v) for v in FLAGS.views]))
