@@ -14,10 +14,9 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from refine3d_jax import configlib, input_pipeline, parallel, resume, stopping, train
+from refine3d_jax import cli, configlib, input_pipeline, parallel, stopping, train
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.data import build
-from refine3d_jax.data.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
                                           lock_config=True)
@@ -52,34 +51,24 @@ def main(argv):
   logging.get_absl_handler().addFilter(_quiet_orbax)
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
-  try:
-    configlib.validate(config)
-  except configlib.ConfigError as e:
-    raise app.UsageError(str(e)) from None
+  configlib.validate(config)
   workdir = _WORKDIR.value or workdir_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']), config.preset)
-  try:
-    configlib.check_local(workdir, '--workdir')
-  except configlib.ConfigError as e:
-    raise app.UsageError(str(e)) from None
+  cli.check_local(workdir, '--workdir')
   logging.info('JAX devices: %s (process %d of %d); workdir %s', jax.devices(),
                jax.process_index(), jax.process_count(), workdir)
   if jax.process_index() == 0:  # one builder; the other hosts wait for it
     ensure_synthetic_data(config)
   parallel.barrier('synthetic data built')
+  # A user's mistake is an errors.UserError, which cli.run prints as one line: an unbuilt
+  # dataset, bad data, an unwritable or busy workdir, another run's checkpoint, a full disk
+  # or a NaN loss (the last good checkpoint is kept).
   try:
     train.train_and_evaluate(config, workdir, _FINE_TUNE.value)
-  except (OSError,  # an unbuilt dataset (the message says how to build it), an unwritable
-                    # workdir, a full disk (CheckpointSaveError: the previous one is kept)
-          FloatingPointError,  # a NaN / inf loss: the last good checkpoint is kept
-          DataError,  # a corrupt file or an unusable split, named in the message
-          resume.IncompatibleCheckpointError,  # another model, or another run (--fine_tune)
-          workdir_lib.WorkdirInUseError) as e:  # a live trainer holds the workdir
-    raise SystemExit(f'error: {e}') from None
   except stopping.Interrupted as e:  # SIGTERM / SIGINT: a checkpoint was saved first
     print(f'{workdir}: {e}', file=sys.stderr)
     sys.exit(128 + e.signum)
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=configlib.parse_flags)
+  cli.run(main)

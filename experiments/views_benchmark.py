@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 import matplotlib
 matplotlib.use('Agg')
@@ -35,7 +34,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'views_benchmark'
 VIEWS = (1, 2, 3, 5, 8, 12, 20)
@@ -180,15 +179,12 @@ def main(argv):
   for row in _ROWS.value:
     for seed in _SEEDS.value:
       run_row(row, seed)
-  try:
-    done = finished()
-    by_row = {row: common.load_runs([p for _, p in runs], [f'{row}_seed{s}' for s, _ in runs])
-              for row, runs in done.items()}
-    if not by_row:
-      raise results.ResultsError(f'no finished run in {_RUNS_DIR.value}')
-    markdown, columns, rows = build(by_row, _THRESHOLD.value)
-  except results.ResultsError as e:
-    raise SystemExit(f'error: {e}') from e
+  done = finished()
+  by_row = {row: common.load_runs([p for _, p in runs], [f'{row}_seed{s}' for s, _ in runs])
+            for row, runs in done.items()}
+  if not by_row:
+    raise results.ResultsError(f'no finished run in {_RUNS_DIR.value}')
+  markdown, columns, rows = build(by_row, _THRESHOLD.value)
   out_dir = _OUT.value or _RUNS_DIR.value
   os.makedirs(out_dir, exist_ok=True)
   for path in [*common.write_outputs(out_dir, NAME, markdown, columns, rows),
@@ -197,4 +193,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -20,7 +20,6 @@ them, and the process's peak RSS.
 
 import json
 import resource
-import sys
 import time
 from typing import Any, Sequence
 
@@ -31,8 +30,8 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import configlib, input_pipeline, jtso, parallel, summary, timing, train
-from refine3d_jax import train_state
+from refine3d_jax import cli, configlib, input_pipeline, jtso, parallel, summary, timing
+from refine3d_jax import train, train_state
 
 
 # Square matmul sides whose best GFLOP/s is the ceiling. One 4096^3 bf16 matmul takes
@@ -260,10 +259,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError('--views, --latency_batches, --batch and --steps must be positive '
                          'integers') from None
   config = _CONFIG.value
-  try:
-    result = run(config, _BATCH.value, views, _STEPS.value, latency_batches=latency)
-  except configlib.ConfigError as e:
-    sys.exit(f'error: {e}')
+  result = run(config, _BATCH.value, views, _STEPS.value, latency_batches=latency)
   print(format_table(result))
   if _JSON.value:
     print(json.dumps(result))
@@ -279,4 +275,4 @@ if __name__ == '__main__':
   _LATENCY = flags.DEFINE_list('latency_batches', ['1', '32'], 'Batch sizes of the '
                                'inference latency (1 and 20 views each).')
   _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line with every figure.')
-  app.run(main, flags_parser=configlib.parse_flags)
+  cli.run(main)

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from refine3d_jax import configlib, jtso, retention
+from refine3d_jax import configlib, errors, jtso, retention
 from refine3d_jax.models import Refine3DNet, create_model
 from refine3d_jax.train_state import TrainState, create_train_state, variables_of
 
@@ -95,12 +95,12 @@ def _ensure_writable(directory: epath.Path) -> None:
     probe.write_text('')
     probe.unlink()
   except OSError as e:
-    raise PermissionError(
+    raise errors.NotWritableError(
         f'checkpoint directory {directory} is not writable (workdir = '
         f'{directory.parent}): {e}') from e
 
 
-class CheckpointSaveError(OSError):
+class CheckpointSaveError(errors.UserError, OSError):
   """A checkpoint could not be written (disk full, directory gone, ...); the previous
   checkpoints are intact."""
 
@@ -131,8 +131,8 @@ class Checkpointer:
     self.best_metric = best_metric
     if read_only:
       if not self.directory.is_dir():
-        raise FileNotFoundError(f'no checkpoints in {workdir} ({self.directory} does not '
-                                'exist)')
+        raise errors.NotFoundError(f'no checkpoints in {workdir} ({self.directory} does not '
+                                   'exist)')
     else:
       _ensure_writable(self.directory)
     self._manager = retention.manager(self.directory, None if read_only else keep,
@@ -180,10 +180,10 @@ class Checkpointer:
     self.wait()
     step = self.latest_step() if step is None else int(step)
     if step is None:
-      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+      raise errors.NotFoundError(f'no checkpoint in {self.directory}')
     if step not in self.all_steps():
-      raise FileNotFoundError(f'no checkpoint {step} in {self.directory}; it has '
-                              f'{self.all_steps()}')
+      raise errors.NotFoundError(f'no checkpoint {step} in {self.directory}; it has '
+                                 f'{self.all_steps()}')
     items = {'state': ocp.args.StandardRestore(_abstract(_saved_tree(state_template)))}
     if data_iterator is not None:
       if not (self._step_dir(step) / 'data').exists():
@@ -257,7 +257,7 @@ def restore_config(workdir: str, step: int | None = None) -> dict[str, Any]:
   a ConfigDict (tuples come back as lists)."""
   directory = checkpoint_dir(workdir)
   if not directory.exists():
-    raise FileNotFoundError(f'no checkpoints in {workdir} ({directory} does not exist)')
+    raise errors.NotFoundError(f'no checkpoints in {workdir} ({directory} does not exist)')
   manager = retention.manager(directory, keep=None, best_metric=None, read_only=True)
   try:
     steps = sorted(manager.all_steps(), reverse=True)
@@ -270,7 +270,7 @@ def restore_config(workdir: str, step: int | None = None) -> dict[str, Any]:
   finally:
     manager.close()
   which = 'any checkpoint' if step is None else f'checkpoint {step}'
-  raise FileNotFoundError(f'no config saved with {which} in {directory}')
+  raise errors.NotFoundError(f'no config saved with {which} in {directory}')
 
 
 WHICH = ('best', 'latest')
@@ -316,8 +316,8 @@ def restore_trained(workdir: str, which: str | int = 'best',
   which = parse_which(which)
   directory = checkpoint_dir(workdir)
   if not directory.is_dir():
-    raise FileNotFoundError(f'{workdir}: no checkpoints ({directory} does not exist); '
-                            f'train first: python main.py --workdir={workdir}')
+    raise errors.NotFoundError(f'{workdir}: no checkpoints ({directory} does not exist); '
+                               f'train first: python main.py --workdir={workdir}')
   with Checkpointer(workdir, keep=None, read_only=True) as ckpt:
     if which == 'best':
       step = ckpt.best_step()
@@ -327,16 +327,16 @@ def restore_trained(workdir: str, which: str | int = 'best',
     else:  # said here: orbax would only say that it has no config
       step = which
       if step not in ckpt.all_steps():
-        raise FileNotFoundError(f'{workdir}: no checkpoint {step}; it has steps '
-                                f'{ckpt.all_steps()}')
+        raise errors.NotFoundError(f'{workdir}: no checkpoint {step}; it has steps '
+                                   f'{ckpt.all_steps()}')
     if step is None:
-      raise FileNotFoundError(f'{workdir}: no checkpoint in {ckpt.directory}; train first, '
-                              f'e.g. python main.py --workdir={workdir}')
+      raise errors.NotFoundError(f'{workdir}: no checkpoint in {ckpt.directory}; train first, '
+                                 f'e.g. python main.py --workdir={workdir}')
     if config is None:
       try:
         config = load_config(workdir, step if isinstance(which, int) else None)
       except FileNotFoundError as e:
-        raise FileNotFoundError(f'{workdir}: {e}') from None
+        raise errors.NotFoundError(f'{workdir}: {e}') from None
     else:
       configlib.validate(config)
     model = create_model(config.model)

@@ -2,27 +2,21 @@
 
 Configs themselves live in configs/*.py (ml_collections, loaded with `config_flags`);
 this module only validates them, so a typo or an impossible size is reported as
-`config.model.encoder_widths[2] = -8: ...` before anything is built.
+`config.model.encoder_widths[2] = -8: ...` before anything is built. The checks are
+tables of (key, check, why) rows: CHECKS for each key on its own, then `_relations` for
+the keys that constrain each other.
 """
 
-import re
-import sys
-from typing import Any, Sequence
+from typing import Any, Callable
 
-from absl import app
 import ml_collections
 
+from refine3d_jax import cli
+from refine3d_jax.errors import UserError
+
 FUSIONS = ('self_attention', 'attsets', 'mean')
-DECODER_HEADS = ('conv', 'shuffle')  # refine3d_jax/models/decoder.py
-CONV2D_IMPLS = ('auto', 'matmul', 'native')  # refine3d_jax/models/conv2d.py
-CONV3D_IMPLS = ('auto', 'fold', 'native')  # refine3d_jax/models/conv3d.py
-ATTENTION_BLOCKS = ('transformer', 'plain')  # refine3d_jax/models/fusion.py
-DECODER_SHORTCUTS = ('identity', 'conv')  # refine3d_jax/models/decoder.py
-REFINER_ACTIVATIONS = ('leaky_relu', 'relu')  # refine3d_jax/models/refiner.py
 SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
-DTYPES = ('float32', 'bfloat16')
-# as refine3d_jax.data.build.DATASETS
-DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')
+DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')  # data.build.DATASETS
 PROTOCOLS = ('r2n2_127', 'pix2vox_224')  # refine3d_jax.data.transforms.PROTOCOLS
 EVAL_VIEWS = ('first_n', 'random')
 NUM_VIEWS = 24  # views per object in every dataset
@@ -51,167 +45,198 @@ ADDED_KEYS = {
 }
 
 
-NO_NETWORK = ('refine3d_jax reads and writes local (or mounted) folders only and fetches '
-              'nothing from the network at run time: download or copy it first')
-
-
-def is_url(path: Any) -> bool:
-  """Whether `path` names something over the network (http://, gs://, s3://, ...)."""
-  return isinstance(path, str) and re.match(r'^[A-Za-z][A-Za-z0-9+.-]*://', path) is not None
-
-
-def check_local(path: str, what: str) -> None:
-  """Raises ConfigError naming `what` when `path` is a URL."""
-  if is_url(path):
-    raise ConfigError(f'{what} = {path!r} is a URL; {NO_NETWORK}')
-
-
-def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's flag parsing (`app.run(main, flags_parser=configlib.parse_flags)`), with an
-  unknown `--config.KEY=...` reported in one line instead of ml_collections' traceback."""
-  try:
-    return app.parse_flags_with_usage(list(argv))
-  except (AttributeError, KeyError) as e:  # a locked ConfigDict has no such key
-    detail: Any = e
-    while isinstance(detail, BaseException) and detail.args:  # KeyError inside AttributeError
-      detail = detail.args[0]
-    lines = str(detail).splitlines()
-    key = lines[0].strip('\'"')
-    hint = ' '.join(line.strip('\'"') for line in lines[1:])
-    culprits = [a.split('=')[0] for a in argv if a.startswith('--config.')
-                and key in a.split('=')[0].split('.')]
-    sys.exit(f"error: {', '.join(culprits) or key}: no such config key {key!r}"
-             + (f'. {hint}' if hint else ''))
-
-
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config value is missing or invalid; the message names the key."""
 
 
-def _check(ok: bool, key: str, value: Any, why: str) -> None:
-  if not ok:
-    raise ConfigError(f'config.{key} = {value!r}: {why}')
+Check = tuple[Callable[[Any], bool], str]  # (value -> ok, why not)
+Row = tuple[str, Callable[[Any], bool], str]  # (key, value -> ok, why not)
 
 
-def _positive_ints(key: str, values: Sequence[Any]) -> None:
-  _check(isinstance(values, (tuple, list)) and len(values) > 0, key, values,
-         'must be a non-empty tuple of positive integers')
-  for i, v in enumerate(values):
-    _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f'{key}[{i}]', v,
-           'must be a positive integer')
+def _int(v: Any) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _positive_int(key: str, value: Any) -> None:
-  _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, value,
-         'must be a positive integer')
+def _number(v: Any) -> bool:
+  return isinstance(v, (int, float))
 
 
-def validate_model(model: ml_collections.ConfigDict, prefix: str = 'model') -> None:
+def _one_of(options: tuple[str, ...]) -> Check:
+  return (lambda v: v in options), f'must be one of {options}'
+
+
+def _int_in(lo: int, hi: int) -> Check:
+  return (lambda v: _int(v) and lo <= v <= hi), f'must be an integer in [{lo}, {hi}]'
+
+
+def _at_least(lo: int, note: str = '') -> Check:
+  return (lambda v: isinstance(v, int) and v >= lo), f'must be >= {lo}{note}'
+
+
+def _fraction(note: str = '') -> Check:
+  return (lambda v: _number(v) and 0 <= v < 1), f'must be in [0, 1){note}'
+
+
+POSITIVE_INT: Check = (lambda v: _int(v) and v > 0), 'must be a positive integer'
+POSITIVE: Check = (lambda v: _number(v) and v > 0), 'must be positive'
+BOOL: Check = (lambda v: isinstance(v, bool)), 'must be True or False'
+THREE_NUMBERS: Check = (lambda v: isinstance(v, (tuple, list)) and len(v) == 3 and all(
+    _number(x) and not isinstance(x, bool) for x in v)), 'must be a tuple of 3 numbers'
+
+
+def _positive_ints(key: str) -> list[Row]:
+  """A non-empty tuple of positive integers: the tuple, then each element."""
+  return [(key, lambda v: isinstance(v, (tuple, list)) and len(v) > 0,
+           'must be a non-empty tuple of positive integers'), (key + '[]', *POSITIVE_INT)]
+
+
+# Each key on its own, in order: (key, check, why); `key[]` checks every element of a tuple.
+MODEL_CHECKS: list[Row] = [
+    ('model.image_size', *POSITIVE_INT),
+    *_positive_ints('model.encoder_widths'),
+    ('model.encoder_first_kernel', *POSITIVE_INT),
+    ('model.latent_dim', *POSITIVE_INT),
+    ('model.fusion', *_one_of(FUSIONS)),
+    ('model.num_heads', *POSITIVE_INT),
+    ('model.attention_layers', *POSITIVE_INT),
+    ('model.attention_mlp_dim', *POSITIVE_INT),
+    *_positive_ints('model.decoder_widths'),
+    ('model.decoder_base_size', *POSITIVE_INT),
+    ('model.volume_size', *POSITIVE_INT),
+    ('model.decoder_head', *_one_of(('conv', 'shuffle'))),  # models/decoder.py
+    ('model.occupancy_prior', *_fraction(' (0 = off)')),
+    *_positive_ints('model.refiner_widths'),
+    ('model.refiner_kernel', *POSITIVE_INT),
+    ('model.leaky_slope', *_fraction()),
+    ('model.conv2d', *_one_of(('auto', 'matmul', 'native'))),  # models/conv2d.py
+    ('model.conv3d', *_one_of(('auto', 'fold', 'native'))),  # models/conv3d.py
+    ('model.attention_block', *_one_of(('transformer', 'plain'))),  # models/fusion.py
+    ('model.decoder_shortcuts', *_one_of(('identity', 'conv'))),  # models/decoder.py
+    ('model.refiner_up_activation', *_one_of(('leaky_relu', 'relu'))),  # models/refiner.py
+    ('model.refiner_bottleneck', lambda v: isinstance(v, int) and v >= 0,
+     'must be an integer >= 0 (0 = none)'),
+    ('model.refiner_bn_momentum', *_fraction()),
+    ('model.dtype', *_one_of(('float32', 'bfloat16'))),
+]
+CHECKS: list[Row] = MODEL_CHECKS + [
+    ('train.batch_size', *POSITIVE_INT),
+    ('train.num_views', *POSITIVE_INT),
+    ('train.learning_rate', *POSITIVE),
+    ('train.num_epochs', *POSITIVE_INT),
+    ('train.lr_decay_epochs[]', lambda v: _number(v) and v > 0,
+     'must be a positive number of epochs'),
+    ('train.lr_decay_factor', lambda v: _number(v) and 0 < v <= 1, 'must be in (0, 1]'),
+    *_positive_ints('eval.view_counts'),
+    ('train.schedule', *_one_of(SCHEDULES)),
+    ('train.k1_epochs', lambda v: _number(v) and v >= 0, 'must be >= 0 (epochs of stage 1)'),
+    *[(f'train.lr_scale.{group}', lambda v: _number(v) and v >= 0, 'must be >= 0')
+      for group in ('base', 'att', 'ref')],
+    ('train.adam_b1', *_fraction()),
+    ('train.adam_b2', *_fraction()),
+    ('train.adam_eps', *POSITIVE),
+    ('train.ema_decay', *_fraction(' (0 = no moving average)')),
+    ('train.num_steps', *_at_least(0, ' (0 = train.num_epochs)')),
+    ('train.steps_per_epoch', *_at_least(0, ' (0 = one pass over the training split)')),
+    ('train.log_every_steps', *POSITIVE_INT),
+    ('train.checkpoint_every_steps', *POSITIVE_INT),
+    ('train.keep_checkpoints', *POSITIVE_INT),
+    ('eval.every_steps', *POSITIVE_INT),
+    *_positive_ints('eval.val_views'),
+    ('eval.threshold', lambda v: _number(v) and 0 < v < 1, 'must be in (0, 1)'),
+    ('eval.max_examples', *_at_least(0, ' (0 = all)')),
+    ('eval.num_images', *_at_least(1)),
+    ('eval.thresholds', lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(
+        _number(t) and 0 < t < 1 for t in v), 'must be a non-empty tuple of numbers in (0, 1)'),
+    ('eval.fscore_distance', lambda v: _number(v) and 0 < v < 1,
+     'must be in (0, 1) (a fraction of the volume side)'),
+    ('eval.measure_cost', *BOOL),
+    ('data.dataset', *_one_of(DATASETS)),
+    ('data.builder_config', lambda v: isinstance(v, str),
+     "must be a string ('' = the builder's default)"),
+    ('data.data_dir', lambda v: isinstance(v, str) and v != '', 'must be a non-empty path'),
+    ('data.data_dir', lambda v: not cli.is_url(v), f'is a URL; {cli.NO_NETWORK}'),
+    ('data.protocol', *_one_of(PROTOCOLS)),
+    ('data.train_background', lambda v: isinstance(v, (tuple, list)) and len(v) == 2,
+     'must be (low, high)'),
+    ('data.train_background[0]', *_int_in(0, 255)),
+    ('data.test_background', *_int_in(0, 255)),
+    ('data.color_jitter', *_fraction()),
+    ('data.pca_noise', lambda v: _number(v) and v >= 0, 'must be >= 0 (0 = off)'),
+    ('data.rgb_permute', *BOOL),
+    ('data.mean', *THREE_NUMBERS),
+    ('data.std', *THREE_NUMBERS),
+    ('data.std', lambda v: all(s > 0 for s in v), 'must be positive'),
+    ('train.num_views', *_int_in(1, NUM_VIEWS)),
+    ('train.single_views', *_int_in(1, NUM_VIEWS)),
+    ('eval.view_counts[]', *_int_in(1, NUM_VIEWS)),
+    ('data.eval_views', *_one_of(EVAL_VIEWS)),
+    ('data.eval_seed', *_int_in(0, 2**32 - 1)),
+    ('seed', *_int_in(0, 2**32 - 1)),  # grain's shuffle seed
+    ('data.num_workers', *_int_in(0, 1024)),
+    ('data.num_threads', *POSITIVE_INT),
+    ('data.prefetch', *POSITIVE_INT),
+]
+
+
+def _model_relations(m: ml_collections.ConfigDict) -> list[Row]:
+  """The model checks that relate keys (built once MODEL_CHECKS pass)."""
+  ratio = m.volume_size // m.decoder_base_size
+  ups = ratio.bit_length() - 1 - (m.decoder_head == 'shuffle')  # 2x upsamplings
+  return [
+      ('model.encoder_shortcuts', lambda v: len(v) == len(m.encoder_widths),
+       f'needs one bool per encoder block ({len(m.encoder_widths)})'),
+      ('model.num_heads', lambda v: m.latent_dim % v == 0,
+       f'must divide model.latent_dim = {m.latent_dim}'),
+      ('model.decoder_base_size', lambda v: m.volume_size % v == 0 and ratio & (ratio - 1) == 0,
+       'model.volume_size / model.decoder_base_size must be a power of 2'),
+      ('model.decoder_head', lambda v: ups >= 0,
+       'shuffle needs model.volume_size >= 2 * model.decoder_base_size'),
+      ('model.decoder_widths', lambda v: len(v) - 1 >= ups,
+       f'needs at least {ups + 1} widths (stem + one block per 2x upsampling to '
+       f'{m.volume_size}^3)'),
+      ('model.refiner_widths', lambda v: m.volume_size % 2 ** len(v) == 0,
+       f'{len(m.refiner_widths)} poolings do not divide model.volume_size = {m.volume_size}'),
+  ]
+
+
+def _relations(c: ml_collections.ConfigDict) -> list[Row]:
+  """The other checks that relate keys (built once CHECKS pass)."""
+  return _model_relations(c.model) + [
+      ('train.k2_epochs', lambda v: _number(v) and v >= c.train.k1_epochs,
+       f'must be >= train.k1_epochs = {c.train.k1_epochs}'),
+      ('data.train_background[1]', *_int_in(c.data.train_background[0], 255)),
+      ('data.min_views', *_int_in(0, c.train.num_views)),
+  ]
+
+
+def _values(config: Any, key: str) -> list[tuple[str, Any]]:
+  """(name, value) of `key`: 'a.b', 'a.b[1]', or 'a.b[]' for every element of a.b."""
+  path, _, index = key.partition('[')
+  value = config
+  for part in path.split('.'):
+    value = value[part]
+  if index == ']':
+    return [(f'{path}[{i}]', v) for i, v in enumerate(value)]
+  return [(key, value[int(index[:-1])] if index else value)]
+
+
+def _check(config: Any, rows: list[Row]) -> None:
+  for key, check, why in rows:
+    for name, value in _values(config, key):
+      if not check(value):
+        raise ConfigError(f'config.{name} = {value!r}: {why}')
+
+
+def validate_model(model: ml_collections.ConfigDict) -> None:
   """Checks `config.model`; raises ConfigError naming the first bad key."""
-  k = lambda name: f'{prefix}.{name}'
-  _positive_int(k('image_size'), model.image_size)
-  _positive_ints(k('encoder_widths'), model.encoder_widths)
-  _check(len(model.encoder_shortcuts) == len(model.encoder_widths), k('encoder_shortcuts'),
-         model.encoder_shortcuts, f'needs one bool per encoder block ({len(model.encoder_widths)})')
-  _positive_int(k('encoder_first_kernel'), model.encoder_first_kernel)
-  _positive_int(k('latent_dim'), model.latent_dim)
-  _check(model.fusion in FUSIONS, k('fusion'), model.fusion, f'must be one of {FUSIONS}')
-  _positive_int(k('num_heads'), model.num_heads)
-  _check(model.latent_dim % model.num_heads == 0, k('num_heads'), model.num_heads,
-         f'must divide model.latent_dim = {model.latent_dim}')
-  _positive_int(k('attention_layers'), model.attention_layers)
-  _positive_int(k('attention_mlp_dim'), model.attention_mlp_dim)
-  _positive_ints(k('decoder_widths'), model.decoder_widths)
-  _positive_int(k('decoder_base_size'), model.decoder_base_size)
-  _positive_int(k('volume_size'), model.volume_size)
-  ratio = model.volume_size // model.decoder_base_size
-  _check(model.volume_size % model.decoder_base_size == 0 and ratio & (ratio - 1) == 0,
-         k('decoder_base_size'), model.decoder_base_size,
-         'model.volume_size / model.decoder_base_size must be a power of 2')
-  _check(model.decoder_head in DECODER_HEADS, k('decoder_head'), model.decoder_head,
-         f'must be one of {DECODER_HEADS}')
-  ups = ratio.bit_length() - 1 - (model.decoder_head == 'shuffle')
-  _check(ups >= 0, k('decoder_head'), model.decoder_head,
-         'shuffle needs model.volume_size >= 2 * model.decoder_base_size')
-  _check(len(model.decoder_widths) - 1 >= ups, k('decoder_widths'), model.decoder_widths,
-         f'needs at least {ups + 1} widths (stem + one block per 2x upsampling to '
-         f'{model.volume_size}^3)')
-  _check(isinstance(model.occupancy_prior, (int, float)) and 0 <= model.occupancy_prior < 1,
-         k('occupancy_prior'), model.occupancy_prior, 'must be in [0, 1) (0 = off)')
-  _positive_ints(k('refiner_widths'), model.refiner_widths)
-  _check(model.volume_size % 2 ** len(model.refiner_widths) == 0, k('refiner_widths'),
-         model.refiner_widths, f'{len(model.refiner_widths)} poolings do not divide '
-         f'model.volume_size = {model.volume_size}')
-  _positive_int(k('refiner_kernel'), model.refiner_kernel)
-  _check(isinstance(model.leaky_slope, (int, float)) and 0 <= model.leaky_slope < 1,
-         k('leaky_slope'), model.leaky_slope, 'must be in [0, 1)')
-  _check(model.conv2d in CONV2D_IMPLS, k('conv2d'), model.conv2d,
-         f'must be one of {CONV2D_IMPLS}')
-  _check(model.conv3d in CONV3D_IMPLS, k('conv3d'), model.conv3d,
-         f'must be one of {CONV3D_IMPLS}')
-  _check(model.attention_block in ATTENTION_BLOCKS, k('attention_block'),
-         model.attention_block, f'must be one of {ATTENTION_BLOCKS}')
-  _check(model.decoder_shortcuts in DECODER_SHORTCUTS, k('decoder_shortcuts'),
-         model.decoder_shortcuts, f'must be one of {DECODER_SHORTCUTS}')
-  _check(model.refiner_up_activation in REFINER_ACTIVATIONS, k('refiner_up_activation'),
-         model.refiner_up_activation, f'must be one of {REFINER_ACTIVATIONS}')
-  _check(isinstance(model.refiner_bottleneck, int) and model.refiner_bottleneck >= 0,
-         k('refiner_bottleneck'), model.refiner_bottleneck, 'must be an integer >= 0 (0 = none)')
-  _check(isinstance(model.refiner_bn_momentum, (int, float))
-         and 0 <= model.refiner_bn_momentum < 1, k('refiner_bn_momentum'),
-         model.refiner_bn_momentum, 'must be in [0, 1)')
-  _check(model.dtype in DTYPES, k('dtype'), model.dtype, f'must be one of {DTYPES}')
+  _check({'model': model}, MODEL_CHECKS)
+  _check({'model': model}, _model_relations(model))
 
 
-def _int_in(key: str, value: Any, lo: int, hi: int) -> None:
-  _check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi, key,
-         value, f'must be an integer in [{lo}, {hi}]')
-
-
-def _floats(key: str, values: Any, n: int) -> None:
-  _check(isinstance(values, (tuple, list)) and len(values) == n
-         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
-         key, values, f'must be a tuple of {n} numbers')
-
-
-def validate_data(config: ml_collections.ConfigDict) -> None:
-  """Checks `config.data` (and the view counts it must serve); raises ConfigError."""
-  data = config.data
-  _check(data.dataset in DATASETS, 'data.dataset', data.dataset, f'must be one of {DATASETS}')
-  _check(isinstance(data.builder_config, str), 'data.builder_config', data.builder_config,
-         "must be a string ('' = the builder's default)")
-  _check(isinstance(data.data_dir, str) and data.data_dir, 'data.data_dir', data.data_dir,
-         'must be a non-empty path')
-  _check(not is_url(data.data_dir), 'data.data_dir', data.data_dir, f'is a URL; {NO_NETWORK}')
-  _check(data.protocol in PROTOCOLS, 'data.protocol', data.protocol,
-         f'must be one of {PROTOCOLS}')
-  bg = data.train_background
-  _check(isinstance(bg, (tuple, list)) and len(bg) == 2, 'data.train_background', bg,
-         'must be (low, high)')
-  _int_in('data.train_background[0]', bg[0], 0, 255)
-  _int_in('data.train_background[1]', bg[1], bg[0], 255)
-  _int_in('data.test_background', data.test_background, 0, 255)
-  _check(isinstance(data.color_jitter, (int, float)) and 0 <= data.color_jitter < 1,
-         'data.color_jitter', data.color_jitter, 'must be in [0, 1)')
-  _check(isinstance(data.pca_noise, (int, float)) and data.pca_noise >= 0, 'data.pca_noise',
-         data.pca_noise, 'must be >= 0 (0 = off)')
-  _check(isinstance(data.rgb_permute, bool), 'data.rgb_permute', data.rgb_permute,
-         'must be True or False')
-  _floats('data.mean', data.mean, 3)
-  _floats('data.std', data.std, 3)
-  _check(all(s > 0 for s in data.std), 'data.std', data.std, 'must be positive')
-  _int_in('train.num_views', config.train.num_views, 1, NUM_VIEWS)
-  _int_in('data.min_views', data.min_views, 0, config.train.num_views)
-  _int_in('train.single_views', config.train.single_views, 1, NUM_VIEWS)
-  for i, n in enumerate(config.eval.view_counts):
-    _int_in(f'eval.view_counts[{i}]', n, 1, NUM_VIEWS)
-  _check(data.eval_views in EVAL_VIEWS, 'data.eval_views', data.eval_views,
-         f'must be one of {EVAL_VIEWS}')
-  _int_in('data.eval_seed', data.eval_seed, 0, 2**32 - 1)
-  _int_in('seed', config.seed, 0, 2**32 - 1)  # grain's shuffle seed
-  _int_in('data.num_workers', data.num_workers, 0, 1024)
-  _positive_int('data.num_threads', data.num_threads)
-  _positive_int('data.prefetch', data.prefetch)
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks a whole experiment config; raises ConfigError naming the first bad key."""
+  _check(config, CHECKS)
+  _check(config, _relations(config))
 
 
 def with_added_keys(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict,
@@ -251,64 +276,3 @@ def model_differences(saved: ml_collections.ConfigDict,
     if norm(a) != norm(b):
       out.append(f'model.{key}: saved {a!r}, now {b!r}')
   return out
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks a whole experiment config; raises ConfigError naming the first bad key."""
-  validate_model(config.model)
-  _positive_int('train.batch_size', config.train.batch_size)
-  _positive_int('train.num_views', config.train.num_views)
-  _check(config.train.learning_rate > 0, 'train.learning_rate', config.train.learning_rate,
-         'must be positive')
-  _positive_int('train.num_epochs', config.train.num_epochs)
-  for i, epoch in enumerate(config.train.lr_decay_epochs):
-    _check(isinstance(epoch, (int, float)) and epoch > 0, f'train.lr_decay_epochs[{i}]', epoch,
-           'must be a positive number of epochs')
-  _check(0 < config.train.lr_decay_factor <= 1, 'train.lr_decay_factor',
-         config.train.lr_decay_factor, 'must be in (0, 1]')
-  _positive_ints('eval.view_counts', config.eval.view_counts)
-  validate_train(config.train)
-  validate_eval(config.eval)
-  validate_data(config)
-
-
-def validate_train(t: ml_collections.ConfigDict) -> None:
-  """The JTSO schedule, optimizer and bookkeeping keys of `config.train`."""
-  _check(t.schedule in SCHEDULES, 'train.schedule', t.schedule, f'must be one of {SCHEDULES}')
-  _check(isinstance(t.k1_epochs, (int, float)) and t.k1_epochs >= 0, 'train.k1_epochs',
-         t.k1_epochs, 'must be >= 0 (epochs of stage 1)')
-  _check(isinstance(t.k2_epochs, (int, float)) and t.k2_epochs >= t.k1_epochs,
-         'train.k2_epochs', t.k2_epochs, f'must be >= train.k1_epochs = {t.k1_epochs}')
-  for group in ('base', 'att', 'ref'):
-    _check(t.lr_scale[group] >= 0, f'train.lr_scale.{group}', t.lr_scale[group],
-           'must be >= 0')
-  _check(0 <= t.adam_b1 < 1, 'train.adam_b1', t.adam_b1, 'must be in [0, 1)')
-  _check(0 <= t.adam_b2 < 1, 'train.adam_b2', t.adam_b2, 'must be in [0, 1)')
-  _check(t.adam_eps > 0, 'train.adam_eps', t.adam_eps, 'must be positive')
-  _check(isinstance(t.ema_decay, (int, float)) and 0 <= t.ema_decay < 1, 'train.ema_decay',
-         t.ema_decay, 'must be in [0, 1) (0 = no moving average)')
-  _check(isinstance(t.num_steps, int) and t.num_steps >= 0, 'train.num_steps', t.num_steps,
-         'must be >= 0 (0 = train.num_epochs)')
-  _check(isinstance(t.steps_per_epoch, int) and t.steps_per_epoch >= 0, 'train.steps_per_epoch',
-         t.steps_per_epoch, 'must be >= 0 (0 = one pass over the training split)')
-  for key in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
-    _positive_int(f'train.{key}', t[key])
-
-
-def validate_eval(e: ml_collections.ConfigDict) -> None:
-  """The periodic validation keys of `config.eval`."""
-  _positive_int('eval.every_steps', e.every_steps)
-  _positive_ints('eval.val_views', e.val_views)
-  _check(0 < e.threshold < 1, 'eval.threshold', e.threshold, 'must be in (0, 1)')
-  _check(isinstance(e.max_examples, int) and e.max_examples >= 0, 'eval.max_examples',
-         e.max_examples, 'must be >= 0 (0 = all)')
-  _check(isinstance(e.num_images, int) and e.num_images >= 1, 'eval.num_images',
-         e.num_images, 'must be >= 1')
-  _check(isinstance(e.thresholds, (tuple, list)) and len(e.thresholds) > 0
-         and all(isinstance(t, (int, float)) and 0 < t < 1 for t in e.thresholds),
-         'eval.thresholds', e.thresholds, 'must be a non-empty tuple of numbers in (0, 1)')
-  _check(isinstance(e.fscore_distance, (int, float)) and 0 < e.fscore_distance < 1,
-         'eval.fscore_distance', e.fscore_distance,
-         'must be in (0, 1) (a fraction of the volume side)')
-  _check(isinstance(e.measure_cost, bool), 'eval.measure_cost', e.measure_cost,
-         'must be True or False')

@@ -17,7 +17,6 @@ rely on). On GPUs, run-to-run differences come from ops that accumulate with ato
 """
 
 import json
-import sys
 from typing import Any, Sequence
 
 from absl import app, flags
@@ -27,7 +26,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import bench, configlib, jtso, parallel, train, train_state
+from refine3d_jax import bench, cli, configlib, jtso, parallel, train, train_state
 
 
 def compare(a: Any, b: Any) -> dict[str, Any]:
@@ -83,10 +82,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if min(_BATCH.value, _VIEWS.value, _STEPS.value) < 1:
     raise app.UsageError('--batch, --views and --steps must be positive integers')
-  try:
-    result = check(_CONFIG.value, _BATCH.value, _VIEWS.value, _STEPS.value)
-  except configlib.ConfigError as e:
-    sys.exit(f'error: {e}')
+  result = check(_CONFIG.value, _BATCH.value, _VIEWS.value, _STEPS.value)
   device = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
   print(format_table(result, device))
   if _JSON.value:
@@ -100,4 +96,4 @@ if __name__ == '__main__':
   _VIEWS = flags.DEFINE_integer('views', 3, 'Views per object in multi-view stages.')
   _STEPS = flags.DEFINE_integer('steps', 5, 'Steps per stage and run.')
   _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line.')
-  app.run(main, flags_parser=configlib.parse_flags)
+  cli.run(main)

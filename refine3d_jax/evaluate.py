@@ -39,11 +39,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, input_pipeline, metrics, parallel
+from refine3d_jax import checkpoint, cli, eval_loop, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import results as results_lib
-from refine3d_jax import eval_loop, summary, timing, train
-from refine3d_jax.data.errors import DataError
+from refine3d_jax import summary, timing, train
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
 
@@ -230,14 +229,9 @@ def main(argv: Sequence[str]) -> None:
     checkpoint.parse_which(_CHECKPOINT.value)
   except ValueError as e:
     raise app.UsageError(f'--{e}') from None
-  try:
-    configlib.check_local(_WORKDIR.value, '--workdir')
-    configlib.check_local(_OUT.value, '--out')
-    run(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value, config=_CONFIG.value)
-  except configlib.ConfigError as e:
-    raise app.UsageError(str(e)) from None
-  except (FileNotFoundError, DataError) as e:
-    raise SystemExit(f'error: {e}') from None
+  cli.check_local(_WORKDIR.value, '--workdir')
+  cli.check_local(_OUT.value, '--out')
+  run(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _OUT.value, config=_CONFIG.value)
 
 
 if __name__ == '__main__':
@@ -250,4 +244,4 @@ if __name__ == '__main__':
   _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')
   _OUT = flags.DEFINE_string('out', None, 'Output folder (default: <workdir>/eval).')
-  app.run(main, flags_parser=configlib.parse_flags)
+  cli.run(main)

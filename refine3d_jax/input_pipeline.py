@@ -39,7 +39,7 @@ import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
 from refine3d_jax.data import views as views_lib
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError, NotFoundError
 
 TRAIN_SPLIT = 'train'
 EVAL_VIEWS = ('first_n', 'random')
@@ -80,7 +80,7 @@ def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[st
   path = dataset_dir(data.dataset, data.builder_config, data.data_dir)
   if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
     config_flag = f' --builder_config={data.builder_config}' if data.builder_config else ''
-    raise FileNotFoundError(
+    raise NotFoundError(
         f'dataset {data.dataset} is not built in {path} (config.data.data_dir = '
         f'{data.data_dir!r}); build it with: python -m refine3d_jax.data.build '
         f'--dataset={data.dataset}{config_flag} --data_dir={data.data_dir} '

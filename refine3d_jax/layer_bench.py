@@ -14,7 +14,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from refine3d_jax import timing
+from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
 from refine3d_jax.models.conv3d import conv3d
 
@@ -103,4 +103,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  cli.run(main)

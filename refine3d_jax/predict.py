@@ -34,12 +34,12 @@ import os
 import time
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import ml_collections
 import numpy as np
 
-from refine3d_jax import checkpoint, configlib, metrics, report, visualize
+from refine3d_jax import checkpoint, cli, errors, metrics, report, visualize
 from refine3d_jax.data import binvox, photos
 from refine3d_jax.data import views as views_lib
 from refine3d_jax.models import Refine3DNet
@@ -54,7 +54,7 @@ def split_checkpoint_path(path: str) -> tuple[str, int]:
     raise photos.InputError(
         f'{path}: not a checkpoint step folder (<workdir>/checkpoints/<step>)')
   if not os.path.isdir(full):
-    raise FileNotFoundError(f'{path}: no such checkpoint')
+    raise errors.NotFoundError(f'{path}: no such checkpoint')
   return os.path.dirname(parent), int(name)
 
 
@@ -206,22 +206,19 @@ def main(argv: Sequence[str]) -> None:
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # orbax logs every restore at INFO and WARNING
   start = time.perf_counter()
-  try:
-    if _COARSE.value and _REFINED.value and _REFINED.present:
-      raise photos.InputError('--refined and --coarse exclude each other')
-    output = 'coarse' if _COARSE.value or not _REFINED.value else 'refined'
-    if _THRESHOLD.value is not None and not 0 < _THRESHOLD.value < 1:
-      raise photos.InputError(f'--threshold must be in (0, 1), got {_THRESHOLD.value}')
-    for flag in (_WORKDIR, _CHECKPOINT, _OUT):
-      if configlib.is_url(flag.value):
-        raise photos.InputError(f'--{flag.name} = {flag.value}: a URL; {configlib.NO_NETWORK}')
-    paths = photos.list_images(list(_IMAGES.value) + list(argv[1:]))
-    images = [photos.read_image(p) for p in paths]
-    reconstructor = load(_WORKDIR.value, _CHECKPOINT.value)
-    loaded = time.perf_counter()
-    result = reconstructor.predict(images, _BACKGROUND.value, _FRAMING.value, names=paths)
-  except (photos.InputError, FileNotFoundError) as e:
-    raise SystemExit(f'error: {e}') from None
+  if _COARSE.value and _REFINED.value and _REFINED.present:
+    raise photos.InputError('--refined and --coarse exclude each other')
+  output = 'coarse' if _COARSE.value or not _REFINED.value else 'refined'
+  if _THRESHOLD.value is not None and not 0 < _THRESHOLD.value < 1:
+    raise photos.InputError(f'--threshold must be in (0, 1), got {_THRESHOLD.value}')
+  for flag in (_WORKDIR, _CHECKPOINT, _OUT):
+    if cli.is_url(flag.value):
+      raise photos.InputError(f'--{flag.name} = {flag.value}: a URL; {cli.NO_NETWORK}')
+  paths = photos.list_images(list(_IMAGES.value) + list(argv[1:]))
+  images = [photos.read_image(p) for p in paths]
+  reconstructor = load(_WORKDIR.value, _CHECKPOINT.value)
+  loaded = time.perf_counter()
+  result = reconstructor.predict(images, _BACKGROUND.value, _FRAMING.value, names=paths)
   predicted = time.perf_counter()
   config = reconstructor.config
   threshold = config.eval.threshold if _THRESHOLD.value is None else _THRESHOLD.value
@@ -262,4 +259,4 @@ if __name__ == '__main__':
                                "around the object (needs alpha or --background=auto); "
                                "'image': the image's centred square.")
   _TITLE = flags.DEFINE_string('title', None, "The preview's title (say what the views are).")
-  app.run(main)
+  cli.run(main)

@@ -30,7 +30,7 @@ import json
 import os
 from typing import Any, Optional, Sequence
 
-from refine3d_jax import plots, report
+from refine3d_jax import errors, plots, report
 from refine3d_jax.protocols import OUTPUTS
 
 SYNTHETIC_WARNING = 'SYNTHETIC data, not ShapeNet: not comparable with published numbers'
@@ -48,7 +48,7 @@ _SETUP_KEYS = ('dataset', 'builder_config', 'split', 'synthetic', 'num_objects',
                'thresholds', 'fscore', 'categories')
 
 
-class ResultsError(ValueError):
+class ResultsError(errors.UserError, ValueError):
   """A results.json that lacks a key the scripts read, or runs that cannot share a table."""
 
 

@@ -7,11 +7,11 @@ schedule, dataset).
 
 import ml_collections
 
-from refine3d_jax import checkpoint, configlib
+from refine3d_jax import checkpoint, configlib, errors
 from refine3d_jax import workdir as workdir_lib
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(errors.UserError, ValueError):
   """The workdir's checkpoint was trained with another model config, or (unless
   fine-tuning) another preset, schedule or dataset."""
 

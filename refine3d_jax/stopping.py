@@ -18,7 +18,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from refine3d_jax import checkpoint, jtso, parallel
+from refine3d_jax import checkpoint, errors, jtso, parallel
 
 
 class Interrupted(Exception):
@@ -59,13 +59,13 @@ def agreed_stop(received: list[int], done: int, config) -> bool:
 
 def finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, workdir: str
                    ) -> dict[str, float]:
-  """The step's metrics as floats; FloatingPointError naming the step, stage and last
+  """The step's metrics as floats; NonFiniteLossError naming the step, stage and last
   good checkpoint when one is not finite."""
   scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
   if not all(np.isfinite(v) for v in scalars.values()):
     with contextlib.suppress(checkpoint.CheckpointSaveError):
       checkpoints.wait()  # the save in flight is of a good state: let it finish first
-    raise FloatingPointError(
+    raise errors.NonFiniteLossError(
         f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
         f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
   return scalars

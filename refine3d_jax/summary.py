@@ -8,7 +8,6 @@ paper-size model is summarised in seconds. XLA counts a multiply-add as 2 FLOPs.
 """
 
 import json
-import sys
 from typing import Sequence
 
 from absl import app, flags
@@ -18,7 +17,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from refine3d_jax import configlib
+from refine3d_jax import cli, configlib
 from refine3d_jax.models import SUBTREES, create_model, init_variables
 
 def count_params(tree) -> int:
@@ -93,10 +92,7 @@ def main(argv: Sequence[str]) -> None:
     assert views and min(views) > 0
   except (ValueError, AssertionError):
     raise app.UsageError(f'--views must be positive integers, got {_VIEWS.value}') from None
-  try:
-    summary = summarize(_CONFIG.value, views)
-  except configlib.ConfigError as e:
-    sys.exit(f'error: {e}')
+  summary = summarize(_CONFIG.value, views)
   print(json.dumps(summary) if _JSON.value else format_table(summary))
 
 
@@ -107,4 +103,4 @@ if __name__ == '__main__':
                                             lock_config=True)
   _VIEWS = flags.DEFINE_list('views', ['1', '20'], 'View counts to measure FLOPs for.')
   _JSON = flags.DEFINE_bool('json', False, 'Print one JSON line instead of the table.')
-  app.run(main)
+  cli.run(main)

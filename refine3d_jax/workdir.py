@@ -19,12 +19,14 @@ from typing import Iterator
 from absl import logging
 import ml_collections
 
+from refine3d_jax import errors
+
 LOCK = '.lock'
 # Keys whose change makes a checkpoint another experiment, not a run to resume.
 RUN_KEYS = ('preset', 'train.schedule', 'data.dataset', 'data.builder_config')
 
 
-class WorkdirInUseError(RuntimeError):
+class WorkdirInUseError(errors.UserError, RuntimeError):
   """Another live process trains in this workdir."""
 
 
@@ -68,12 +70,13 @@ def _resolved_config(dataset: str | None, builder_config: str) -> str:
 
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
-  """Holds `workdir` for this process; WorkdirInUseError names a live holder."""
+  """Holds `workdir` for this process; WorkdirInUseError names a live holder,
+  NotWritableError a workdir that cannot be made or written."""
   try:
     os.makedirs(workdir, exist_ok=True)
     fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
   except OSError as e:
-    raise OSError(e.errno, f'workdir {workdir} is not writable: {e}') from None
+    raise errors.NotWritableError(e.errno, f'workdir {workdir} is not writable: {e}') from None
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

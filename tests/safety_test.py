@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from refine3d_jax import configlib
+from refine3d_jax import cli, errors
 from refine3d_jax.data import photos
 from tests import parallel_test
 
@@ -77,8 +77,8 @@ def test_urls_are_refused_with_one_message(url):
   with pytest.raises(photos.InputError, match=f'^{url}: a URL; refine3d_jax reads and '
                      'writes local'):
     photos.list_images([url])
-  with pytest.raises(configlib.ConfigError, match=r"--workdir = '.*' is a URL; .*fetches "
+  with pytest.raises(errors.UserError, match=r"--workdir = '.*' is a URL; .*fetches "
                      'nothing from the network at run time: download or copy it first'):
-    configlib.check_local(url, '--workdir')
-  configlib.check_local('runs/quick', '--workdir')
-  configlib.check_local('/data/c:/x', '--workdir')
+    cli.check_local(url, '--workdir')
+  cli.check_local('runs/quick', '--workdir')
+  cli.check_local('/data/c:/x', '--workdir')

@@ -12,10 +12,10 @@ from refine3d_jax.data import build
 from refine3d_jax.data import camera as camera_lib
 from refine3d_jax.data import features
 from refine3d_jax.data import shading
-from refine3d_jax.data.errors import DataError
 from refine3d_jax.data.shapenet_vox import builder
 from refine3d_jax.data.shapenet_vox import render
 from refine3d_jax.data.synthetic_shapes import generate
+from refine3d_jax.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAIRS = os.path.join(ROOT, '..', 'shared', 'shapenet_chairs_vox32')

@@ -6,6 +6,7 @@ import sys
 from PIL import Image
 import pytest
 
+from refine3d_jax import errors
 from refine3d_jax.data import show
 from refine3d_jax.data.synthetic_shapes import SyntheticShapes
 
@@ -33,8 +34,14 @@ def test_show_cli(data_dir, tmp_path):
 
 
 def test_missing_dataset_says_how_to_build(tmp_path):
-  with pytest.raises(FileNotFoundError, match='refine3d_jax.data.build --dataset=synthetic_shapes'):
+  with pytest.raises(errors.NotFoundError,
+                     match='refine3d_jax.data.build --dataset=synthetic_shapes'):
     show.dataset_dir(str(tmp_path), 'synthetic_shapes')
+  proc = subprocess.run([sys.executable, '-m', 'refine3d_jax.data.show',
+                         f'--data_dir={tmp_path}'], capture_output=True, text=True)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "error: Dataset 'synthetic_shapes' is not built")
 
 
 def test_import_defines_no_flags():

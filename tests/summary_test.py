@@ -95,6 +95,7 @@ def test_bad_config_value_is_one_clear_line():
   proc = subprocess.run([sys.executable, 'main.py', '--config=configs/jtso.py:tiny',
                          '--config.train.num_views=0'], capture_output=True, text=True,
                         timeout=300)
-  assert proc.returncode != 0
-  assert 'config.train.num_views = 0: must be a positive integer' in proc.stderr
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: config.train.num_views = 0: must be a positive integer')
   assert 'Traceback' not in proc.stderr

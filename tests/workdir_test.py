@@ -7,7 +7,7 @@ import sys
 import ml_collections
 import pytest
 
-from refine3d_jax import workdir
+from refine3d_jax import errors, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +68,8 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
 def test_an_unwritable_workdir_is_one_clear_error(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('')
-  with pytest.raises(OSError, match=f'workdir {blocker}/run is not writable: .*Not a directory'):
+  with pytest.raises(errors.NotWritableError,
+                     match=f'workdir {blocker}/run is not writable: .*Not a directory') as e:
     with workdir.hold(str(blocker / 'run')):
       pass
+  assert isinstance(e.value, OSError)  # as before: callers catching OSError still do

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from refine3d_jax import report
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError
 
 _MAGIC = b'#binvox'
 _AXES = (0, 2, 1)  # file order (x, z, y) <-> the peers' order; its own inverse.

@@ -15,10 +15,14 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from refine3d_jax.data.errors import DataError
+from refine3d_jax import cli, errors
 
 DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')
 _SYNTHETIC_MODULE = 'refine3d_jax.data.synthetic_shapes'
+
+
+class MissingBuilderError(errors.UserError, ModuleNotFoundError):
+  """A dataset's builder package is not in this checkout."""
 
 
 def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
@@ -35,7 +39,7 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
     except ModuleNotFoundError as e:
       if e.name != _SYNTHETIC_MODULE:
         raise
-      raise ModuleNotFoundError(
+      raise MissingBuilderError(
           f'--dataset=synthetic_shapes needs the package {_SYNTHETIC_MODULE} (class '
           'SyntheticShapes), which is not in this checkout yet.', name=e.name) from e
     return SyntheticShapes
@@ -53,7 +57,7 @@ def build(dataset: str, data_dir: str, builder_config: str | None = None,
   cls = builder_class(dataset)
   if manual_dir is not None and not os.path.isdir(manual_dir):
     instructions = getattr(cls, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
-    raise FileNotFoundError(f'--manual_dir={manual_dir} does not exist. {instructions}')
+    raise errors.NotFoundError(f'--manual_dir={manual_dir} does not exist. {instructions}')
   kwargs = {}
   if split_file is not None:
     if dataset not in ('shapenet_r2n2', 'shapenet_vox'):
@@ -97,11 +101,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   tfds.enable_progress_bar()
   f = flags.FLAGS
-  try:
-    summary = build(f.dataset, f.data_dir, f.builder_config, f.manual_dir, f.split_file,
-                    f.force)
-  except (FileNotFoundError, ModuleNotFoundError, DataError) as e:
-    raise SystemExit(f'error: {e}') from None
+  summary = build(f.dataset, f.data_dir, f.builder_config, f.manual_dir, f.split_file, f.force)
   print(format_summary(f.dataset, summary), flush=True)
 
 
@@ -122,4 +122,4 @@ def _define_flags() -> None:
 
 if __name__ == '__main__':
   _define_flags()  # only here, so importing this module defines no flags
-  app.run(main)
+  cli.run(main)

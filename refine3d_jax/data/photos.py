@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from refine3d_jax import configlib
+from refine3d_jax import cli, errors
 from refine3d_jax.data import features, transforms
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
@@ -44,7 +44,7 @@ BACKGROUNDS = ('none', 'auto')
 FRAMINGS = ('object', 'image')
 
 
-class InputError(ValueError):
+class InputError(errors.UserError, ValueError):
   """An input that cannot be used; the message starts with the file it is about."""
 
 
@@ -54,8 +54,8 @@ def list_images(args: Sequence[str]) -> list[str]:
     raise InputError('no images given: pass --images a.png b.jpg ... (files or folders)')
   paths = []
   for arg in args:
-    if configlib.is_url(arg):
-      raise InputError(f'{arg}: a URL; {configlib.NO_NETWORK}')
+    if cli.is_url(arg):
+      raise InputError(f'{arg}: a URL; {cli.NO_NETWORK}')
     if os.path.isdir(arg):
       found = sorted(os.path.join(arg, f) for f in os.listdir(arg)
                      if f.lower().endswith(IMAGE_EXTENSIONS))

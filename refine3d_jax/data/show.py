@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import matplotlib
 import numpy as np
 
+from refine3d_jax import errors
+
 BUILD_HINT = 'python -m refine3d_jax.data.build --dataset={name} --data_dir={data_dir}'
 
 
@@ -34,7 +36,7 @@ def dataset_dir(data_dir: str, dataset: str) -> str:
     version = versions[-1] if versions else ''
   path = os.path.join(path, version) if version else path
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
-    raise FileNotFoundError(
+    raise errors.NotFoundError(
         f'Dataset {dataset!r} is not built under {data_dir!r} (no {path}/dataset_info.json).'
         f'{built} '
         f'Build it with: {BUILD_HINT.format(name=name.split("/")[0], data_dir=data_dir)}')
@@ -91,8 +93,8 @@ def main(data_dir: str, dataset: str, split: str, index: int, out: str,
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from refine3d_jax import cli  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_string('data_dir', None, 'TFDS data directory.', required=True)
   flags.DEFINE_string('dataset', 'synthetic_shapes', 'name[/config][:version].')
@@ -101,5 +103,5 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', 'example.png', 'Output PNG.')
   flags.DEFINE_list('views', [str(v) for v in range(24)], 'Views to show.')
   FLAGS = flags.FLAGS
-  app.run(lambda _: main(FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.index, FLAGS.out,
+  cli.run(lambda _: main(FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.index, FLAGS.out,
                          [int(v) for v in FLAGS.views]))

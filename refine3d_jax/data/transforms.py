@@ -23,7 +23,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)

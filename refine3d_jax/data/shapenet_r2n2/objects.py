@@ -16,7 +16,7 @@ from PIL import Image
 
 from refine3d_jax.data import binvox
 from refine3d_jax.data import features
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError, NotFoundError
 
 RENDERING = 'ShapeNetRendering'
 VOXELS = 'ShapeNetVox32'
@@ -158,15 +158,15 @@ def load_example(manual_dir: str, synset: str, model_id: str, label: int) -> dic
 
 
 def manual_dir(dl_manager, what: str, folders: tuple[str, ...], instructions: str) -> str:
-  """The builder's manual dir as a str, or a FileNotFoundError saying how to fill it: when
+  """The builder's manual dir as a str, or a NotFoundError saying how to fill it: when
   it is missing or empty, or holds none of `folders` (e.g. ShapeNetVox32)."""
   try:
     path = os.fspath(dl_manager.manual_dir)
   except AssertionError as e:  # TFDS asserts the manual dir exists and is non-empty.
     first = str(e).split('. Create it')[0]  # TFDS then repeats our instructions
-    raise FileNotFoundError(f'{what} data not found: {first}.\n{instructions}') from None
+    raise NotFoundError(f'{what} data not found: {first}.\n{instructions}') from None
   if not any(os.path.isdir(os.path.join(path, d)) for d in folders):
     has = (f'no {folders[0]}/ folder' if len(folders) == 1
            else 'neither ' + ' nor '.join(f'{d}/' for d in folders))
-    raise FileNotFoundError(f'{path} has {has}. ' + instructions)
+    raise NotFoundError(f'{path} has {has}. ' + instructions)
   return path

@@ -11,9 +11,9 @@ from typing import Iterator, Sequence
 import tensorflow_datasets as tfds
 
 from refine3d_jax.data import features
-from refine3d_jax.data.errors import DataError
 from refine3d_jax.data.shapenet_r2n2 import objects
 from refine3d_jax.data.shapenet_r2n2 import splits
+from refine3d_jax.errors import DataError
 
 _MAX_IDS_IN_METADATA = 1000  # per split and reason; counts are always exact.
 

@@ -7,7 +7,7 @@ import os
 import pathlib
 from typing import Iterable, Sequence
 
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError
 
 # The 13 R2N2 classes in synset order; label i is CATEGORIES[i] everywhere.
 CATEGORIES = (

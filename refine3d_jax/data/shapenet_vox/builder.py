@@ -22,10 +22,10 @@ from refine3d_jax.data import camera as camera_lib
 from refine3d_jax.data import features
 from refine3d_jax.data import pool
 from refine3d_jax.data import shading
-from refine3d_jax.data.errors import DataError
 from refine3d_jax.data.shapenet_r2n2 import objects
 from refine3d_jax.data.shapenet_r2n2 import splits
 from refine3d_jax.data.shapenet_vox import render
+from refine3d_jax.errors import DataError
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download ShapeNetVox32.tgz of the 3D-R2N2 release (ShapeNet terms of use: non-commercial

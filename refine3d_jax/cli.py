@@ -1,0 +1,62 @@
+"""What every command shares: how it runs, how it parses flags, and what it may read.
+
+  if __name__ == '__main__':
+    cli.run(main)
+
+A user's mistake (errors.UserError) ends the command with one line, `error: <message>`, on
+stderr and exit status 1; any other exception is a bug and keeps its traceback. Paths come
+from local (or mounted) folders only: a URL is refused (`check_local`).
+"""
+
+import re
+import sys
+from typing import Any, Callable, Sequence
+
+from absl import app
+
+from refine3d_jax import errors
+
+NO_NETWORK = ('refine3d_jax reads and writes local (or mounted) folders only and fetches '
+              'nothing from the network at run time: download or copy it first')
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`app.run(main)` with `parse_flags`; a UserError from `main` exits with status 1 and
+  one line `error: <message>` (no traceback)."""
+
+  def main_reporting_user_errors(argv: list[str]) -> Any:
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      raise SystemExit(f'error: {e}') from None
+
+  app.run(main_reporting_user_errors, flags_parser=parse_flags)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with an unknown `--config.KEY=...` reported in one line instead of
+  ml_collections' traceback."""
+  try:
+    return app.parse_flags_with_usage(list(argv))
+  except (AttributeError, KeyError) as e:  # a locked ConfigDict has no such key
+    detail: Any = e
+    while isinstance(detail, BaseException) and detail.args:  # KeyError inside AttributeError
+      detail = detail.args[0]
+    lines = str(detail).splitlines()
+    key = lines[0].strip('\'"')
+    hint = ' '.join(line.strip('\'"') for line in lines[1:])
+    culprits = [a.split('=')[0] for a in argv if a.startswith('--config.')
+                and key in a.split('=')[0].split('.')]
+    sys.exit(f"error: {', '.join(culprits) or key}: no such config key {key!r}"
+             + (f'. {hint}' if hint else ''))
+
+
+def is_url(path: Any) -> bool:
+  """Whether `path` names something over the network (http://, gs://, s3://, ...)."""
+  return isinstance(path, str) and re.match(r'^[A-Za-z][A-Za-z0-9+.-]*://', path) is not None
+
+
+def check_local(path: str | None, what: str) -> None:
+  """Raises UserError naming `what` (e.g. '--workdir') when `path` is a URL."""
+  if is_url(path):
+    raise errors.UserError(f'{what} = {path!r} is a URL; {NO_NETWORK}')
