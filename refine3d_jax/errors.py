@@ -3,7 +3,7 @@
 `cli.run` prints a UserError as one line, `error: <message>`, and exits with status 1; any
 other exception is a bug and keeps its traceback. A subclass keeps the built-in base that
 callers caught before it existed (ValueError, FileNotFoundError, ...). The errors of one
-module live in it (configlib.ConfigError, predict.InputError, ...); these are shared.
+module live in it (configlib.ConfigError, photos.InputError, ...); these are shared.
 """
 
 

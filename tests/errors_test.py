@@ -3,9 +3,9 @@ code knows that the user can fix it."""
 
 import pytest
 
-from refine3d_jax import checkpoint, configlib, errors, input_pipeline, predict, train
+from refine3d_jax import checkpoint, configlib, errors, input_pipeline, predict, resume
 from refine3d_jax import workdir
-from refine3d_jax.data import build
+from refine3d_jax.data import build, photos
 
 
 @pytest.mark.parametrize('cls, builtin', [
@@ -14,8 +14,8 @@ from refine3d_jax.data import build
     (errors.NotFoundError, FileNotFoundError),
     (errors.NotWritableError, PermissionError),
     (errors.NonFiniteLossError, FloatingPointError),
-    (predict.InputError, ValueError),
-    (train.IncompatibleCheckpointError, ValueError),
+    (photos.InputError, ValueError),
+    (resume.IncompatibleCheckpointError, ValueError),
     (workdir.WorkdirInUseError, RuntimeError),
     (checkpoint.CheckpointSaveError, OSError),
     (build.MissingBuilderError, ModuleNotFoundError),

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from refine3d_jax.data import transforms
-from refine3d_jax.data.errors import DataError
+from refine3d_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
