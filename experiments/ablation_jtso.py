@@ -15,14 +15,13 @@ files, a difference row (first - second). Both files must come from the same eva
 import os
 import sys
 
-from absl import app
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'ablation_jtso'
 _RESULTS, _OUT, _LABELS = common.define_flags(
@@ -117,4 +116,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -129,13 +129,10 @@ def run_script(name: str, build, paths: Sequence[str], out: Optional[str],
   """Load the runs, print build(runs)'s markdown, write `<name>.md/.csv` and plot's PNG.
 
   build(runs) -> (markdown, CSV columns, CSV rows); plot(runs, out_dir) -> PNG path. A
-  wrong results file exits with the error's message, no traceback.
+  wrong results file raises ResultsError (a UserError: cli.run prints its one line).
   """
-  try:
-    runs = load_runs(paths, labels, default)
-    markdown, columns, rows = build(runs)
-  except ResultsError as e:
-    raise SystemExit(f'error: {e}') from e
+  runs = load_runs(paths, labels, default)
+  markdown, columns, rows = build(runs)
   out_dir = output_dir(out, paths)
   written = write_outputs(out_dir, name, markdown, columns, rows)
   if plot is not None:

@@ -13,11 +13,10 @@ then one row per evaluated threshold. PROTOCOL.md publishes no per-category numb
 import os
 import sys
 
-from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table1_per_category'
@@ -92,4 +91,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

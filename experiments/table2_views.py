@@ -15,14 +15,13 @@ PROTOCOL.md's "Best published results", each with the protocol to read ours in.
 import os
 import sys
 
-from absl import app
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table2_views'
@@ -156,4 +155,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -13,11 +13,10 @@ that says so, not an error.
 import os
 import sys
 
-from absl import app
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table3_cost'
 _RESULTS, _OUT, _LABELS = common.define_flags()
@@ -117,4 +116,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -10,13 +10,13 @@ logged step (start-up, data build and the first compilation come before it).
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from refine3d_jax import metric_writers  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, metric_writers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir.', required=True)
 _OUT = flags.DEFINE_string('out', None, 'PNG to write (default: <workdir>/iou_curve.png).')
@@ -68,4 +68,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
