@@ -9,7 +9,7 @@ cells without one are empty.
 """
 
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 from absl import flags
 
@@ -107,7 +107,7 @@ def default_labels(runs: Sequence[dict]) -> list[str]:
           f"@{r['checkpoint']['step']}" for r in runs]
 
 
-def load_runs(paths: Sequence[str], labels: Optional[Sequence[str]] = None,
+def load_runs(paths: Sequence[str], labels: Sequence[str] | None = None,
               default=default_labels) -> list[dict]:
   """Validated, mutually comparable runs, each with its row label under '_label'."""
   if not paths:
@@ -123,8 +123,8 @@ def load_runs(paths: Sequence[str], labels: Optional[Sequence[str]] = None,
   return [{**r, '_label': label} for r, label in zip(runs, labels)]
 
 
-def run_script(name: str, build, paths: Sequence[str], out: Optional[str],
-               labels: Optional[Sequence[str]] = None, plot=None,
+def run_script(name: str, build, paths: Sequence[str], out: str | None,
+               labels: Sequence[str] | None = None, plot=None,
                default=default_labels) -> None:
   """Load the runs, print build(runs)'s markdown, write `<name>.md/.csv` and plot's PNG.
 
@@ -145,7 +145,7 @@ def published_notes(methods: Iterable[str]) -> list[str]:
   return [f"{m} (published, {PROTOCOL}): {PUBLISHED_NOTES[m]}." for m in methods]
 
 
-def output_dir(out: Optional[str], paths: Sequence[str]) -> str:
+def output_dir(out: str | None, paths: Sequence[str]) -> str:
   out = out or os.path.dirname(os.path.abspath(paths[0]))
   os.makedirs(out, exist_ok=True)
   return out

@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class MetricWriter:
     self.path = os.path.join(workdir, METRICS_FILE)
     self._file = None
     self._tb = None
-    self._purge_step: Optional[int] = None
+    self._purge_step: int | None = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
 

@@ -17,7 +17,7 @@ leading axis is split over all devices, in process order.
 """
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
@@ -27,15 +27,15 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = 'data'
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env_int(name: str) -> int | None:
   value = os.environ.get(name)
   return int(value) if value else None
 
 
-def initialize(coordinator_address: Optional[str] = None,
-               num_processes: Optional[int] = None,
-               process_id: Optional[int] = None,
-               bind_address: Optional[str] = None,
+def initialize(coordinator_address: str | None = None,
+               num_processes: int | None = None,
+               process_id: int | None = None,
+               bind_address: str | None = None,
                initialization_timeout: int = 300) -> bool:
   """Starts multi-process JAX (`jax.distributed.initialize`) when more than one process runs.
 

@@ -28,7 +28,7 @@ Captions state the data, split, view protocol, thresholds, averaging and checkpo
 
 import json
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from refine3d_jax import errors, plots, report
 from refine3d_jax.protocols import OUTPUTS
@@ -61,7 +61,7 @@ def _get(tree: Any, path: str, keys: Sequence[str]) -> Any:
   return node
 
 
-def _require(tree: dict, path: str, dotted: str, length: Optional[int] = None) -> Any:
+def _require(tree: dict, path: str, dotted: str, length: int | None = None) -> Any:
   value = _get(tree, path, dotted.split('.'))
   if length is not None and (not isinstance(value, list) or len(value) != length):
     got = len(value) if isinstance(value, list) else type(value).__name__
@@ -144,7 +144,7 @@ def threshold_index(run: dict, threshold: float) -> int:
 
 
 def iou(run: dict, views: int, output: str = 'refined', averaging: str = 'sample_weighted',
-        threshold: Optional[float] = None) -> tuple[Optional[float], Optional[float]]:
+        threshold: float | None = None) -> tuple[float | None, float | None]:
   """(IoU, threshold): at `threshold`, or the best of the set when None; (None, None) for a
   view count the run did not evaluate."""
   if views not in run['view_counts']:
@@ -157,7 +157,7 @@ def iou(run: dict, views: int, output: str = 'refined', averaging: str = 'sample
 
 
 def fscore(run: dict, views: int, output: str = 'refined',
-           averaging: str = 'sample_weighted') -> Optional[float]:
+           averaging: str = 'sample_weighted') -> float | None:
   """The F-score; None for a view count the run did not evaluate."""
   if views not in run['view_counts']:
     return None
@@ -181,7 +181,7 @@ def thresholds_text(run: dict) -> str:
   return '{' + ', '.join(f'{t:g}' for t in run['thresholds']) + '}'
 
 
-def iou_threshold_text(run: dict, threshold: Optional[float]) -> str:
+def iou_threshold_text(run: dict, threshold: float | None) -> str:
   if threshold is None:
     return f'best of {thresholds_text(run)} per cell (chosen thresholds in the CSV)'
   return f't = {threshold:g}, one of the evaluated set {thresholds_text(run)}'

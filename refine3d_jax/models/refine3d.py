@@ -11,7 +11,7 @@ effect, so one batch can mix view counts. Each object needs at least one real vi
 """
 
 import functools
-from typing import Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -76,7 +76,7 @@ class Refine3DNet(nn.Module):
                            self.conv3d, self.dtype, self.refiner_up_activation,
                            self.refiner_bottleneck, self.refiner_bn_momentum)
 
-  def __call__(self, images: jax.Array, mask: Optional[jax.Array] = None,
+  def __call__(self, images: jax.Array, mask: jax.Array | None = None,
                train: bool = False) -> dict[str, jax.Array]:
     """Reconstructs each object of the batch from its views.
 
