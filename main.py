@@ -18,14 +18,22 @@ from refine3d_jax import cli, configlib, input_pipeline, parallel, stopping, tra
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.data import build
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and logs (default: '
-                               'runs/<config file>_<preset>, e.g. runs/jtso_quick).')
-_FINE_TUNE = flags.DEFINE_bool('fine_tune', False, 'Resume the workdir\'s checkpoint even if '
-                               'its preset, schedule or dataset differ (on purpose).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'Multi-host: HOST:PORT of process 0.')
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', 'configs/jtso.py', 'Experiment config.', lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  'workdir',
+  None,
+  'Checkpoints and logs (default: runs/<config file>_<preset>, e.g. runs/jtso_quick).',
+)
+_FINE_TUNE = flags.DEFINE_bool(
+  'fine_tune',
+  False,
+  "Resume the workdir's checkpoint even if its preset, schedule or dataset differ (on purpose).",
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'Multi-host: HOST:PORT of process 0.'
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process (0-based).')
 
@@ -35,7 +43,8 @@ def ensure_synthetic_data(config) -> None:
   data = config.data
   path = input_pipeline.dataset_dir(data.dataset, data.builder_config, data.data_dir)
   if data.dataset == 'synthetic_shapes' and not os.path.exists(
-      os.path.join(path, 'dataset_info.json')):
+    os.path.join(path, 'dataset_info.json')
+  ):
     logging.info('Building %s into %s (first run only).', data.dataset, data.data_dir)
     build.build(data.dataset, os.path.expanduser(data.data_dir), data.builder_config or None)
 
@@ -53,10 +62,16 @@ def main(argv):
   config = _CONFIG.value
   configlib.validate(config)
   workdir = _WORKDIR.value or workdir_lib.default_workdir(
-      config_flags.get_config_filename(flags.FLAGS['config']), config.preset)
+    config_flags.get_config_filename(flags.FLAGS['config']), config.preset
+  )
   cli.check_local(workdir, '--workdir')
-  logging.info('JAX devices: %s (process %d of %d); workdir %s', jax.devices(),
-               jax.process_index(), jax.process_count(), workdir)
+  logging.info(
+    'JAX devices: %s (process %d of %d); workdir %s',
+    jax.devices(),
+    jax.process_index(),
+    jax.process_count(),
+    workdir,
+  )
   if jax.process_index() == 0:  # one builder; the other hosts wait for it
     ensure_synthetic_data(config)
   parallel.barrier('synthetic data built')

@@ -10,8 +10,14 @@ import ml_collections
 
 from configs import jtso
 
-PIX2VOX_DATA = dict(protocol='pix2vox_224', color_jitter=0.4, pca_noise=0.1, rgb_permute=True,
-                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+PIX2VOX_DATA = dict(
+  protocol='pix2vox_224',
+  color_jitter=0.4,
+  pca_noise=0.1,
+  rgb_permute=True,
+  mean=(0.5, 0.5, 0.5),
+  std=(0.5, 0.5, 0.5),
+)
 
 
 def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:

@@ -16,6 +16,7 @@ import os
 import sys
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -25,7 +26,8 @@ from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import
 
 NAME = 'ablation_jtso'
 _RESULTS, _OUT, _LABELS = common.define_flags(
-    'Comma-separated row labels, one per results file (default: config.train.schedule).')
+  'Comma-separated row labels, one per results file (default: config.train.schedule).'
+)
 _THRESHOLD = common.define_threshold_flag()
 
 
@@ -42,10 +44,16 @@ def rows_of(run: dict, views: list[int], threshold) -> list[dict]:
   rows = []
   for avg in results.AVERAGING:
     cells = {n: results.iou(run, n, 'refined', avg, threshold) for n in views}
-    rows.append({'method': run['_label'], 'schedule': _schedule(run),
-                 'step': run['checkpoint']['step'], 'averaging': avg,
-                 **{f'views_{n}': v for n, (v, _) in cells.items()},
-                 **{f't_{n}': t for n, (_, t) in cells.items()}})
+    rows.append(
+      {
+        'method': run['_label'],
+        'schedule': _schedule(run),
+        'step': run['checkpoint']['step'],
+        'averaging': avg,
+        **{f'views_{n}': v for n, (v, _) in cells.items()},
+        **{f't_{n}': t for n, (_, t) in cells.items()},
+      }
+    )
   return rows
 
 
@@ -61,9 +69,20 @@ def difference_rows(rows: list[dict], views: list[int]) -> list[dict]:
   out = []
   for avg in results.AVERAGING:
     a, b = [r for r in rows if r['averaging'] == avg]
-    out.append({'method': f"{a['method']} - {b['method']}", 'averaging': avg, **{
-        f'views_{n}': (None if a[f'views_{n}'] is None or b[f'views_{n}'] is None
-                       else a[f'views_{n}'] - b[f'views_{n}']) for n in views}})
+    out.append(
+      {
+        'method': f'{a["method"]} - {b["method"]}',
+        'averaging': avg,
+        **{
+          f'views_{n}': (
+            None
+            if a[f'views_{n}'] is None or b[f'views_{n}'] is None
+            else a[f'views_{n}'] - b[f'views_{n}']
+          )
+          for n in views
+        },
+      }
+    )
   return out
 
 
@@ -74,21 +93,45 @@ def build(runs: list[dict], threshold=None) -> tuple[str, list[str], list[dict]]
   if len(runs) == 2:
     rows += difference_rows(rows, views)
   table = report.markdown_table(
-      ['method', 'schedule', 'step', 'averaging', *(f'{n} view' + ('s' if n > 1 else '')
-                                                     for n in views)],
-      [[r['method'], r.get('schedule') or '-', r.get('step', '-'),
-        results.AVERAGING_SHORT[r['averaging']], *(report.fmt(r[f'views_{n}']) for n in views)]
-       for r in rows])
+    [
+      'method',
+      'schedule',
+      'step',
+      'averaging',
+      *(f'{n} view' + ('s' if n > 1 else '') for n in views),
+    ],
+    [
+      [
+        r['method'],
+        r.get('schedule') or '-',
+        r.get('step', '-'),
+        results.AVERAGING_SHORT[r['averaging']],
+        *(report.fmt(r[f'views_{n}']) for n in views),
+      ]
+      for r in rows
+    ],
+  )
   cap = results.caption(
-      runs, '**Ablation.** JTSO against end-to-end training: single-view and multi-view IoU, '
-      'refined output.',
-      threshold=results.iou_threshold_text(runs[0], threshold),
-      averaging=('per row: sample-weighted over all test objects, or class mean (unweighted '
-                 'mean of the category means)'))
-  notes = [f"'-': view count not evaluated for that run. {common.PROTOCOL} publishes no "
-           'ablation numbers.']
-  columns = ['method', 'schedule', 'step', 'averaging', *(f'views_{n}' for n in views),
-             *(f't_{n}' for n in views)]
+    runs,
+    '**Ablation.** JTSO against end-to-end training: single-view and multi-view IoU, '
+    'refined output.',
+    threshold=results.iou_threshold_text(runs[0], threshold),
+    averaging=(
+      'per row: sample-weighted over all test objects, or class mean (unweighted '
+      'mean of the category means)'
+    ),
+  )
+  notes = [
+    f"'-': view count not evaluated for that run. {common.PROTOCOL} publishes no ablation numbers."
+  ]
+  columns = [
+    'method',
+    'schedule',
+    'step',
+    'averaging',
+    *(f'views_{n}' for n in views),
+    *(f't_{n}' for n in views),
+  ]
   return report.document((cap, table, notes)), columns, rows
 
 
@@ -98,21 +141,36 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
   for run, color in zip(runs, common.RUN_COLORS * len(runs)):
     ns = sorted(run['view_counts'])
     for avg, ls in (('sample_weighted', '-'), ('class_mean', '--')):
-      ax.plot(ns, [results.iou(run, n, 'refined', avg, threshold)[0] for n in ns], ls=ls,
-              marker='o', color=color,
-              label=f"{run['_label']} ({results.AVERAGING_SHORT[avg]})")
+      ax.plot(
+        ns,
+        [results.iou(run, n, 'refined', avg, threshold)[0] for n in ns],
+        ls=ls,
+        marker='o',
+        color=color,
+        label=f'{run["_label"]} ({results.AVERAGING_SHORT[avg]})',
+      )
   t = 'best t' if threshold is None else f't = {threshold:g}'
-  ax.set(xlabel='views', ylabel=f'IoU, refined ({t})', xticks=view_columns(runs),
-         title=results.figure_title(runs, 'JTSO ablation: IoU against the number of views'))
+  ax.set(
+    xlabel='views',
+    ylabel=f'IoU, refined ({t})',
+    xticks=view_columns(runs),
+    title=results.figure_title(runs, 'JTSO ablation: IoU against the number of views'),
+  )
   return plots.finish_figure(fig, ax, out_dir, NAME)
 
 
 def main(argv):
   del argv
   threshold = _THRESHOLD.value
-  common.run_script(NAME, lambda runs: build(runs, threshold), _RESULTS.value, _OUT.value,
-                    _LABELS.value, plot=lambda runs, out: plot(runs, out, threshold),
-                    default=schedule_labels)
+  common.run_script(
+    NAME,
+    lambda runs: build(runs, threshold),
+    _RESULTS.value,
+    _OUT.value,
+    _LABELS.value,
+    plot=lambda runs, out: plot(runs, out, threshold),
+    default=schedule_labels,
+  )
 
 
 if __name__ == '__main__':

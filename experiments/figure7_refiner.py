@@ -13,6 +13,7 @@ import os
 import sys
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -23,8 +24,19 @@ from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import
 NAME = 'figure7_refiner'
 _RESULTS, _OUT, _LABELS = common.define_flags()
 _THRESHOLD = common.define_threshold_flag()
-COLUMNS = ['method', 'views', 'averaging', 'coarse_iou', 'coarse_threshold', 'refined_iou',
-           'refined_threshold', 'gain', 'coarse_fscore', 'refined_fscore', 'fscore_threshold']
+COLUMNS = [
+  'method',
+  'views',
+  'averaging',
+  'coarse_iou',
+  'coarse_threshold',
+  'refined_iou',
+  'refined_threshold',
+  'gain',
+  'coarse_fscore',
+  'refined_fscore',
+  'fscore_threshold',
+]
 
 
 def rows_of(run: dict, threshold) -> list[dict]:
@@ -34,13 +46,21 @@ def rows_of(run: dict, threshold) -> list[dict]:
     for avg in results.AVERAGING:
       coarse, t_coarse = results.iou(run, n, 'coarse', avg, threshold)
       refined, t_refined = results.iou(run, n, 'refined', avg, threshold)
-      rows.append({'method': run['_label'], 'views': n, 'averaging': avg,
-                   'coarse_iou': coarse, 'coarse_threshold': t_coarse,
-                   'refined_iou': refined, 'refined_threshold': t_refined,
-                   'gain': None if None in (refined, coarse) else refined - coarse,
-                   'coarse_fscore': results.fscore(run, n, 'coarse', avg),
-                   'refined_fscore': results.fscore(run, n, 'refined', avg),
-                   'fscore_threshold': run['fscore']['threshold']})
+      rows.append(
+        {
+          'method': run['_label'],
+          'views': n,
+          'averaging': avg,
+          'coarse_iou': coarse,
+          'coarse_threshold': t_coarse,
+          'refined_iou': refined,
+          'refined_threshold': t_refined,
+          'gain': None if None in (refined, coarse) else refined - coarse,
+          'coarse_fscore': results.fscore(run, n, 'coarse', avg),
+          'refined_fscore': results.fscore(run, n, 'refined', avg),
+          'fscore_threshold': run['fscore']['threshold'],
+        }
+      )
   return rows
 
 
@@ -52,21 +72,45 @@ def build(runs: list[dict], threshold=None) -> tuple[str, list[str], list[dict]]
   for run in runs:
     for n in sorted(run['view_counts']):
       sw, cm = by_key[run['_label'], n, 'sample_weighted'], by_key[run['_label'], n, 'class_mean']
-      table_rows.append([run['_label'], n, *(report.fmt(sw[k]) for k in (
-          'coarse_iou', 'refined_iou', 'gain')), *(report.fmt(cm[k]) for k in (
-              'coarse_iou', 'refined_iou', 'gain')), report.fmt(sw['coarse_fscore']),
-                         report.fmt(sw['refined_fscore'])])
+      table_rows.append(
+        [
+          run['_label'],
+          n,
+          *(report.fmt(sw[k]) for k in ('coarse_iou', 'refined_iou', 'gain')),
+          *(report.fmt(cm[k]) for k in ('coarse_iou', 'refined_iou', 'gain')),
+          report.fmt(sw['coarse_fscore']),
+          report.fmt(sw['refined_fscore']),
+        ]
+      )
   table = report.markdown_table(
-      ['method', 'views', 'coarse', 'refined', 'gain', 'coarse (class mean)',
-       'refined (class mean)', 'gain (class mean)', 'F coarse', 'F refined'], table_rows)
+    [
+      'method',
+      'views',
+      'coarse',
+      'refined',
+      'gain',
+      'coarse (class mean)',
+      'refined (class mean)',
+      'gain (class mean)',
+      'F coarse',
+      'F refined',
+    ],
+    table_rows,
+  )
   f = runs[0]['fscore']
   cap = results.caption(
-      runs, '**Figure 7.** IoU of the coarse and the refined volume against the number of '
-      'views; gain = refined - coarse.',
-      threshold=(f'IoU: {results.iou_threshold_text(runs[0], threshold)}; F-Score@'
-                 f"{f['distance']:.0%}: t = {f['threshold']:g}"),
-      averaging=('coarse, refined, gain and F: sample-weighted over all test objects; '
-                 '"(class mean)": unweighted mean of the category means'))
+    runs,
+    '**Figure 7.** IoU of the coarse and the refined volume against the number of '
+    'views; gain = refined - coarse.',
+    threshold=(
+      f'IoU: {results.iou_threshold_text(runs[0], threshold)}; F-Score@'
+      f'{f["distance"]:.0%}: t = {f["threshold"]:g}'
+    ),
+    averaging=(
+      'coarse, refined, gain and F: sample-weighted over all test objects; '
+      '"(class mean)": unweighted mean of the category means'
+    ),
+  )
   notes = [f'{common.PROTOCOL} publishes no coarse/refined IoU: nothing published to compare.']
   return report.document((cap, table, notes)), COLUMNS, rows
 
@@ -78,16 +122,25 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
     for run, color in zip(runs, common.RUN_COLORS * len(runs)):
       ns = sorted(run['view_counts'])
       for output, ls, mfc in (('refined', '-', color), ('coarse', '--', 'none')):
-        ax.plot(ns, [results.iou(run, n, output, avg, threshold)[0] for n in ns], ls=ls,
-                marker='o', mfc=mfc, color=color, label=f"{run['_label']}, {output}")
-    ax.set(xlabel='views', xticks=sorted(set().union(*(r['view_counts'] for r in runs))),
-           title=what)
+        ax.plot(
+          ns,
+          [results.iou(run, n, output, avg, threshold)[0] for n in ns],
+          ls=ls,
+          marker='o',
+          mfc=mfc,
+          color=color,
+          label=f'{run["_label"]}, {output}',
+        )
+    ax.set(
+      xlabel='views', xticks=sorted(set().union(*(r['view_counts'] for r in runs))), title=what
+    )
     ax.grid(alpha=0.3)
   t = 'best t' if threshold is None else f't = {threshold:g}'
   axes[0].set_ylabel(f'IoU ({t})')
   axes[0].legend(fontsize=8)
-  fig.suptitle(results.figure_title(runs, 'Coarse and refined IoU against the number of views'),
-               fontsize=10)
+  fig.suptitle(
+    results.figure_title(runs, 'Coarse and refined IoU against the number of views'), fontsize=10
+  )
   fig.tight_layout()
   path = plots.save_png(fig, out_dir, NAME)
   plt.close(fig)
@@ -97,8 +150,14 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
 def main(argv):
   del argv
   threshold = _THRESHOLD.value
-  common.run_script(NAME, lambda runs: build(runs, threshold), _RESULTS.value, _OUT.value,
-                    _LABELS.value, plot=lambda runs, out: plot(runs, out, threshold))
+  common.run_script(
+    NAME,
+    lambda runs: build(runs, threshold),
+    _RESULTS.value,
+    _OUT.value,
+    _LABELS.value,
+    plot=lambda runs, out: plot(runs, out, threshold),
+  )
 
 
 if __name__ == '__main__':

@@ -21,9 +21,19 @@ from refine3d_jax import cli, report, results  # pylint: disable=g-import-not-at
 NAME = 'table3_cost'
 _RESULTS, _OUT, _LABELS = common.define_flags()
 SUBTREES = ('encoder', 'attention', 'decoder', 'refiner')
-COLUMNS = ['method', 'source', 'device', 'views', 'params',
-           *(f'params_{s}' for s in SUBTREES), 'peak_memory_mb', 'forward_ms', 'backward_ms',
-           'per_object', 'training']
+COLUMNS = [
+  'method',
+  'source',
+  'device',
+  'views',
+  'params',
+  *(f'params_{s}' for s in SUBTREES),
+  'peak_memory_mb',
+  'forward_ms',
+  'backward_ms',
+  'per_object',
+  'training',
+]
 PUBLISHED_DEVICE = 'GPU (as published)'
 
 
@@ -33,25 +43,43 @@ def our_rows(run: dict) -> list[dict]:
   if cost is None:
     return []
   forward, backward = cost['forward_ms_per_object'], cost['backward_ms_per_object']
-  params = {'params': cost['params']['total'],
-            **{f'params_{s}': cost['params'][s] for s in SUBTREES}}
-  return [{'method': run['_label'], 'source': 'ours', 'device': cost['device'], 'views': n,
-           **params, 'peak_memory_mb': cost.get('peak_memory_mb'),
-           'forward_ms': forward.get(str(n)), 'backward_ms': backward.get(str(n)),
-           'per_object': 'yes'}
-          for n in sorted({int(k) for k in (*forward, *backward)})]
+  params = {
+    'params': cost['params']['total'],
+    **{f'params_{s}': cost['params'][s] for s in SUBTREES},
+  }
+  return [
+    {
+      'method': run['_label'],
+      'source': 'ours',
+      'device': cost['device'],
+      'views': n,
+      **params,
+      'peak_memory_mb': cost.get('peak_memory_mb'),
+      'forward_ms': forward.get(str(n)),
+      'backward_ms': backward.get(str(n)),
+      'per_object': 'yes',
+    }
+    for n in sorted({int(k) for k in (*forward, *backward)})
+  ]
 
 
 def peer_rows() -> list[dict]:
-  return [{**row, 'method': f"{row['method']} (published)", 'source': 'published',
-           'device': PUBLISHED_DEVICE, 'params': round(row['params_m'] * 1e6)}
-          for row in common.PUBLISHED_COST]
+  return [
+    {
+      **row,
+      'method': f'{row["method"]} (published)',
+      'source': 'published',
+      'device': PUBLISHED_DEVICE,
+      'params': round(row['params_m'] * 1e6),
+    }
+    for row in common.PUBLISHED_COST
+  ]
 
 
 def _params(row: dict) -> str:
   """Published counts as transcribed (millions), ours in millions or in full when small."""
   if 'params_m' in row:
-    return f"{row['params_m']:g}M"
+    return f'{row["params_m"]:g}M'
   n = row.get('params')
   if n is None:
     return '-'
@@ -70,21 +98,27 @@ def notes_for(runs: list[dict]) -> list[str]:
   for run in runs:
     cost = run.get('cost')
     if cost is None:
-      notes.append(f"{run['_label']}: `{run['_path']}` has no `cost` section: our parameters, "
-                   'memory and times were not measured by this evaluation.')
+      notes.append(
+        f'{run["_label"]}: `{run["_path"]}` has no `cost` section: our parameters, '
+        'memory and times were not measured by this evaluation.'
+      )
       continue
-    notes.append(f"{run['_label']}: parameters " + ', '.join(
-        f"{s} {cost['params'][s]:,}" for s in (*SUBTREES, 'total')) + '.')
+    notes.append(
+      f'{run["_label"]}: parameters '
+      + ', '.join(f'{s} {cost["params"][s]:,}' for s in (*SUBTREES, 'total'))
+      + '.'
+    )
     if cost.get('peak_memory_mb') is None:
-      notes.append(f"{run['_label']}: peak memory not measured (no `cost.peak_memory_mb`).")
+      notes.append(f'{run["_label"]}: peak memory not measured (no `cost.peak_memory_mb`).')
   notes += [
-      f"Published rows: {common.PROTOCOL}, \"Cost figures published\" (Pix2Vox's table, GPU); "
-      "'-' where it gives no figure. It states neither the batch size nor the view count of "
-      'the published times, so they need not be per object.',
-      "Refine3DNet (published): 143M parameters as the paper states; its Table 3's forward "
-      'times for 3D-R2N2 and Pix2Vox are their backward times (known error), not used here.',
-      'Ours: times per object as evaluate measured them, on the device named; training '
-      "time is not in results.json ('-')."]
+    f'Published rows: {common.PROTOCOL}, "Cost figures published" (Pix2Vox\'s table, GPU); '
+    "'-' where it gives no figure. It states neither the batch size nor the view count of "
+    'the published times, so they need not be per object.',
+    "Refine3DNet (published): 143M parameters as the paper states; its Table 3's forward "
+    'times for 3D-R2N2 and Pix2Vox are their backward times (known error), not used here.',
+    'Ours: times per object as evaluate measured them, on the device named; training '
+    "time is not in results.json ('-').",
+  ]
   return notes
 
 
@@ -95,18 +129,42 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
     rows += our_rows(run) or [{'method': run['_label'], 'source': 'ours (no cost in results)'}]
   rows += peer_rows()
   table = report.markdown_table(
-      ['method', 'source', 'device', 'views', 'params', 'peak memory (MB)', 'forward (ms)',
-       'backward (ms)', 'training'],
-      [[r['method'], r['source'], r.get('device', '-'), r.get('views', '-'),
-        _params(r), _cell(r.get('peak_memory_mb'), 1),
-        _cell(r.get('forward_ms'), 2), _cell(r.get('backward_ms'), 2), r.get('training', '-')]
-       for r in rows])
-  devices = '; '.join(f"{r['_label']}: {r['cost']['device']}" if 'cost' in r else
-                      f"{r['_label']}: not measured" for r in runs)
+    [
+      'method',
+      'source',
+      'device',
+      'views',
+      'params',
+      'peak memory (MB)',
+      'forward (ms)',
+      'backward (ms)',
+      'training',
+    ],
+    [
+      [
+        r['method'],
+        r['source'],
+        r.get('device', '-'),
+        r.get('views', '-'),
+        _params(r),
+        _cell(r.get('peak_memory_mb'), 1),
+        _cell(r.get('forward_ms'), 2),
+        _cell(r.get('backward_ms'), 2),
+        r.get('training', '-'),
+      ]
+      for r in rows
+    ],
+  )
+  devices = '; '.join(
+    f'{r["_label"]}: {r["cost"]["device"]}' if 'cost' in r else f'{r["_label"]}: not measured'
+    for r in runs
+  )
   cap = results.caption(
-      runs, f'**Table 3.** Model size, peak memory and time per object. Device: {devices}.',
-      threshold='not applicable (cost of the forward and backward passes)',
-      averaging='times per object of the views given in the views column')
+    runs,
+    f'**Table 3.** Model size, peak memory and time per object. Device: {devices}.',
+    threshold='not applicable (cost of the forward and backward passes)',
+    averaging='times per object of the views given in the views column',
+  )
   return report.document((cap, table, notes_for(runs))), COLUMNS, rows
 
 

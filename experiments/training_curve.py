@@ -12,6 +12,7 @@ import sys
 
 from absl import flags
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -41,19 +42,34 @@ def main(argv):
   del argv
   records = metric_writers.read_metrics(_WORKDIR.value)
   points, changes = curve(records)
-  views = sorted({int(k[len('val_iou_'):-1]) for p in points for k in p
-                  if k.startswith('val_iou_') and k[len('val_iou_'):-1].isdigit()})
+  views = sorted(
+    {
+      int(k[len('val_iou_') : -1])
+      for p in points
+      for k in p
+      if k.startswith('val_iou_') and k[len('val_iou_') : -1].isdigit()
+    }
+  )
   fig, ax = plt.subplots(figsize=(7, 4))
   for n in views:
     xs = [p['minutes'] for p in points]
     ax.plot(xs, [p[f'val_iou_{n}v'] for p in points], marker='o', label=f'refined, {n} view(s)')
-    ax.plot(xs, [p[f'val_iou_coarse_{n}v'] for p in points], ls='--', alpha=0.6,
-            label=f'coarse, {n} view(s)')
+    ax.plot(
+      xs,
+      [p[f'val_iou_coarse_{n}v'] for p in points],
+      ls='--',
+      alpha=0.6,
+      label=f'coarse, {n} view(s)',
+    )
   for minutes, stage in changes:
     ax.axvline(minutes, color='grey', lw=0.8)
     ax.text(minutes, 0.02, f' stage {stage}', color='grey', fontsize=8)
-  ax.set(xlabel='minutes since the first logged step', ylabel='validation IoU (t = 0.3)',
-         ylim=(0, 1), title=os.path.basename(os.path.normpath(_WORKDIR.value)))
+  ax.set(
+    xlabel='minutes since the first logged step',
+    ylabel='validation IoU (t = 0.3)',
+    ylim=(0, 1),
+    title=os.path.basename(os.path.normpath(_WORKDIR.value)),
+  )
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   out = _OUT.value or os.path.join(_WORKDIR.value, 'iou_curve.png')
@@ -62,8 +78,11 @@ def main(argv):
   print('| step | minutes | ' + ' | '.join(f'IoU {n}v' for n in views) + ' |')
   print('|---|---|' + '---|' * len(views))
   for p in points:
-    print(f"| {p['step']} | {p['minutes']:.1f} | "
-          + ' | '.join(f"{p[f'val_iou_{n}v']:.3f}" for n in views) + ' |')
+    print(
+      f'| {p["step"]} | {p["minutes"]:.1f} | '
+      + ' | '.join(f'{p[f"val_iou_{n}v"]:.3f}' for n in views)
+      + ' |'
+    )
   print(f'wrote {out}')
 
 

@@ -27,6 +27,7 @@ import time
 
 from absl import flags
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -40,19 +41,24 @@ NAME = 'views_benchmark'
 VIEWS = (1, 2, 3, 5, 8, 12, 20)
 # Row -> (config file, overrides). Every row trains the same steps on the same data.
 ROWS = {
-    'jtso': ('configs/jtso.py', {}),
-    'end_to_end': ('configs/end_to_end.py', {}),
-    'attsets': ('configs/jtso.py', {'model.fusion': 'attsets'}),
-    'mean': ('configs/jtso.py', {'model.fusion': 'mean'}),
+  'jtso': ('configs/jtso.py', {}),
+  'end_to_end': ('configs/end_to_end.py', {}),
+  'attsets': ('configs/jtso.py', {'model.fusion': 'attsets'}),
+  'mean': ('configs/jtso.py', {'model.fusion': 'mean'}),
 }
-LABELS = {'jtso': 'JTSO, self-attention', 'end_to_end': 'end-to-end, self-attention',
-          'attsets': 'JTSO, AttSets pooling', 'mean': 'JTSO, mean of views'}
+LABELS = {
+  'jtso': 'JTSO, self-attention',
+  'end_to_end': 'end-to-end, self-attention',
+  'attsets': 'JTSO, AttSets pooling',
+  'mean': 'JTSO, mean of views',
+}
 
 _DATASET = flags.DEFINE_string('dataset', 'shapenet_vox', 'config.data.dataset')
 _BUILDER_CONFIG = flags.DEFINE_string('builder_config', '', 'config.data.builder_config')
 _DATA_DIR = flags.DEFINE_string('data_dir', '~/tensorflow_datasets', 'config.data.data_dir')
-_RUNS_DIR = flags.DEFINE_string('runs_dir', None, 'Workdirs go here, one per row and seed.',
-                                required=True)
+_RUNS_DIR = flags.DEFINE_string(
+  'runs_dir', None, 'Workdirs go here, one per row and seed.', required=True
+)
 _OUT = flags.DEFINE_string('out', None, 'Table and plot folder (default: --runs_dir).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1'], 'config.seed of each run.')
 _ROWS = flags.DEFINE_list('rows', list(ROWS), f'Rows, of {list(ROWS)}.')
@@ -68,10 +74,16 @@ def workdir(row: str, seed: str) -> str:
 
 def _overrides(row: str, seed: str) -> list[str]:
   config, row_set = ROWS[row]
-  sets = {'seed': seed, 'data.dataset': _DATASET.value,
-          'data.builder_config': _BUILDER_CONFIG.value, 'data.data_dir': _DATA_DIR.value,
-          'eval.view_counts': f'({",".join(map(str, VIEWS))})', 'eval.measure_cost': 'False',
-          **dict(kv.split('=', 1) for kv in _SET.value), **row_set}
+  sets = {
+    'seed': seed,
+    'data.dataset': _DATASET.value,
+    'data.builder_config': _BUILDER_CONFIG.value,
+    'data.data_dir': _DATA_DIR.value,
+    'eval.view_counts': f'({",".join(map(str, VIEWS))})',
+    'eval.measure_cost': 'False',
+    **dict(kv.split('=', 1) for kv in _SET.value),
+    **row_set,
+  }
   return [f'--config={config}:{_PRESET.value}', *(f'--config.{k}={v}' for k, v in sets.items())]
 
 
@@ -82,10 +94,10 @@ def run_row(row: str, seed: str) -> None:
     return
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   seconds = {}
-  for name, cmd in (('train', [sys.executable, 'main.py', *_overrides(row, seed),
-                               f'--workdir={w}']),
-                    ('evaluate', [sys.executable, '-m', 'refine3d_jax.evaluate',
-                                  f'--workdir={w}'])):
+  for name, cmd in (
+    ('train', [sys.executable, 'main.py', *_overrides(row, seed), f'--workdir={w}']),
+    ('evaluate', [sys.executable, '-m', 'refine3d_jax.evaluate', f'--workdir={w}']),
+  ):
     print('+', ' '.join(cmd), flush=True)
     start = time.time()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
@@ -102,7 +114,7 @@ def finished() -> dict[str, list[tuple[int, str]]]:
   for row in ROWS:
     found = []
     for path in glob.glob(os.path.join(_RUNS_DIR.value, f'{row}_seed*', 'eval', 'results.json')):
-      seed = path.split(os.sep)[-3][len(f'{row}_seed'):]
+      seed = path.split(os.sep)[-3][len(f'{row}_seed') :]
       if seed.isdigit():
         found.append((int(seed), path))
     if found:
@@ -126,31 +138,49 @@ def view_counts(by_row: dict[str, list[dict]]) -> list[int]:
 
 def cells(runs: list[dict], views: list[int], threshold: float) -> dict[int, list[float]]:
   """views -> the runs' IoUs (refined, sample-weighted) at `threshold`."""
-  return {n: [results.iou(r, n, 'refined', 'sample_weighted', threshold)[0] for r in runs]
-          for n in views}
+  return {
+    n: [results.iou(r, n, 'refined', 'sample_weighted', threshold)[0] for r in runs] for n in views
+  }
 
 
 def build(by_row: dict[str, list[dict]], threshold: float):
   """(markdown, CSV columns, CSV rows) of the rows' seed means, with the 5-1 view gain."""
   views = view_counts(by_row)
   gain = (5, 1) if {1, 5} <= set(views) else (views[-1], views[0])
-  header = ['method', 'seeds', *(f'{n} view' + ('s' if n > 1 else '') for n in views),
-            f'{gain[0]} - {gain[1]}']
+  header = [
+    'method',
+    'seeds',
+    *(f'{n} view' + ('s' if n > 1 else '') for n in views),
+    f'{gain[0]} - {gain[1]}',
+  ]
   table, csv_rows = [], []
   for row, runs in by_row.items():
     c = cells(runs, views, threshold)
     means = {n: float(np.mean(v)) for n, v in c.items()}
-    table.append([LABELS[row], len(runs), *(report.fmt(means[n]) for n in views),
-                  f'{means[gain[0]] - means[gain[1]]:+.3f}'])
+    table.append(
+      [
+        LABELS[row],
+        len(runs),
+        *(report.fmt(means[n]) for n in views),
+        f'{means[gain[0]] - means[gain[1]]:+.3f}',
+      ]
+    )
     for i, run in enumerate(runs):
-      csv_rows.append({'method': row, 'seed': results.config_value(run, 'seed'),
-                       'step': run['checkpoint']['step'],
-                       **{f'views_{n}': c[n][i] for n in views}})
+      csv_rows.append(
+        {
+          'method': row,
+          'seed': results.config_value(run, 'seed'),
+          'step': run['checkpoint']['step'],
+          **{f'views_{n}': c[n][i] for n in views},
+        }
+      )
   every = [r for runs in by_row.values() for r in runs]
-  cap = results.caption(every, '**Views benchmark.** IoU against the number of views, mean '
-                        'over seeds, refined output.',
-                        threshold=f't = {threshold:g}',
-                        averaging='sample-weighted mean over all test objects')
+  cap = results.caption(
+    every,
+    '**Views benchmark.** IoU against the number of views, mean over seeds, refined output.',
+    threshold=f't = {threshold:g}',
+    averaging='sample-weighted mean over all test objects',
+  )
   notes = ['Every row trains the same steps on the same data; each seed is a row of the CSV.']
   columns = ['method', 'seed', 'step', *(f'views_{n}' for n in views)]
   return report.document((cap, report.markdown_table(header, table), notes)), columns, csv_rows
@@ -164,10 +194,21 @@ def plot(by_row: dict[str, list[dict]], out_dir: str, threshold: float) -> str:
     c = cells(runs, views, threshold)
     mean = np.array([np.mean(c[n]) for n in views])
     lo, hi = (np.array([f(c[n]) for n in views]) for f in (np.min, np.max))
-    ax.errorbar(views, mean, yerr=[mean - lo, hi - mean], marker='o', color=color,
-                capsize=3, label=f'{LABELS[row]} ({len(runs)} seeds)')
-  ax.set(xlabel='views', ylabel=f'IoU, refined (t = {threshold:g})', xticks=views,
-         title=results.figure_title(next(iter(by_row.values())), 'IoU against views'))
+    ax.errorbar(
+      views,
+      mean,
+      yerr=[mean - lo, hi - mean],
+      marker='o',
+      color=color,
+      capsize=3,
+      label=f'{LABELS[row]} ({len(runs)} seeds)',
+    )
+  ax.set(
+    xlabel='views',
+    ylabel=f'IoU, refined (t = {threshold:g})',
+    xticks=views,
+    title=results.figure_title(next(iter(by_row.values())), 'IoU against views'),
+  )
   return plots.finish_figure(fig, ax, out_dir, NAME)
 
 
@@ -180,15 +221,19 @@ def main(argv):
     for seed in _SEEDS.value:
       run_row(row, seed)
   done = finished()
-  by_row = {row: common.load_runs([p for _, p in runs], [f'{row}_seed{s}' for s, _ in runs])
-            for row, runs in done.items()}
+  by_row = {
+    row: common.load_runs([p for _, p in runs], [f'{row}_seed{s}' for s, _ in runs])
+    for row, runs in done.items()
+  }
   if not by_row:
     raise results.ResultsError(f'no finished run in {_RUNS_DIR.value}')
   markdown, columns, rows = build(by_row, _THRESHOLD.value)
   out_dir = _OUT.value or _RUNS_DIR.value
   os.makedirs(out_dir, exist_ok=True)
-  for path in [*common.write_outputs(out_dir, NAME, markdown, columns, rows),
-               plot(by_row, out_dir, _THRESHOLD.value)]:
+  for path in [
+    *common.write_outputs(out_dir, NAME, markdown, columns, rows),
+    plot(by_row, out_dir, _THRESHOLD.value),
+  ]:
     print(f'wrote {path}')
 
 

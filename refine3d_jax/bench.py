@@ -49,22 +49,26 @@ def matmul_ceiling(dtype: str, sizes: Sequence[int], repeats: int = 10) -> tuple
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.dtype(dtype))
     f = jax.jit(lambda a, b: a @ b)
     seconds = timing.median_time(lambda f=f, a=a, b=b: f(a, b), repeats)
-    best = max(best, (2 * size ** 3 / seconds / 1e9, size))
+    best = max(best, (2 * size**3 / seconds / 1e9, size))
   return best
 
 
-def random_batch(config: ml_collections.ConfigDict, batch: int, views: int,
-                 seed: int = 0) -> dict[str, np.ndarray]:
+def random_batch(
+  config: ml_collections.ConfigDict, batch: int, views: int, seed: int = 0
+) -> dict[str, np.ndarray]:
   """A training batch of the config's shapes with random contents."""
   rng = np.random.default_rng(seed)
   s, v = config.model.image_size, config.model.volume_size
-  return dict(images=rng.standard_normal((batch, views, s, s, 3), dtype=np.float32),
-              mask=np.ones((batch, views), bool),
-              voxels=rng.random((batch, v, v, v)) < 0.1)
+  return dict(
+    images=rng.standard_normal((batch, views, s, s, 3), dtype=np.float32),
+    mask=np.ones((batch, views), bool),
+    voxels=rng.random((batch, v, v, v)) < 0.1,
+  )
 
 
-def stage_batch(batch: dict[str, np.ndarray], stage: jtso.Stage,
-                single_views: int = 1) -> dict[str, np.ndarray]:
+def stage_batch(
+  batch: dict[str, np.ndarray], stage: jtso.Stage, single_views: int = 1
+) -> dict[str, np.ndarray]:
   """`batch` as `stage` consumes it: its first `single_views` views for a single-view
   stage (`train.single_views`)."""
   if stage.multi:
@@ -72,8 +76,9 @@ def stage_batch(batch: dict[str, np.ndarray], stage: jtso.Stage,
   return {k: (x[:, :single_views] if k in ('images', 'mask') else x) for k, x in batch.items()}
 
 
-def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
-                steps: int) -> dict[str, dict[str, float]]:
+def bench_train(
+  config: ml_collections.ConfigDict, batch: int, views: int, steps: int
+) -> dict[str, dict[str, float]]:
   """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step."""
   model, tx, stage_steps, _ = train.programs(config)
   mesh = parallel.make_mesh()
@@ -95,14 +100,30 @@ def bench_train(config: ml_collections.ConfigDict, batch: int, views: int,
     def run(holder=holder, name=name, sharded=sharded):
       holder['state'], m = stage_steps[name](holder['state'], sharded)
       return m
+
     step_s = timing.median_time(run, steps)
     state = holder['state']
-    flops = summary.cpu_flops(lambda s, x: train.train_step(
-        s, x, model=model, tx=tx, stage=stage, lr_fn=lambda _: 1e-3, lr_scale=lr_scale,
-        single_views=config.train.single_views),
-        jax.device_get(state), b)
-    out[name] = dict(compile_s=compile_s, step_s=step_s, examples_per_s=batch / step_s,
-                     gflops_per_step=flops / 1e9, gflops_per_s=flops / step_s / 1e9)
+    flops = summary.cpu_flops(
+      lambda s, x: train.train_step(
+        s,
+        x,
+        model=model,
+        tx=tx,
+        stage=stage,
+        lr_fn=lambda _: 1e-3,
+        lr_scale=lr_scale,
+        single_views=config.train.single_views,
+      ),
+      jax.device_get(state),
+      b,
+    )
+    out[name] = dict(
+      compile_s=compile_s,
+      step_s=step_s,
+      examples_per_s=batch / step_s,
+      gflops_per_step=flops / 1e9,
+      gflops_per_s=flops / step_s / 1e9,
+    )
   return out
 
 
@@ -116,8 +137,9 @@ def _module_call(name: str):
   return lambda m, x: getattr(m, name)(x)
 
 
-def bench_modules(config: ml_collections.ConfigDict, batch: int, views: int,
-                  repeats: int) -> dict[str, dict[str, float]]:
+def bench_modules(
+  config: ml_collections.ConfigDict, batch: int, views: int, repeats: int
+) -> dict[str, dict[str, float]]:
   """Forward + backward of each submodule alone, on a multi-view batch's shapes: ms,
   GFLOPs, GFLOP/s and its share of the four modules' time. The gradient is taken with
   respect to the parameters and (except for the encoder, whose input is data) the input,
@@ -126,17 +148,21 @@ def bench_modules(config: ml_collections.ConfigDict, batch: int, views: int,
   variables = train_state.variables_of(train_state.create_train_state(config, model, tx))
   rng = np.random.default_rng(0)
   s, d, v = config.model.image_size, config.model.latent_dim, config.model.volume_size
-  inputs = dict(encoder=(batch * views, s, s, 3), attention=(batch, views, d),
-                decoder=(batch, d), refiner=(batch, v, v, v))
+  inputs = dict(
+    encoder=(batch * views, s, s, 3),
+    attention=(batch, views, d),
+    decoder=(batch, d),
+    refiner=(batch, v, v, v),
+  )
   out = {}
   for name, shape in inputs.items():
     x = jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
     call = _module_call(name)
 
     def loss(params, x, call=call):
-      y = model.apply({**variables, 'params': params}, x, method=call,
-                      mutable=['batch_stats'])[0]
+      y = model.apply({**variables, 'params': params}, x, method=call, mutable=['batch_stats'])[0]
       return jnp.mean(jnp.square(y.astype(jnp.float32)))
+
     grad = jax.grad(loss, argnums=0 if name == 'encoder' else (0, 1))
     fn = jax.jit(grad)
     seconds = timing.median_time(lambda fn=fn, x=x: fn(variables['params'], x), repeats)
@@ -148,8 +174,9 @@ def bench_modules(config: ml_collections.ConfigDict, batch: int, views: int,
   return out
 
 
-def bench_inference(config: ml_collections.ConfigDict, repeats: int,
-                    batches: Sequence[int] = (1, 32)) -> dict[str, float]:
+def bench_inference(
+  config: ml_collections.ConfigDict, repeats: int, batches: Sequence[int] = (1, 32)
+) -> dict[str, float]:
   """Milliseconds per object, eval mode, for 1 and 20 views at each batch size."""
   model, tx, _, _ = train.programs(config)
   state = train_state.create_train_state(config, model, tx)
@@ -160,31 +187,41 @@ def bench_inference(config: ml_collections.ConfigDict, repeats: int,
     for batch in batches:
       x = jnp.asarray(random_batch(config, batch, views)['images'])
       out[f'{views}v_b{batch}_ms_per_object'] = (
-          timing.median_time(lambda x=x: forward(variables, x), repeats) / batch * 1e3)
+        timing.median_time(lambda x=x: forward(variables, x), repeats) / batch * 1e3
+      )
   return out
 
 
-def bench_input(config: ml_collections.ConfigDict, views: int,
-                batches: int) -> dict[str, Any]:
+def bench_input(config: ml_collections.ConfigDict, views: int, batches: int) -> dict[str, Any]:
   """Training-pipeline examples/s with `views` views, or why it was not measured."""
   try:
     source = input_pipeline.open_source(config.data, 'train')
   except (FileNotFoundError, ValueError) as e:
     return dict(examples_per_s=None, note=f'not measured: {e}')
   eps = input_pipeline.examples_per_second(config, views, num_batches=batches, source=source)
-  return dict(examples_per_s=eps, note=f'{config.data.dataset}, {views} views, '
-                                       f'{config.data.num_workers} workers')
+  return dict(
+    examples_per_s=eps,
+    note=f'{config.data.dataset}, {views} views, {config.data.num_workers} workers',
+  )
 
 
 def memory() -> dict[str, float | None]:
   stats = jax.devices()[0].memory_stats() if hasattr(jax.devices()[0], 'memory_stats') else None
   device_peak = stats.get('peak_bytes_in_use') if stats else None
-  return dict(host_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              device_peak_mb=None if device_peak is None else device_peak / 2 ** 20)
+  return dict(
+    host_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    device_peak_mb=None if device_peak is None else device_peak / 2**20,
+  )
 
 
-def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], steps: int,
-        input_batches: int = 10, latency_batches: Sequence[int] = (1, 32)) -> dict[str, Any]:
+def run(
+  config: ml_collections.ConfigDict,
+  batch: int,
+  views: Sequence[int],
+  steps: int,
+  input_batches: int = 10,
+  latency_batches: Sequence[int] = (1, 32),
+) -> dict[str, Any]:
   """Every measurement, as one JSON-ready dict."""
   configlib.validate(config)
   device = jax.devices()[0]
@@ -206,44 +243,68 @@ def run(config: ml_collections.ConfigDict, batch: int, views: Sequence[int], ste
   if pipeline['examples_per_s'] is not None:
     pipeline['ratio_to_step'] = pipeline['examples_per_s'] / slowest
   return dict(
-      date=time.strftime('%Y-%m-%d'), device=timing.device_name(device),
-      devices=jax.device_count(), preset=config.get('preset', ''),
-      dtype=config.model.dtype, image_size=config.model.image_size, batch=batch,
-      views=multi_views, matmul_gflops=ceilings, matmul_size=ceiling_sizes, train=stages,
-      modules=modules,
-      inference=bench_inference(config, max(3, steps // 2), latency_batches),
-      input_pipeline=pipeline,
-      memory=memory())
+    date=time.strftime('%Y-%m-%d'),
+    device=timing.device_name(device),
+    devices=jax.device_count(),
+    preset=config.get('preset', ''),
+    dtype=config.model.dtype,
+    image_size=config.model.image_size,
+    batch=batch,
+    views=multi_views,
+    matmul_gflops=ceilings,
+    matmul_size=ceiling_sizes,
+    train=stages,
+    modules=modules,
+    inference=bench_inference(config, max(3, steps // 2), latency_batches),
+    input_pipeline=pipeline,
+    memory=memory(),
+  )
 
 
 def format_table(r: dict[str, Any]) -> str:
-  lines = [f"refine3d_jax bench, {r['date']}: {r['device']} x{r['devices']}; preset "
-           f"{r['preset']}, {r['dtype']}, {r['image_size']} px, batch {r['batch']}, "
-           f"{r['views']} views in multi-view stages",
-           'matmul ceiling: ' + ', '.join(
-               f"{k} {v:.1f} GFLOP/s ({r['matmul_size'][k]}^3)"
-               for k, v in r['matmul_gflops'].items()),
-           f"{'stage':<6}{'compile s':>10}{'step ms':>10}{'ex/s':>9}{'GFLOP/step':>12}"
-           f"{'GFLOP/s':>9}{'of ceiling':>11}"]
+  lines = [
+    f'refine3d_jax bench, {r["date"]}: {r["device"]} x{r["devices"]}; preset '
+    f'{r["preset"]}, {r["dtype"]}, {r["image_size"]} px, batch {r["batch"]}, '
+    f'{r["views"]} views in multi-view stages',
+    'matmul ceiling: '
+    + ', '.join(
+      f'{k} {v:.1f} GFLOP/s ({r["matmul_size"][k]}^3)' for k, v in r['matmul_gflops'].items()
+    ),
+    f'{"stage":<6}{"compile s":>10}{"step ms":>10}{"ex/s":>9}{"GFLOP/step":>12}'
+    f'{"GFLOP/s":>9}{"of ceiling":>11}',
+  ]
   for name, s in r['train'].items():
-    lines.append(f"{name:<6}{s['compile_s']:>10.1f}{s['step_s'] * 1e3:>10.1f}"
-                 f"{s['examples_per_s']:>9.1f}{s['gflops_per_step']:>12.2f}"
-                 f"{s['gflops_per_s']:>9.1f}{s['fraction_of_ceiling']:>10.0%}")
-  lines.append(f"modules alone, forward + backward, batch {r['batch']} x {r['views']} views:")
-  lines.append(f"{'module':<10}{'ms':>10}{'GFLOP':>9}{'GFLOP/s':>9}{'of ceiling':>11}"
-               f"{'share':>7}")
+    lines.append(
+      f'{name:<6}{s["compile_s"]:>10.1f}{s["step_s"] * 1e3:>10.1f}'
+      f'{s["examples_per_s"]:>9.1f}{s["gflops_per_step"]:>12.2f}'
+      f'{s["gflops_per_s"]:>9.1f}{s["fraction_of_ceiling"]:>10.0%}'
+    )
+  lines.append(f'modules alone, forward + backward, batch {r["batch"]} x {r["views"]} views:')
+  lines.append(f'{"module":<10}{"ms":>10}{"GFLOP":>9}{"GFLOP/s":>9}{"of ceiling":>11}{"share":>7}')
   for name, m in r['modules'].items():
-    lines.append(f"{name:<10}{m['ms']:>10.1f}{m['gflops']:>9.2f}{m['gflops_per_s']:>9.1f}"
-                 f"{m['fraction_of_ceiling']:>10.0%}{m['share']:>7.0%}")
-  lines.append('inference ms/object: ' + ', '.join(
-      f'{k.replace("_ms_per_object", "")} {v:.2f}' for k, v in r['inference'].items()))
+    lines.append(
+      f'{name:<10}{m["ms"]:>10.1f}{m["gflops"]:>9.2f}{m["gflops_per_s"]:>9.1f}'
+      f'{m["fraction_of_ceiling"]:>10.0%}{m["share"]:>7.0%}'
+    )
+  lines.append(
+    'inference ms/object: '
+    + ', '.join(f'{k.replace("_ms_per_object", "")} {v:.2f}' for k, v in r['inference'].items())
+  )
   p = r['input_pipeline']
-  lines.append('input pipeline: ' + (
-      f"{p['examples_per_s']:.1f} examples/s ({p['note']}), {p['ratio_to_step']:.1f}x the "
-      'slowest stage' if p['examples_per_s'] is not None else p['note']))
+  lines.append(
+    'input pipeline: '
+    + (
+      f'{p["examples_per_s"]:.1f} examples/s ({p["note"]}), {p["ratio_to_step"]:.1f}x the '
+      'slowest stage'
+      if p['examples_per_s'] is not None
+      else p['note']
+    )
+  )
   m = r['memory']
-  lines.append(f"memory: host peak RSS {m['host_peak_rss_mb']:.0f} MB" + (
-      f", device peak {m['device_peak_mb']:.0f} MB" if m['device_peak_mb'] is not None else ''))
+  lines.append(
+    f'memory: host peak RSS {m["host_peak_rss_mb"]:.0f} MB'
+    + (f', device peak {m["device_peak_mb"]:.0f} MB' if m['device_peak_mb'] is not None else '')
+  )
   return '\n'.join(lines)
 
 
@@ -256,8 +317,9 @@ def main(argv: Sequence[str]) -> None:
     assert views and latency and min(views + latency) > 0 and _BATCH.value > 0
     assert _STEPS.value > 0
   except (ValueError, AssertionError):
-    raise app.UsageError('--views, --latency_batches, --batch and --steps must be positive '
-                         'integers') from None
+    raise app.UsageError(
+      '--views, --latency_batches, --batch and --steps must be positive integers'
+    ) from None
   config = _CONFIG.value
   result = run(config, _BATCH.value, views, _STEPS.value, latency_batches=latency)
   print(format_table(result))
@@ -266,13 +328,16 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
-                                            lock_config=True)
-  _VIEWS = flags.DEFINE_list('views', ['1', '3'], 'View counts; the largest is the '
-                             'multi-view stages\' batch.')
+  _CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/jtso.py', 'Experiment config.', lock_config=True
+  )
+  _VIEWS = flags.DEFINE_list(
+    'views', ['1', '3'], "View counts; the largest is the multi-view stages' batch."
+  )
   _BATCH = flags.DEFINE_integer('batch', 4, 'Objects per training step (global).')
   _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per stage (median).')
-  _LATENCY = flags.DEFINE_list('latency_batches', ['1', '32'], 'Batch sizes of the '
-                               'inference latency (1 and 20 views each).')
+  _LATENCY = flags.DEFINE_list(
+    'latency_batches', ['1', '32'], 'Batch sizes of the inference latency (1 and 20 views each).'
+  )
   _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line with every figure.')
   cli.run(main)

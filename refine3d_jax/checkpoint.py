@@ -53,10 +53,12 @@ def checkpoint_dir(workdir: str) -> epath.Path:
 
 def _json_ready(tree: Any) -> Any:
   """numpy / jax scalars and arrays -> Python numbers and lists (for JSON)."""
+
   def convert(x):
     if isinstance(x, (np.ndarray, np.generic, jax.Array)):
       return np.asarray(x).tolist()
     return x
+
   return jax.tree.map(convert, tree)
 
 
@@ -72,8 +74,11 @@ def _saved_tree(state: Any) -> Any:
   so checkpoints written before a field existed still restore."""
   if not isinstance(state, TrainState):
     return state
-  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
-          if getattr(state, f.name) is not None}
+  return {
+    f.name: getattr(state, f.name)
+    for f in dataclasses.fields(state)
+    if getattr(state, f.name) is not None
+  }
 
 
 def _abstract(template: Any) -> Any:
@@ -84,6 +89,7 @@ def _abstract(template: Any) -> Any:
   def leaf(x):
     sharding = getattr(x, 'sharding', None) or default
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
   return jax.tree.map(leaf, template)
 
 
@@ -96,8 +102,8 @@ def _ensure_writable(directory: epath.Path) -> None:
     probe.unlink()
   except OSError as e:
     raise errors.NotWritableError(
-        f'checkpoint directory {directory} is not writable (workdir = '
-        f'{directory.parent}): {e}') from e
+      f'checkpoint directory {directory} is not writable (workdir = {directory.parent}): {e}'
+    ) from e
 
 
 class CheckpointSaveError(errors.UserError, OSError):
@@ -123,36 +129,46 @@ class Checkpointer:
   FileNotFoundError when a read-only one does not exist.
   """
 
-  def __init__(self, workdir: str, keep: int | None = 3, best_metric: str | None = 'val_iou',
-               read_only: bool = False):
+  def __init__(
+    self,
+    workdir: str,
+    keep: int | None = 3,
+    best_metric: str | None = 'val_iou',
+    read_only: bool = False,
+  ):
     if keep is not None and keep < 1:
       raise ValueError(f'keep must be >= 1 or None, got {keep}')
     self.directory = checkpoint_dir(workdir)
     self.best_metric = best_metric
     if read_only:
       if not self.directory.is_dir():
-        raise errors.NotFoundError(f'no checkpoints in {workdir} ({self.directory} does not '
-                                   'exist)')
+        raise errors.NotFoundError(f'no checkpoints in {workdir} ({self.directory} does not exist)')
     else:
       _ensure_writable(self.directory)
-    self._manager = retention.manager(self.directory, None if read_only else keep,
-                                      best_metric, read_only=read_only)
+    self._manager = retention.manager(
+      self.directory, None if read_only else keep, best_metric, read_only=read_only
+    )
     self._pending: int | None = None  # the step of the save in flight, if any
     self._failed: CheckpointSaveError | None = None
 
   def _save_failed(self, step: int, error: BaseException) -> CheckpointSaveError:
     self._failed = CheckpointSaveError(
-        f'saving checkpoint {step} in {self.directory} failed: {_reason(error)}. The last '
-        f'complete checkpoint, step {self.latest_step()}, is intact; fix the cause and '
-        'rerun the same command to resume from it.')
+      f'saving checkpoint {step} in {self.directory} failed: {_reason(error)}. The last '
+      f'complete checkpoint, step {self.latest_step()}, is intact; fix the cause and '
+      'rerun the same command to resume from it.'
+    )
     self._pending = None
     return self._failed
 
-  def save(self, step: int, state: TrainState,
-           data_iterator: grain.DatasetIterator | None = None,
-           metrics: Mapping[str, Any] | None = None,
-           config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
-           force: bool = False) -> bool:
+  def save(
+    self,
+    step: int,
+    state: TrainState,
+    data_iterator: grain.DatasetIterator | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    config: ml_collections.ConfigDict | Mapping[str, Any] | None = None,
+    force: bool = False,
+  ) -> bool:
     """Starts saving checkpoint `step` (asynchronously: `wait()` or `close()` before
     exit). The iterator's state is read now, before save returns. Returns whether a
     checkpoint was started (orbax's save policy may skip a step unless `force`)."""
@@ -164,16 +180,21 @@ class Checkpointer:
     metrics = None if metrics is None else _json_ready(dict(metrics))
     self.wait()  # surfaces a failure of the previous (async) save as CheckpointSaveError
     try:
-      started = self._manager.save(int(step), args=ocp.args.Composite(**items),
-                                   metrics=metrics, force=force)
+      started = self._manager.save(
+        int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force
+      )
     except Exception as e:  # pylint: disable=broad-except
       raise self._save_failed(int(step), e) from e
     if started:
       self._pending = int(step)
     return started
 
-  def restore(self, state_template: Any, data_iterator: grain.DatasetIterator | None = None,
-              step: int | None = None) -> TrainState:
+  def restore(
+    self,
+    state_template: Any,
+    data_iterator: grain.DatasetIterator | None = None,
+    step: int | None = None,
+  ) -> TrainState:
     """The TrainState of checkpoint `step` (default: the latest), in the structure and
     shardings of `state_template` (real arrays or jax.ShapeDtypeStructs). Sets
     `data_iterator`'s state from the checkpoint when given."""
@@ -182,13 +203,16 @@ class Checkpointer:
     if step is None:
       raise errors.NotFoundError(f'no checkpoint in {self.directory}')
     if step not in self.all_steps():
-      raise errors.NotFoundError(f'no checkpoint {step} in {self.directory}; it has '
-                                 f'{self.all_steps()}')
+      raise errors.NotFoundError(
+        f'no checkpoint {step} in {self.directory}; it has {self.all_steps()}'
+      )
     items = {'state': ocp.args.StandardRestore(_abstract(_saved_tree(state_template)))}
     if data_iterator is not None:
       if not (self._step_dir(step) / 'data').exists():
-        raise ValueError(f'checkpoint {self._step_dir(step)} has no data iterator state '
-                         '(it was saved without data_iterator)')
+        raise ValueError(
+          f'checkpoint {self._step_dir(step)} has no data iterator state '
+          '(it was saved without data_iterator)'
+        )
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     state = self._manager.restore(step, args=ocp.args.Composite(**items)).state
     return TrainState(**state) if isinstance(state_template, TrainState) else state
@@ -265,8 +289,7 @@ def restore_config(workdir: str, step: int | None = None) -> dict[str, Any]:
       steps = [int(step)] if int(step) in steps else []
     for s in steps:
       if (directory / str(s) / 'config').exists():
-        return manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore())
-                               ).config
+        return manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
   finally:
     manager.close()
   which = 'any checkpoint' if step is None else f'checkpoint {step}'
@@ -290,10 +313,15 @@ def load_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
   """The config saved with checkpoint `step` (default: the latest with one) of `workdir`,
   keys added to the code since then taking the values that keep its meaning; checked."""
   config, filled = configlib.with_added_keys(
-      ml_collections.ConfigDict(restore_config(workdir, step)))
+    ml_collections.ConfigDict(restore_config(workdir, step))
+  )
   if filled:
-    logging.info('%s: config saved without %s; using %s', workdir, filled,
-                 {k: configlib.ADDED_KEYS[k] for k in filled})
+    logging.info(
+      '%s: config saved without %s; using %s',
+      workdir,
+      filled,
+      {k: configlib.ADDED_KEYS[k] for k in filled},
+    )
   configlib.validate(config)
   return config
 
@@ -301,14 +329,16 @@ def load_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
 class Trained(NamedTuple):
   """A trained run restored for use: its config, model, variables (the averaged weights of
   a run with train.ema_decay > 0) and the checkpoint's step."""
+
   config: ml_collections.ConfigDict
   model: Refine3DNet
   variables: dict[str, Any]
   step: int
 
 
-def restore_trained(workdir: str, which: str | int = 'best',
-                    config: ml_collections.ConfigDict | None = None) -> Trained:
+def restore_trained(
+  workdir: str, which: str | int = 'best', config: ml_collections.ConfigDict | None = None
+) -> Trained:
   """Checkpoint `which` ('best', 'latest' or a step) of a training workdir, with `config`
   or else the config saved beside it. 'best' (by validation IoU) falls back to the latest
   when no checkpoint has one. Raises FileNotFoundError naming the workdir and what is
@@ -316,8 +346,10 @@ def restore_trained(workdir: str, which: str | int = 'best',
   which = parse_which(which)
   directory = checkpoint_dir(workdir)
   if not directory.is_dir():
-    raise errors.NotFoundError(f'{workdir}: no checkpoints ({directory} does not exist); '
-                               f'train first: python main.py --workdir={workdir}')
+    raise errors.NotFoundError(
+      f'{workdir}: no checkpoints ({directory} does not exist); '
+      f'train first: python main.py --workdir={workdir}'
+    )
   with Checkpointer(workdir, keep=None, read_only=True) as ckpt:
     if which == 'best':
       step = ckpt.best_step()
@@ -327,11 +359,14 @@ def restore_trained(workdir: str, which: str | int = 'best',
     else:  # said here: orbax would only say that it has no config
       step = which
       if step not in ckpt.all_steps():
-        raise errors.NotFoundError(f'{workdir}: no checkpoint {step}; it has steps '
-                                   f'{ckpt.all_steps()}')
+        raise errors.NotFoundError(
+          f'{workdir}: no checkpoint {step}; it has steps {ckpt.all_steps()}'
+        )
     if step is None:
-      raise errors.NotFoundError(f'{workdir}: no checkpoint in {ckpt.directory}; train first, '
-                                 f'e.g. python main.py --workdir={workdir}')
+      raise errors.NotFoundError(
+        f'{workdir}: no checkpoint in {ckpt.directory}; train first, '
+        f'e.g. python main.py --workdir={workdir}'
+      )
     if config is None:
       try:
         config = load_config(workdir, step if isinstance(which, int) else None)
@@ -340,7 +375,6 @@ def restore_trained(workdir: str, which: str | int = 'best',
     else:
       configlib.validate(config)
     model = create_model(config.model)
-    template = jax.eval_shape(lambda: create_train_state(config, model,
-                                                         jtso.optimizer(config)))
+    template = jax.eval_shape(lambda: create_train_state(config, model, jtso.optimizer(config)))
     state = ckpt.restore(template, step=step)
   return Trained(config, model, variables_of(state), int(step))

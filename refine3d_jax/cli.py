@@ -16,8 +16,10 @@ from absl import app
 
 from refine3d_jax import errors
 
-NO_NETWORK = ('refine3d_jax reads and writes local (or mounted) folders only and fetches '
-              'nothing from the network at run time: download or copy it first')
+NO_NETWORK = (
+  'refine3d_jax reads and writes local (or mounted) folders only and fetches '
+  'nothing from the network at run time: download or copy it first'
+)
 
 
 def run(main: Callable[[list[str]], Any]) -> None:
@@ -45,10 +47,15 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     lines = str(detail).splitlines()
     key = lines[0].strip('\'"')
     hint = ' '.join(line.strip('\'"') for line in lines[1:])
-    culprits = [a.split('=')[0] for a in argv if a.startswith('--config.')
-                and key in a.split('=')[0].split('.')]
-    sys.exit(f"error: {', '.join(culprits) or key}: no such config key {key!r}"
-             + (f'. {hint}' if hint else ''))
+    culprits = [
+      a.split('=')[0]
+      for a in argv
+      if a.startswith('--config.') and key in a.split('=')[0].split('.')
+    ]
+    sys.exit(
+      f'error: {", ".join(culprits) or key}: no such config key {key!r}'
+      + (f'. {hint}' if hint else '')
+    )
 
 
 def is_url(path: Any) -> bool:

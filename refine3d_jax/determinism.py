@@ -31,17 +31,23 @@ from refine3d_jax import bench, cli, configlib, jtso, parallel, train, train_sta
 
 def compare(a: Any, b: Any) -> dict[str, Any]:
   """{'identical', 'arrays', 'differing', 'max_abs_diff'} of two pytrees of arrays."""
-  pairs = [(np.asarray(x), np.asarray(y)) for x, y in
-           zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+  pairs = [
+    (np.asarray(x), np.asarray(y))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  ]
   differing = [(x, y) for x, y in pairs if x.tobytes() != y.tobytes()]
-  diff = max((float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
-              for x, y in differing), default=0.0)
-  return dict(identical=not differing, arrays=len(pairs), differing=len(differing),
-              max_abs_diff=diff)
+  diff = max(
+    (float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) for x, y in differing),
+    default=0.0,
+  )
+  return dict(
+    identical=not differing, arrays=len(pairs), differing=len(differing), max_abs_diff=diff
+  )
 
 
-def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
-          ) -> dict[str, dict[str, Any]]:
+def check(
+  config: ml_collections.ConfigDict, batch: int, views: int, steps: int
+) -> dict[str, dict[str, Any]]:
   """{stage name or 'eval': compare(first run, second run)}."""
   configlib.validate(config)
   model, tx, stage_steps, eval_fn = train.programs(config)
@@ -63,17 +69,24 @@ def check(config: ml_collections.ConfigDict, batch: int, views: int, steps: int
   variables = train_state.variables_of(parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh))
   b = {**batches[0], 'valid': np.ones(batch, bool), 'label': np.zeros(batch, np.int32)}
   sharded = parallel.shard_batch(b, mesh)
-  out['eval'] = compare(*[jax.device_get(eval_fn(variables, sharded, view_counts=(1, views)))
-                          for _ in range(2)])
+  out['eval'] = compare(
+    *[jax.device_get(eval_fn(variables, sharded, view_counts=(1, views))) for _ in range(2)]
+  )
   return out
 
 
 def format_table(result: dict[str, dict[str, Any]], device: str) -> str:
-  lines = [f'Run-to-run determinism on {device}', '',
-           '| check | bit-identical | arrays differing | max abs diff |', '|---|---|---|---|']
+  lines = [
+    f'Run-to-run determinism on {device}',
+    '',
+    '| check | bit-identical | arrays differing | max abs diff |',
+    '|---|---|---|---|',
+  ]
   for name, r in result.items():
-    lines.append(f"| {name} | {'yes' if r['identical'] else 'NO'} | "
-                 f"{r['differing']} of {r['arrays']} | {r['max_abs_diff']:.3g} |")
+    lines.append(
+      f'| {name} | {"yes" if r["identical"] else "NO"} | '
+      f'{r["differing"]} of {r["arrays"]} | {r["max_abs_diff"]:.3g} |'
+    )
   return '\n'.join(lines)
 
 
@@ -90,8 +103,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.',
-                                            lock_config=True)
+  _CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/jtso.py', 'Experiment config.', lock_config=True
+  )
   _BATCH = flags.DEFINE_integer('batch', 4, 'Objects per step (global).')
   _VIEWS = flags.DEFINE_integer('views', 3, 'Views per object in multi-view stages.')
   _STEPS = flags.DEFINE_integer('steps', 5, 'Steps per stage and run.')

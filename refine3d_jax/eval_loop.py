@@ -19,8 +19,9 @@ from refine3d_jax import input_pipeline, parallel, visualize
 from refine3d_jax.train_state import TrainState, variables_of
 
 
-def view_passes(config: ml_collections.ConfigDict,
-                counts: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+def view_passes(
+  config: ml_collections.ConfigDict, counts: tuple[int, ...]
+) -> list[tuple[int, tuple[int, ...]]]:
   """[(views to load, view counts scored from them)]: one pass with the largest count
   under the first-n protocol (count n uses the first n views), one pass per count
   otherwise (random views are drawn afresh for each count)."""
@@ -36,8 +37,16 @@ def validation_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...
   return (t, *(float(x) for x in config.eval.thresholds if float(x) != t))
 
 
-def eval_outputs(config: ml_collections.ConfigDict, split: str, step_fn, variables, mesh,
-                 source, counts, max_examples: int = 0):
+def eval_outputs(
+  config: ml_collections.ConfigDict,
+  split: str,
+  step_fn,
+  variables,
+  mesh,
+  source,
+  counts,
+  max_examples: int = 0,
+):
   """The one evaluation loop, of validation and of `evaluate`: for each pass of
   view_passes(config, counts), yields (the pass's counts, this host's input batch, the
   eval step's outputs of every host via parallel.to_host, `valid` marking real rows).
@@ -46,8 +55,9 @@ def eval_outputs(config: ml_collections.ConfigDict, split: str, step_fn, variabl
     seen = 0
     for batch in input_pipeline.eval_dataset(config, split, num_views, source=source):
       inputs = eval_inputs(batch, config.model.volume_size)
-      out = parallel.to_host(step_fn(variables, parallel.shard_batch(inputs, mesh),
-                                     view_counts=pass_counts))
+      out = parallel.to_host(
+        step_fn(variables, parallel.shard_batch(inputs, mesh), view_counts=pass_counts)
+      )
       yield pass_counts, batch, out
       seen += len(out['valid'])
       if max_examples and seen >= max_examples:
@@ -61,9 +71,16 @@ def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
   reconstructions with the first view count."""
   counts = tuple(int(n) for n in config.eval.val_views)
   refined, coarse, picture = {n: [] for n in counts}, {n: [] for n in counts}, None
-  for pass_counts, batch, result in eval_outputs(config, 'validation', step_fn,
-                                                 variables_of(state), mesh, source, counts,
-                                                 config.eval.max_examples):
+  for pass_counts, batch, result in eval_outputs(
+    config,
+    'validation',
+    step_fn,
+    variables_of(state),
+    mesh,
+    source,
+    counts,
+    config.eval.max_examples,
+  ):
     for n in pass_counts:  # IoU [valid rows, validation_thresholds]
       r = result['views'][str(n)]
       refined[n].append(r['iou_refined'][result['valid']])
@@ -71,10 +88,10 @@ def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
     if picture is None:
       # this host's views; its rows come first among the gathered results (process 0)
       n, k = counts[0], min(config.eval.num_images, len(batch['images']))
-      images = (batch['images'][:k, :n] * np.asarray(config.data.std)
-                + np.asarray(config.data.mean))
-      picture = visualize.reconstruction_grid(images, result['views'][str(n)]['refined'][:k],
-                                              result['voxels'][:k], config.eval.threshold)
+      images = batch['images'][:k, :n] * np.asarray(config.data.std) + np.asarray(config.data.mean)
+      picture = visualize.reconstruction_grid(
+        images, result['views'][str(n)]['refined'][:k], result['voxels'][:k], config.eval.threshold
+      )
   out = {}
   for n in counts:  # column 0 is eval.threshold
     iou = np.concatenate(refined[n]).mean(axis=0)
@@ -88,5 +105,8 @@ def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
 def eval_inputs(batch: dict, volume_size: int) -> dict:
   """input_pipeline.model_inputs plus what train.eval_step passes through: `valid` and
   `label`."""
-  return {**input_pipeline.model_inputs(batch, volume_size), 'valid': batch['valid'],
-          'label': batch['label']}
+  return {
+    **input_pipeline.model_inputs(batch, volume_size),
+    'valid': batch['valid'],
+    'label': batch['label'],
+  }

@@ -53,29 +53,43 @@ def category_names(data: ml_collections.ConfigDict) -> list[str]:
   return list(tfds.builder_from_directory(path).info.features['label'].names)
 
 
-def score(outputs: dict[str, np.ndarray], names: Sequence[str],
-          thresholds: Sequence[float]) -> dict[str, Any]:
+def score(
+  outputs: dict[str, np.ndarray], names: Sequence[str], thresholds: Sequence[float]
+) -> dict[str, Any]:
   """Per-output IoU and F-score summaries of one view count, from the valid examples'
   `iou_<output>` [N, T], `fscore_<output>` [N] and `label` [N] (see `batch_scores`)."""
   result = {}
   labels = outputs['label']
   for name in OUTPUTS:
     iou = metrics.summarize(outputs[f'iou_{name}'], labels, names)
-    best = {avg: dict(zip(('value', 'threshold'), metrics.best_of(iou[avg], thresholds)))
-            for avg in ('sample_weighted', 'class_mean')}
+    best = {
+      avg: dict(zip(('value', 'threshold'), metrics.best_of(iou[avg], thresholds)))
+      for avg in ('sample_weighted', 'class_mean')
+    }
     fs = metrics.summarize(outputs[f'fscore_{name}'], labels, names)
     result[name] = {
-        'iou': {'sample_weighted': iou['sample_weighted'], 'class_mean': iou['class_mean'],
-                'per_category': iou['per_category'], 'best': best},
-        'fscore': {'sample_weighted': fs['sample_weighted'], 'class_mean': fs['class_mean'],
-                   'per_category': fs['per_category']},
+      'iou': {
+        'sample_weighted': iou['sample_weighted'],
+        'class_mean': iou['class_mean'],
+        'per_category': iou['per_category'],
+        'best': best,
+      },
+      'fscore': {
+        'sample_weighted': fs['sample_weighted'],
+        'class_mean': fs['class_mean'],
+        'per_category': fs['per_category'],
+      },
     }
   return result
 
 
-def batch_scores(out: dict[str, Any], counts: Sequence[int], fscore_threshold: float,
-                 fscore_distance: float, fscore: bool = True
-                 ) -> dict[int, dict[str, np.ndarray]]:
+def batch_scores(
+  out: dict[str, Any],
+  counts: Sequence[int],
+  fscore_threshold: float,
+  fscore_distance: float,
+  fscore: bool = True,
+) -> dict[int, dict[str, np.ndarray]]:
   """{n: per-example numbers of count n} of one batch's valid rows, from train.eval_step's
   `out` with `view_counts=counts`: `iou_<output>`, `fscore_<output>` (F-Score of the volume
   thresholded at `fscore_threshold`; each target's surface is sampled once for all counts
@@ -85,11 +99,14 @@ def batch_scores(out: dict[str, Any], counts: Sequence[int], fscore_threshold: f
   keys = [(n, name) for n in counts for name in OUTPUTS]
   targets = out['voxels'][keep]
   if fscore:
-    volumes = {key: out['views'][str(key[0])][key[1]][keep] >= fscore_threshold
-               for key in keys}
-    fs = np.array([metrics.fscore_many([volumes[key][i] for key in keys], target,
-                                       fscore_distance)
-                   for i, target in enumerate(targets)], np.float64)
+    volumes = {key: out['views'][str(key[0])][key[1]][keep] >= fscore_threshold for key in keys}
+    fs = np.array(
+      [
+        metrics.fscore_many([volumes[key][i] for key in keys], target, fscore_distance)
+        for i, target in enumerate(targets)
+      ],
+      np.float64,
+    )
     fs = fs.reshape(len(targets), len(keys))
   else:
     fs = np.full((len(targets), len(keys)), np.nan)
@@ -102,9 +119,14 @@ def batch_scores(out: dict[str, Any], counts: Sequence[int], fscore_threshold: f
   return result
 
 
-def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: dict[str, Any],
-             split: str = 'test', progress: bool = True, fscore: bool = True
-             ) -> dict[str, Any]:
+def evaluate(
+  config: ml_collections.ConfigDict,
+  model: Refine3DNet,
+  variables: dict[str, Any],
+  split: str = 'test',
+  progress: bool = True,
+  fscore: bool = True,
+) -> dict[str, Any]:
   """Scores of `variables` on `split` for every count of `config.eval.view_counts`:
   {'names', 'counts', 'views': {n: score(...)}, 'num_objects'}. Data-parallel over every
   device of every host (each host reads its shard; the outputs are gathered). Under the
@@ -114,19 +136,25 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
   mesh = parallel.make_mesh()
   variables = parallel.replicate(variables, mesh)
   thresholds = eval_thresholds(config)
-  step_fn = jax.jit(functools.partial(train.eval_step, model=model, thresholds=thresholds),
-                    static_argnames='view_counts')
+  step_fn = jax.jit(
+    functools.partial(train.eval_step, model=model, thresholds=thresholds),
+    static_argnames='view_counts',
+  )
   source = input_pipeline.open_source(config.data, split)
   names = category_names(config.data)
   fscore_args = float(config.eval.threshold), float(config.eval.fscore_distance)
   counts = tuple(int(n) for n in config.eval.view_counts)
   per_host = input_pipeline.per_host_batch(config.train.batch_size, jax.process_count())
   num_batches = -(-len(source) // (per_host * jax.process_count()))
-  bar = tqdm.tqdm(total=num_batches * len(eval_loop.view_passes(config, counts)),
-                  desc=f'evaluate {split}', disable=not progress or jax.process_index() != 0)
+  bar = tqdm.tqdm(
+    total=num_batches * len(eval_loop.view_passes(config, counts)),
+    desc=f'evaluate {split}',
+    disable=not progress or jax.process_index() != 0,
+  )
   gathered = {n: [] for n in counts}
-  for pass_counts, batch, out in eval_loop.eval_outputs(config, split, step_fn, variables,
-                                                        mesh, source, counts):
+  for pass_counts, batch, out in eval_loop.eval_outputs(
+    config, split, step_fn, variables, mesh, source, counts
+  ):
     bar.set_postfix(views=batch['images'].shape[1], refresh=False)
     for n, scores in batch_scores(out, pass_counts, *fscore_args, fscore).items():
       gathered[n].append(scores)
@@ -138,19 +166,23 @@ def evaluate(config: ml_collections.ConfigDict, model: Refine3DNet, variables: d
     by_views[str(n)] = score(outputs, names, thresholds)
   labels = outputs['label']
   present = sorted(set(labels.tolist()))
-  return dict(categories=[names[i] for i in present],
-              counts={names[i]: int(np.sum(labels == i)) for i in present},
-              num_objects=int(len(labels)), view_counts=list(counts), views=by_views)
+  return dict(
+    categories=[names[i] for i in present],
+    counts={names[i]: int(np.sum(labels == i)) for i in present},
+    num_objects=int(len(labels)),
+    view_counts=list(counts),
+    views=by_views,
+  )
 
 
 def eval_thresholds(config: ml_collections.ConfigDict) -> tuple[float, ...]:
   """config.eval.thresholds plus every threshold a protocol needs, sorted."""
-  return tuple(sorted({float(t) for t in config.eval.thresholds}
-                      | set(protocols_lib.THRESHOLDS)))
+  return tuple(sorted({float(t) for t in config.eval.thresholds} | set(protocols_lib.THRESHOLDS)))
 
 
-def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
-                 variables: dict[str, Any], repeats: int = 5) -> dict[str, Any]:
+def measure_cost(
+  config: ml_collections.ConfigDict, model: Refine3DNet, variables: dict[str, Any], repeats: int = 5
+) -> dict[str, Any]:
   """Parameters per subtree, forward time per object with 1 and 20 views and training-mode
   forward+backward time with 1 view (batch of 1, median of `repeats` after compilation,
   first device), and peak memory (device statistics where the backend has them, else the
@@ -164,18 +196,26 @@ def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
   timed = lambda fn, *args: timing.median_time(lambda: fn(*args), repeats) * 1e3
 
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
-  backward = jax.jit(jax.grad(lambda p, x: train.loss_fn(
-      p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels)[0]))
+  backward = jax.jit(
+    jax.grad(
+      lambda p, x: train.loss_fn(
+        p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels
+      )[0]
+    )
+  )
   images = {n: jnp.zeros((1, n, s, s, 3), jnp.float32) for n in (1, 20)}
   result = dict(
-      device=timing.device_name(device),
-      params={**{k: summary.count_params(params[k]) for k in SUBTREES},
-              'total': summary.count_params(params)},
-      forward_ms_per_object={str(n): timed(forward, variables, x) for n, x in images.items()},
-      backward_ms_per_object={'1': timed(backward, variables['params'], images[1])})
+    device=timing.device_name(device),
+    params={
+      **{k: summary.count_params(params[k]) for k in SUBTREES},
+      'total': summary.count_params(params),
+    },
+    forward_ms_per_object={str(n): timed(forward, variables, x) for n, x in images.items()},
+    backward_ms_per_object={'1': timed(backward, variables['params'], images[1])},
+  )
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   if stats and 'peak_bytes_in_use' in stats:
-    result['peak_memory_mb'] = stats['peak_bytes_in_use'] / 2 ** 20
+    result['peak_memory_mb'] = stats['peak_bytes_in_use'] / 2**20
     result['memory_kind'] = 'device peak bytes in use'
   else:
     result['peak_memory_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -183,9 +223,14 @@ def measure_cost(config: ml_collections.ConfigDict, model: Refine3DNet,
   return result
 
 
-def run(workdir: str, which: str = 'best', split: str = 'test', out_dir: str | None = None,
-        progress: bool = True, config: ml_collections.ConfigDict | None = None
-        ) -> dict[str, Any]:
+def run(
+  workdir: str,
+  which: str = 'best',
+  split: str = 'test',
+  out_dir: str | None = None,
+  progress: bool = True,
+  config: ml_collections.ConfigDict | None = None,
+) -> dict[str, Any]:
   """Restores checkpoint `which` of `workdir` (with `config`, default the saved one),
   evaluates it (and, for `protocols`' val_selected, the validation split without
   F-scores), measures the cost and writes everything; returns results."""
@@ -200,16 +245,21 @@ def run(workdir: str, which: str = 'best', split: str = 'test', out_dir: str | N
   else:
     validation = None
   results = dict(
-      dataset=config.data.dataset, builder_config=config.data.builder_config, split=split,
-      synthetic=config.data.dataset == 'synthetic_shapes',
-      checkpoint=dict(workdir=os.path.abspath(workdir), step=int(step), which=str(which)),
-      protocol=dict(views=config.data.eval_views, seed=int(config.data.eval_seed),
-                    image=config.data.protocol),
-      thresholds=thresholds,
-      fscore=dict(threshold=float(config.eval.threshold),
-                  distance=float(config.eval.fscore_distance)),
-      **scores,
-      protocols=protocols_lib.report(scores, thresholds, validation))
+    dataset=config.data.dataset,
+    builder_config=config.data.builder_config,
+    split=split,
+    synthetic=config.data.dataset == 'synthetic_shapes',
+    checkpoint=dict(workdir=os.path.abspath(workdir), step=int(step), which=str(which)),
+    protocol=dict(
+      views=config.data.eval_views, seed=int(config.data.eval_seed), image=config.data.protocol
+    ),
+    thresholds=thresholds,
+    fscore=dict(
+      threshold=float(config.eval.threshold), distance=float(config.eval.fscore_distance)
+    ),
+    **scores,
+    protocols=protocols_lib.report(scores, thresholds, validation),
+  )
   if config.eval.measure_cost:
     results['cost'] = measure_cost(config, model, variables)
   results['config'] = json.loads(config.to_json_best_effort())
@@ -238,8 +288,8 @@ if __name__ == '__main__':
   # Flags are defined only when run as a program, so importing this module (predict,
   # notebooks) defines none.
   _CONFIG = config_flags.DEFINE_config_file(
-      'config', None, 'Experiment config (default: the one saved in the workdir).',
-      lock_config=True)
+    'config', None, 'Experiment config (default: the one saved in the workdir).', lock_config=True
+  )
   _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir to evaluate.', required=True)
   _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest' or a step number.")
   _SPLIT = flags.DEFINE_string('split', 'test', 'Split to evaluate.')

@@ -56,11 +56,11 @@ class SkipDecoding(tfds.decode.SkipDecoding):
 def dataset_dir(dataset: str, builder_config: str, data_dir: str) -> str:
   """`<data_dir>/<dataset>/<config>/<version>`; builder_config '' = the builder's default."""
   from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+
   cls = build.builder_class(dataset)
   if not builder_config and cls.BUILDER_CONFIGS:
     builder_config = cls.default_builder_config.name
-  return os.path.join(os.path.expanduser(data_dir), dataset, builder_config or '',
-                      str(cls.VERSION))
+  return os.path.join(os.path.expanduser(data_dir), dataset, builder_config or '', str(cls.VERSION))
 
 
 def split_names(data: ml_collections.ConfigDict) -> list[str]:
@@ -81,19 +81,25 @@ def open_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[st
   if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
     config_flag = f' --builder_config={data.builder_config}' if data.builder_config else ''
     raise NotFoundError(
-        f'dataset {data.dataset} is not built in {path} (config.data.data_dir = '
-        f'{data.data_dir!r}); build it with: python -m refine3d_jax.data.build '
-        f'--dataset={data.dataset}{config_flag} --data_dir={data.data_dir} '
-        '(shapenet_r2n2 and shapenet_vox also need --manual_dir=<extracted ShapeNet>)')
+      f'dataset {data.dataset} is not built in {path} (config.data.data_dir = '
+      f'{data.data_dir!r}); build it with: python -m refine3d_jax.data.build '
+      f'--dataset={data.dataset}{config_flag} --data_dir={data.data_dir} '
+      '(shapenet_r2n2 and shapenet_vox also need --manual_dir=<extracted ShapeNet>)'
+    )
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
     raise DataError(f'{path} has no split {split!r}; it has {sorted(builder.info.splits)}')
   return builder.as_data_source(split, decoders={'images': SkipDecoding()})
 
 
-def make_example(example: dict[str, Any], record: int, views: Sequence[int], max_views: int,
-                 opts: views_lib.ViewOptions, rng: np.random.Generator | None
-                 ) -> dict[str, np.ndarray]:
+def make_example(
+  example: dict[str, Any],
+  record: int,
+  views: Sequence[int],
+  max_views: int,
+  opts: views_lib.ViewOptions,
+  rng: np.random.Generator | None,
+) -> dict[str, np.ndarray]:
   """One source example -> model inputs with `views` decoded, padded to `max_views`.
 
   Returns images [max_views, S, S, 3] float32 (zeros past len(views)), mask [max_views]
@@ -103,20 +109,20 @@ def make_example(example: dict[str, Any], record: int, views: Sequence[int], max
   s = opts.image_size
   images = np.zeros((max_views, s, s, 3), np.float32)
   view_ids = np.full(max_views, -1, np.int32)
-  view_ids[:len(views)] = views
+  view_ids[: len(views)] = views
   obj = views_lib.sample_object_params(opts, rng)
   for i, view in enumerate(views):
     params = views_lib.sample_view_params(opts, rng)
     pixels = views_lib.view_pixels(views_lib.decode_view(example, int(view)), opts, params)
     images[i] = views_lib.finish_view(pixels, opts, params, obj)
   return {
-      'images': images,
-      'mask': np.arange(max_views) < len(views),
-      'views': view_ids,
-      'voxels': np.asarray(example['voxels'], bool),
-      'label': np.int32(example['label']),
-      'index': np.int32(record),
-      'valid': np.bool_(True),
+    'images': images,
+    'mask': np.arange(max_views) < len(views),
+    'views': view_ids,
+    'voxels': np.asarray(example['voxels'], bool),
+    'label': np.int32(example['label']),
+    'index': np.int32(record),
+    'valid': np.bool_(True),
   }
 
 
@@ -124,13 +130,13 @@ def padding_example(max_views: int, image_size: int) -> dict[str, np.ndarray]:
   """A filler for the last eval batch: zero images, only view 0 marked real (the model
   needs one real view per object to stay finite), valid False, index -1."""
   return {
-      'images': np.zeros((max_views, image_size, image_size, 3), np.float32),
-      'mask': np.arange(max_views) < 1,
-      'views': np.where(np.arange(max_views) < 1, 0, -1).astype(np.int32),
-      'voxels': np.zeros((features.VOXEL_SIZE,) * 3, bool),
-      'label': np.int32(0),
-      'index': np.int32(-1),
-      'valid': np.bool_(False),
+    'images': np.zeros((max_views, image_size, image_size, 3), np.float32),
+    'mask': np.arange(max_views) < 1,
+    'views': np.where(np.arange(max_views) < 1, 0, -1).astype(np.int32),
+    'voxels': np.zeros((features.VOXEL_SIZE,) * 3, bool),
+    'label': np.int32(0),
+    'index': np.int32(-1),
+    'valid': np.bool_(False),
   }
 
 
@@ -145,8 +151,17 @@ def eval_views(protocol: str, num_views: int, seed: int, record: int) -> np.ndar
   raise ValueError(f'unknown eval views protocol {protocol!r}; use one of {EVAL_VIEWS}')
 
 
-def _train_element(index: int, record: int, *, source, opts: views_lib.ViewOptions, seed: int,
-                   epoch_length: int, min_views: int, max_views: int) -> dict[str, np.ndarray]:
+def _train_element(
+  index: int,
+  record: int,
+  *,
+  source,
+  opts: views_lib.ViewOptions,
+  seed: int,
+  epoch_length: int,
+  min_views: int,
+  max_views: int,
+) -> dict[str, np.ndarray]:
   """Element `index` of the endless shuffled stream (record `record`)."""
   rng = np.random.default_rng([seed, index // epoch_length, int(record)])
   n = int(rng.integers(min_views, max_views + 1)) if min_views else max_views
@@ -154,9 +169,17 @@ def _train_element(index: int, record: int, *, source, opts: views_lib.ViewOptio
   return make_example(source[int(record)], int(record), views, max_views, opts, rng)
 
 
-def _eval_element(position: int, *, source, opts: views_lib.ViewOptions, views_protocol: str,
-                  seed: int, num_views: int, shard_index: int,
-                  shard_count: int) -> dict[str, np.ndarray]:
+def _eval_element(
+  position: int,
+  *,
+  source,
+  opts: views_lib.ViewOptions,
+  views_protocol: str,
+  seed: int,
+  num_views: int,
+  shard_index: int,
+  shard_count: int,
+) -> dict[str, np.ndarray]:
   record = shard_index + position * shard_count
   if record >= len(source):
     return padding_example(num_views, opts.image_size)
@@ -168,6 +191,7 @@ def shard(shard_index: int | None = None, shard_count: int | None = None) -> tup
   """(index, count) of this host's shard: jax.process_index()/process_count() by default."""
   if shard_index is None or shard_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     shard_index, shard_count = jax.process_index(), jax.process_count()
   if not 0 <= shard_index < shard_count:
     raise ValueError(f'shard_index {shard_index} not in [0, {shard_count})')
@@ -177,23 +201,33 @@ def shard(shard_index: int | None = None, shard_count: int | None = None) -> tup
 def per_host_batch(global_batch: int, shard_count: int) -> int:
   """Examples per host and step; raises unless `global_batch` splits evenly."""
   if global_batch % shard_count:
-    raise DataError(f'config.train.batch_size = {global_batch} does not divide over '
-                     f'{shard_count} hosts')
+    raise DataError(
+      f'config.train.batch_size = {global_batch} does not divide over {shard_count} hosts'
+    )
   return global_batch // shard_count
 
 
 def _iterate(ds: grain.MapDataset, data: ml_collections.ConfigDict) -> grain.IterDataset:
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
-                                            prefetch_buffer_size=data.prefetch))
+  ds = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch)
+  )
   if data.num_workers:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers,
-                                                     per_worker_buffer_size=data.prefetch))
+    ds = ds.mp_prefetch(
+      grain.MultiprocessingOptions(
+        num_workers=data.num_workers, per_worker_buffer_size=data.prefetch
+      )
+    )
   return ds
 
 
-def train_dataset(config: ml_collections.ConfigDict, *, source=None,
-                  shard_index: int | None = None, shard_count: int | None = None,
-                  views: tuple[int, int] | None = None) -> grain.IterDataset:
+def train_dataset(
+  config: ml_collections.ConfigDict,
+  *,
+  source=None,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+  views: tuple[int, int] | None = None,
+) -> grain.IterDataset:
   """Endless training batches of this host's shard of the train split.
 
   Each epoch reshuffles the shard (seed config.seed + epoch) and drops its last partial
@@ -209,24 +243,40 @@ def train_dataset(config: ml_collections.ConfigDict, *, source=None,
   source = open_source(config.data, TRAIN_SPLIT) if source is None else source
   records = grain.MapDataset.range(len(source))[shard_index::shard_count]
   if len(records) < batch:
-    raise DataError(f'shard {shard_index}/{shard_count} of the train split has '
-                     f'{len(records)} examples, fewer than one batch of {batch}')
+    raise DataError(
+      f'shard {shard_index}/{shard_count} of the train split has '
+      f'{len(records)} examples, fewer than one batch of {batch}'
+    )
   element = functools.partial(
-      _train_element, source=source, opts=views_lib.view_options(config, train=True),
-      seed=config.seed, epoch_length=len(records), min_views=min_views, max_views=max_views)
+    _train_element,
+    source=source,
+    opts=views_lib.view_options(config, train=True),
+    seed=config.seed,
+    epoch_length=len(records),
+    min_views=min_views,
+    max_views=max_views,
+  )
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)
 
 
-def steps_per_epoch(config: ml_collections.ConfigDict, num_examples: int,
-                    shard_count: int = 1) -> int:
+def steps_per_epoch(
+  config: ml_collections.ConfigDict, num_examples: int, shard_count: int = 1
+) -> int:
   """Training steps per epoch over a split of `num_examples` (the smallest shard)."""
   return (num_examples // shard_count) // per_host_batch(config.train.batch_size, shard_count)
 
 
-def eval_dataset(config: ml_collections.ConfigDict, split: str, num_views: int, *,
-                 batch_size: int | None = None, source=None, shard_index: int | None = None,
-                 shard_count: int | None = None) -> grain.IterDataset:
+def eval_dataset(
+  config: ml_collections.ConfigDict,
+  split: str,
+  num_views: int,
+  *,
+  batch_size: int | None = None,
+  source=None,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+) -> grain.IterDataset:
   """One in-order pass over this host's shard of `split`, `num_views` views per object
   chosen by config.data.eval_views. Every batch is full (batch_size, default
   config.train.batch_size, per host); the last is padded with `valid` False examples, and
@@ -236,9 +286,15 @@ def eval_dataset(config: ml_collections.ConfigDict, split: str, num_views: int, 
   source = open_source(config.data, split) if source is None else source
   per_host = math.ceil(len(source) / shard_count)
   element = functools.partial(
-      _eval_element, source=source, opts=views_lib.view_options(config, train=False),
-      views_protocol=config.data.eval_views, seed=config.data.eval_seed, num_views=num_views,
-      shard_index=shard_index, shard_count=shard_count)
+    _eval_element,
+    source=source,
+    opts=views_lib.view_options(config, train=False),
+    views_protocol=config.data.eval_views,
+    seed=config.data.eval_seed,
+    num_views=num_views,
+    shard_index=shard_index,
+    shard_count=shard_count,
+  )
   ds = grain.MapDataset.range(math.ceil(per_host / batch) * batch).map(element)
   return _iterate(ds.batch(batch), config.data)
 
@@ -254,12 +310,18 @@ def model_inputs(batch: dict, volume_size: int) -> dict:
   return {'images': batch['images'], 'mask': batch['mask'], 'voxels': voxels}
 
 
-def examples_per_second(config: ml_collections.ConfigDict, num_views: int,
-                        num_batches: int = 20, warmup: int = 2, source=None) -> float:
+def examples_per_second(
+  config: ml_collections.ConfigDict,
+  num_views: int,
+  num_batches: int = 20,
+  warmup: int = 2,
+  source=None,
+) -> float:
   """Training-pipeline throughput (examples/s, one host) with `num_views` views each,
   timed over `num_batches` batches after `warmup` batches (worker start-up excluded)."""
-  it = iter(train_dataset(config, source=source, shard_index=0, shard_count=1,
-                          views=(0, num_views)))
+  it = iter(
+    train_dataset(config, source=source, shard_index=0, shard_count=1, views=(0, num_views))
+  )
   try:
     for _ in range(warmup):
       next(it)

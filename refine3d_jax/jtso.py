@@ -40,8 +40,9 @@ SCHEDULES = configlib.SCHEDULES
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """Which groups learn from the single-view and from the multi-view loss."""
+
   name: str
-  index: int                    # 1-based, for logs
+  index: int  # 1-based, for logs
   single: tuple[str, ...] = ()
   multi: tuple[str, ...] = ()
 
@@ -51,10 +52,10 @@ class Stage:
 
 
 STAGES = {
-    'base': Stage('base', 1, single=('base', 'ref')),
-    'att': Stage('att', 2, multi=('att', 'ref')),
-    'jtso': Stage('jtso', 3, single=('base', 'ref'), multi=('att', 'ref')),
-    'joint': Stage('joint', 0, multi=GROUPS),
+  'base': Stage('base', 1, single=('base', 'ref')),
+  'att': Stage('att', 2, multi=('att', 'ref')),
+  'jtso': Stage('jtso', 3, single=('base', 'ref'), multi=('att', 'ref')),
+  'joint': Stage('joint', 0, multi=GROUPS),
 }
 
 
@@ -88,8 +89,7 @@ def stage_at(step: int, plan: list[tuple[int, str]]) -> Stage:
   return STAGES[name]
 
 
-def learning_rate_fn(config: ml_collections.ConfigDict,
-                     steps_per_epoch: int | None) -> Callable:
+def learning_rate_fn(config: ml_collections.ConfigDict, steps_per_epoch: int | None) -> Callable:
   """step -> base learning rate: train.learning_rate, times lr_decay_factor after each
   of train.lr_decay_epochs; constant when `steps_per_epoch` is None (a benchmark or check
   that runs steps, not a schedule)."""
@@ -112,8 +112,9 @@ def route_gradients(stage: Stage, single: Any, multi: Any) -> dict[str, Any]:
   grads = {}
   for name in SUBTREES:
     group = GROUP_OF[name]
-    parts = [g[name] for g, groups in ((single, stage.single), (multi, stage.multi))
-             if group in groups]
+    parts = [
+      g[name] for g, groups in ((single, stage.single), (multi, stage.multi)) if group in groups
+    ]
     if not parts:
       ref = single if single is not None else multi
       grads[name] = jax.tree.map(jnp.zeros_like, ref[name])
@@ -122,8 +123,15 @@ def route_gradients(stage: Stage, single: Any, multi: Any) -> dict[str, Any]:
   return grads
 
 
-def apply_updates(tx: optax.GradientTransformation, stage: Stage, params: dict, opt_state,
-                  grads: dict, learning_rate: jax.Array, lr_scale: Mapping[str, float]):
+def apply_updates(
+  tx: optax.GradientTransformation,
+  stage: Stage,
+  params: dict,
+  opt_state,
+  grads: dict,
+  learning_rate: jax.Array,
+  lr_scale: Mapping[str, float],
+):
   """One optimizer step for the groups `stage` trains; the others stay bit-identical.
 
   Returns (new params, new opt_state, {group: learning rate used}).
@@ -134,10 +142,13 @@ def apply_updates(tx: optax.GradientTransformation, stage: Stage, params: dict, 
   for name in SUBTREES:
     group = GROUP_OF[name]
     if group in stage.trainable:
-      new_params[name] = jax.tree.map(lambda p, d: p - rates[group] * d, params[name],
-                                      directions[name])
+      new_params[name] = jax.tree.map(
+        lambda p, d: p - rates[group] * d, params[name], directions[name]
+      )
     else:
       new_params[name] = params[name]
-  inner = {g: new_state.inner_states[g] if g in stage.trainable else opt_state.inner_states[g]
-           for g in GROUPS}
+  inner = {
+    g: new_state.inner_states[g] if g in stage.trainable else opt_state.inner_states[g]
+    for g in GROUPS
+  }
   return new_params, new_state._replace(inner_states=inner), rates

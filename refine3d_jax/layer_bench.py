@@ -20,60 +20,106 @@ from refine3d_jax.models.conv3d import conv3d
 
 # 2D layers (side, channels in, channels out, kernel) of the presets' encoders.
 CONV2D_LAYERS = {
-    'quick': [(64, 3, 16, 5), (64, 16, 16, 3), (32, 16, 32, 3), (32, 32, 32, 3),
-              (16, 32, 64, 3), (16, 64, 64, 3), (8, 64, 64, 3), (4, 64, 64, 3),
-              (2, 64, 64, 3)],
-    'paper': [(127, 3, 96, 7), (127, 96, 96, 3), (64, 96, 128, 3), (64, 128, 128, 3),
-              (32, 128, 256, 3), (32, 256, 256, 3), (16, 256, 256, 3), (8, 256, 256, 3),
-              (4, 256, 256, 3)],
+  'quick': [
+    (64, 3, 16, 5),
+    (64, 16, 16, 3),
+    (32, 16, 32, 3),
+    (32, 32, 32, 3),
+    (16, 32, 64, 3),
+    (16, 64, 64, 3),
+    (8, 64, 64, 3),
+    (4, 64, 64, 3),
+    (2, 64, 64, 3),
+  ],
+  'paper': [
+    (127, 3, 96, 7),
+    (127, 96, 96, 3),
+    (64, 96, 128, 3),
+    (64, 128, 128, 3),
+    (32, 128, 256, 3),
+    (32, 256, 256, 3),
+    (16, 256, 256, 3),
+    (8, 256, 256, 3),
+    (4, 256, 256, 3),
+  ],
 }
 # 3D layers (side, channels in, channels out, kernel) of the presets' decoder and refiner.
 CONV3D_LAYERS = {
-    'quick': [(32, 1, 4, 4), (16, 4, 8, 4), (8, 8, 16, 4), (8, 16, 8, 4), (16, 8, 4, 4),
-              (32, 4, 1, 4), (4, 64, 64, 3), (8, 64, 32, 3), (8, 32, 32, 3),
-              (16, 32, 16, 3), (16, 16, 16, 3)],
-    'paper': [(32, 1, 32, 4), (16, 32, 64, 4), (8, 64, 128, 4), (8, 128, 64, 4),
-              (16, 64, 32, 4), (32, 32, 1, 4), (4, 128, 128, 3), (8, 128, 128, 3),
-              (16, 128, 64, 3), (16, 64, 64, 3), (32, 64, 64, 3), (32, 64, 32, 3),
-              (32, 32, 32, 3)],
+  'quick': [
+    (32, 1, 4, 4),
+    (16, 4, 8, 4),
+    (8, 8, 16, 4),
+    (8, 16, 8, 4),
+    (16, 8, 4, 4),
+    (32, 4, 1, 4),
+    (4, 64, 64, 3),
+    (8, 64, 32, 3),
+    (8, 32, 32, 3),
+    (16, 32, 16, 3),
+    (16, 16, 16, 3),
+  ],
+  'paper': [
+    (32, 1, 32, 4),
+    (16, 32, 64, 4),
+    (8, 64, 128, 4),
+    (8, 128, 64, 4),
+    (16, 64, 32, 4),
+    (32, 32, 1, 4),
+    (4, 128, 128, 3),
+    (8, 128, 128, 3),
+    (16, 128, 64, 3),
+    (16, 64, 64, 3),
+    (32, 64, 64, 3),
+    (32, 64, 32, 3),
+    (32, 32, 32, 3),
+  ],
 }
 
 
 def conv2d_layers(preset: str = 'quick', batch: int = 128) -> None:
   """Times forward + gradient (input and kernel) of `preset`'s encoder layers both ways."""
   time = lambda f, *a: timing.median_time(lambda: f(*a), 10, budget_s=10.0)
-  print(f'{timing.device_name(jax.devices()[0])}; {preset} encoder layers, batch {batch}: '
-        'ms forward + gradient (GFLOP/s)')
+  print(
+    f'{timing.device_name(jax.devices()[0])}; {preset} encoder layers, batch {batch}: '
+    'ms forward + gradient (GFLOP/s)'
+  )
   for s, ci, co, k in CONV2D_LAYERS[preset]:
     x = jax.random.normal(jax.random.key(0), (batch, s, s, ci))
     w = jax.random.normal(jax.random.key(1), (k, k, ci, co))
     flops = 2 * batch * s * s * k * k * ci * co
     row = f'{s:3d} px {ci:3d}->{co:3d} k{k}:'
     for impl in ('native', 'matmul'):
-      grad = jax.jit(jax.grad(lambda x, w, impl=impl: jnp.sum(conv2d(x, w, impl) ** 2),
-                              argnums=(0, 1)))
+      grad = jax.jit(
+        jax.grad(lambda x, w, impl=impl: jnp.sum(conv2d(x, w, impl) ** 2), argnums=(0, 1))
+      )
       t = time(grad, x, w)
       row += f'  {impl} {t * 1e3:8.1f} ({3 * flops / t / 1e9:6.1f})'
     print(row, flush=True)
 
 
-def conv3d_layers(preset: str = 'paper', batch: int = 4, dtype: str = 'float32',
-                  parts: str = '') -> None:
+def conv3d_layers(
+  preset: str = 'paper', batch: int = 4, dtype: str = 'float32', parts: str = ''
+) -> None:
   """Times forward + gradient (input and kernel) of `preset`'s 3D layers both ways; with
   `parts='parts'`, the forward, the input gradient and the kernel gradient apart, each
   as a fraction of a 2048^3 matmul measured first."""
   time = lambda f, *a: timing.median_time(lambda: f(*a), 20, budget_s=10.0)
-  print(f'{timing.device_name(jax.devices()[0])}; {preset} layers, batch {batch}, {dtype}: '
-        + ('fraction of the matmul ceiling: forward / input grad / kernel grad' if parts else
-           'ms forward + gradient (GFLOP/s)'))
+  print(
+    f'{timing.device_name(jax.devices()[0])}; {preset} layers, batch {batch}, {dtype}: '
+    + (
+      'fraction of the matmul ceiling: forward / input grad / kernel grad'
+      if parts
+      else 'ms forward + gradient (GFLOP/s)'
+    )
+  )
   if parts:
     a = jax.random.normal(jax.random.key(0), (2048, 2048), dtype)
-    ceiling = 2 * 2048 ** 3 / time(jax.jit(jnp.matmul), a, a)
+    ceiling = 2 * 2048**3 / time(jax.jit(jnp.matmul), a, a)
     print(f'matmul 2048^3: {ceiling / 1e9:.1f} GFLOP/s')
   for s, ci, co, k in CONV3D_LAYERS[preset]:
     x = jax.random.normal(jax.random.key(0), (batch, s, s, s, ci), dtype)
     w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co), dtype)
-    flops = 2 * batch * s ** 3 * k ** 3 * ci * co
+    flops = 2 * batch * s**3 * k**3 * ci * co
     row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
     for impl in ('native', 'fold'):
       f = lambda x, w, impl=impl: conv3d(x, w, impl)
@@ -82,20 +128,26 @@ def conv3d_layers(preset: str = 'paper', batch: int = 4, dtype: str = 'float32',
         # every array an argument: XLA would fold transposes of a captured one at compile time
         fx = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
         fw = jax.jit(lambda x, w, g, f=f: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
-        fracs = [flops / time(jax.jit(f), x, w) / ceiling, flops / time(fx, x, w, y) / ceiling,
-                 flops / time(fw, x, w, y) / ceiling]
+        fracs = [
+          flops / time(jax.jit(f), x, w) / ceiling,
+          flops / time(fx, x, w, y) / ceiling,
+          flops / time(fw, x, w, y) / ceiling,
+        ]
         row += f'  {impl} ' + ' / '.join(f'{v:4.0%}' for v in fracs)
         continue
-      grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w).astype(jnp.float32) ** 2),
-                              argnums=(0, 1)))
+      grad = jax.jit(
+        jax.grad(lambda x, w, f=f: jnp.sum(f(x, w).astype(jnp.float32) ** 2), argnums=(0, 1))
+      )
       t = time(grad, x, w)
       row += f'  {impl} {t * 1e3:9.3f} ({3 * flops / t / 1e9:8.1f})'
     print(row, flush=True)
 
 
 def main(argv: list[str]) -> None:
-  commands = {'conv2d': (conv2d_layers, (str, int)),
-              'conv3d': (conv3d_layers, (str, int, str, str))}
+  commands = {
+    'conv2d': (conv2d_layers, (str, int)),
+    'conv3d': (conv3d_layers, (str, int, str, str)),
+  }
   if len(argv) < 2 or argv[1] not in commands:
     sys.exit(f'usage: python -m refine3d_jax.layer_bench {{{"|".join(commands)}}} [preset] ...')
   run, types = commands[argv[1]]

@@ -8,12 +8,14 @@ import optax
 def voxel_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
   """Mean BCE over every voxel of every object: logits [B, S, S, S] float, target
   [B, S, S, S] bool/float -> scalar (computed from logits, stable for any value)."""
-  return optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                            target.astype(jnp.float32)).mean()
+  return optax.sigmoid_binary_cross_entropy(
+    logits.astype(jnp.float32), target.astype(jnp.float32)
+  ).mean()
 
 
-def reconstruction_loss(outputs: dict[str, jax.Array],
-                        target: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+def reconstruction_loss(
+  outputs: dict[str, jax.Array], target: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """coarse BCE + refined BCE, and both terms, from the model's output dict."""
   coarse = voxel_bce(outputs['coarse_logits'], target)
   refined = voxel_bce(outputs['refined_logits'], target)

@@ -90,11 +90,15 @@ class MetricWriter:
   def _tensorboard(self):
     if self._tb is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       # A unique suffix: tensorboardX names files by the second, and a second writer
       # within the same second (after rewind) would truncate the first one's file.
       suffix = f'.{os.getpid()}.{next(_writer_ids)}'
-      self._tb = SummaryWriter(os.path.join(self.workdir, TENSORBOARD_DIR),
-                               purge_step=self._purge_step, filename_suffix=suffix)
+      self._tb = SummaryWriter(
+        os.path.join(self.workdir, TENSORBOARD_DIR),
+        purge_step=self._purge_step,
+        filename_suffix=suffix,
+      )
     return self._tb
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -106,8 +110,9 @@ class MetricWriter:
       raise ValueError("'step' is a reserved key")
     step = int(step)
     values = {k: _scalar(v) for k, v in scalars.items()}
-    line = json.dumps({'step': step, **{k: _json_value(v) for k, v in values.items()}},
-                      allow_nan=False)
+    line = json.dumps(
+      {'step': step, **{k: _json_value(v) for k, v in values.items()}}, allow_nan=False
+    )
     f = self._jsonl()
     f.write(line + '\n')
     f.flush()

@@ -15,8 +15,7 @@ import numpy as np
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def iou(probs: jax.Array, target: jax.Array,
-        thresholds: Sequence[float] = (0.3,)) -> jax.Array:
+def iou(probs: jax.Array, target: jax.Array, thresholds: Sequence[float] = (0.3,)) -> jax.Array:
   """Per-sample IoU of thresholded occupancy, at each threshold (the benchmark's definition,
   as in 3D-R2N2 and Pix2Vox):
 
@@ -37,13 +36,14 @@ def iou(probs: jax.Array, target: jax.Array,
   if probs.shape != target.shape:
     raise ValueError(f'probs {probs.shape} and target {target.shape} must have one shape')
   t = jnp.asarray(thresholds, jnp.float32)
-  p = jnp.reshape(probs, (probs.shape[0], 1, -1))                  # [B, 1, N]
+  p = jnp.reshape(probs, (probs.shape[0], 1, -1))  # [B, 1, N]
   gt = jnp.reshape(jnp.asarray(target).astype(bool), (target.shape[0], 1, -1))
-  pred = p >= t[None, :, None]                                     # [B, T, N]
+  pred = p >= t[None, :, None]  # [B, T, N]
   inter = jnp.sum(pred & gt, axis=-1, dtype=jnp.int32)
   union = jnp.sum(pred | gt, axis=-1, dtype=jnp.int32)
-  return jnp.where(union == 0, 1.0,
-                   inter.astype(jnp.float32) / jnp.maximum(union, 1).astype(jnp.float32))
+  return jnp.where(
+    union == 0, 1.0, inter.astype(jnp.float32) / jnp.maximum(union, 1).astype(jnp.float32)
+  )
 
 
 def weighted_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
@@ -72,30 +72,35 @@ def surface(grid: np.ndarray, level: float = 0.5) -> tuple[np.ndarray, np.ndarra
   closed), then (v - 0.5) / S, which puts voxel i's centre at (i + 0.5) / S and maps a
   full bool grid's surface onto [0, 1]^3."""
   from skimage import measure  # Host-only dependency; imported where it is used.
+
   padded = np.pad(grid.astype(np.float32), 1)
   verts, faces, _, _ = measure.marching_cubes(padded, level=level)
   return (verts - 0.5) / grid.shape[0], faces
 
 
-def _sample_surface(verts: np.ndarray, faces: np.ndarray, num_points: int,
-                    seed: int) -> np.ndarray:
+def _sample_surface(verts: np.ndarray, faces: np.ndarray, num_points: int, seed: int) -> np.ndarray:
   """`num_points` points [N, 3] uniform by area on a triangle mesh: a face with probability
   proportional to its area, then a uniform barycentric point. Each call draws from a fresh
   `default_rng(seed)`, so identical meshes give identical points."""
   rng = np.random.default_rng(seed)
-  tri = verts[faces].astype(np.float64)                              # [F, 3, 3]
+  tri = verts[faces].astype(np.float64)  # [F, 3, 3]
   e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
   cdf = np.cumsum(np.linalg.norm(np.cross(e1, e2), axis=-1))
   face = np.searchsorted(cdf, rng.random(num_points) * cdf[-1], side='right')
   face = np.minimum(face, len(faces) - 1)
   u, v = rng.random((2, num_points, 1))
-  flip = u + v > 1                                 # reflect into the triangle u + v <= 1
+  flip = u + v > 1  # reflect into the triangle u + v <= 1
   u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
   return tri[face, 0] + u * e1[face] + v * e2[face]
 
 
-def fscore(pred: np.ndarray, target: np.ndarray, distance: float = 0.01,
-           num_points: int = 8192, seed: int = 0) -> float:
+def fscore(
+  pred: np.ndarray,
+  target: np.ndarray,
+  distance: float = 0.01,
+  num_points: int = 8192,
+  seed: int = 0,
+) -> float:
   """F-Score@1% of two bool occupancy grids (Pix2Vox++ onwards; see PROTOCOL.md).
 
   Each grid's surface comes from marching cubes at 0.5 on the grid padded by one voxel of
@@ -123,11 +128,17 @@ def fscore(pred: np.ndarray, target: np.ndarray, distance: float = 0.01,
   return fscore_many([pred], target, distance, num_points, seed)[0]
 
 
-def fscore_many(preds: Sequence[np.ndarray], target: np.ndarray, distance: float = 0.01,
-                num_points: int = 8192, seed: int = 0) -> list[float]:
+def fscore_many(
+  preds: Sequence[np.ndarray],
+  target: np.ndarray,
+  distance: float = 0.01,
+  num_points: int = 8192,
+  seed: int = 0,
+) -> list[float]:
   """`fscore` of each of `preds` against one `target`, whose surface points and search tree
   are computed once. The same numbers as one `fscore` call per prediction."""
   from scipy import spatial  # Host-only dependency; imported where it is used.
+
   target = np.asarray(target).astype(bool)
   if target.ndim != 3 or len(set(target.shape)) != 1:
     raise ValueError(f'target {target.shape} must be one S^3 shape')
@@ -144,25 +155,24 @@ def fscore_many(preds: Sequence[np.ndarray], target: np.ndarray, distance: float
       target_tree = spatial.cKDTree(_sample_surface(*surface(target), num_points, seed))
     pred_tree = spatial.cKDTree(_sample_surface(*surface(pred), num_points, seed))
     # Only "nearer than distance" matters: a bounded query (inf beyond) gives the same counts.
-    precision = np.mean(target_tree.query(pred_tree.data, distance_upper_bound=distance)[0]
-                        < distance)
-    recall = np.mean(pred_tree.query(target_tree.data, distance_upper_bound=distance)[0]
-                     < distance)
-    scores.append(0.0 if precision + recall == 0 else
-                  float(2 * precision * recall / (precision + recall)))
+    precision = np.mean(
+      target_tree.query(pred_tree.data, distance_upper_bound=distance)[0] < distance
+    )
+    recall = np.mean(pred_tree.query(target_tree.data, distance_upper_bound=distance)[0] < distance)
+    scores.append(
+      0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+    )
   return scores
 
 
-def fscores(preds: np.ndarray, targets: np.ndarray, threshold: float,
-            **kwargs) -> np.ndarray:
+def fscores(preds: np.ndarray, targets: np.ndarray, threshold: float, **kwargs) -> np.ndarray:
   """`fscore` of each sample: `preds` `[B, S, S, S]` probabilities, occupied where
   p >= `threshold`; `targets` `[B, S, S, S]` bool; `kwargs` go to `fscore`. Returns float64
   `[B]`."""
   preds, targets = np.asarray(preds), np.asarray(targets)
   if preds.shape != targets.shape:
     raise ValueError(f'preds {preds.shape} and targets {targets.shape} must have one shape')
-  return np.array([fscore(p >= threshold, t, **kwargs) for p, t in zip(preds, targets)],
-                  np.float64)
+  return np.array([fscore(p >= threshold, t, **kwargs) for p, t in zip(preds, targets)], np.float64)
 
 
 def summarize(values: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> dict:
@@ -187,20 +197,22 @@ def summarize(values: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> d
     raise ValueError(f'labels must index names ({len(names)}); got {present}')
   means = {int(c): values[labels == c].mean(axis=0) for c in present}
   return {
-      'sample_weighted': values.mean(axis=0).tolist(),
-      'class_mean': np.mean(list(means.values()), axis=0).tolist(),
-      'per_category': {names[c]: m.tolist() for c, m in means.items()},
-      'count': {names[int(c)]: int(np.sum(labels == c)) for c in present},
+    'sample_weighted': values.mean(axis=0).tolist(),
+    'class_mean': np.mean(list(means.values()), axis=0).tolist(),
+    'per_category': {names[c]: m.tolist() for c, m in means.items()},
+    'count': {names[int(c)]: int(np.sum(labels == c)) for c in present},
   }
 
 
-def best_of(per_threshold: Sequence[float],
-            thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[float, float]:
+def best_of(
+  per_threshold: Sequence[float], thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+) -> tuple[float, float]:
   """(best value, its threshold) of a mean metric reported at each threshold, the way papers
   quote the best of several thresholds; the first threshold wins a tie."""
   per_threshold = np.asarray(per_threshold, np.float64)
   if per_threshold.shape != (len(thresholds),):
-    raise ValueError(f'per_threshold {per_threshold.shape} must be [{len(thresholds)}], '
-                     'one value per threshold')
+    raise ValueError(
+      f'per_threshold {per_threshold.shape} must be [{len(thresholds)}], one value per threshold'
+    )
   i = int(np.argmax(per_threshold))
   return float(per_threshold[i]), float(thresholds[i])

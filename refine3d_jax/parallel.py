@@ -32,11 +32,13 @@ def _env_int(name: str) -> int | None:
   return int(value) if value else None
 
 
-def initialize(coordinator_address: str | None = None,
-               num_processes: int | None = None,
-               process_id: int | None = None,
-               bind_address: str | None = None,
-               initialization_timeout: int = 300) -> bool:
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  bind_address: str | None = None,
+  initialization_timeout: int = 300,
+) -> bool:
   """Starts multi-process JAX (`jax.distributed.initialize`) when more than one process runs.
 
   Each argument left None is read from the environment: `JAX_COORDINATOR_ADDRESS`
@@ -61,13 +63,18 @@ def initialize(coordinator_address: str | None = None,
   if num_processes is None or num_processes == 1:
     return False
   if coordinator_address is None or process_id is None:
-    raise ValueError(f'{num_processes} processes need a coordinator address and a process id '
-                     '(arguments, or JAX_COORDINATOR_ADDRESS and JAX_PROCESS_ID); got '
-                     f'coordinator_address={coordinator_address!r}, process_id={process_id!r}')
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id,
-                             coordinator_bind_address=bind_address,
-                             initialization_timeout=initialization_timeout)
+    raise ValueError(
+      f'{num_processes} processes need a coordinator address and a process id '
+      '(arguments, or JAX_COORDINATOR_ADDRESS and JAX_PROCESS_ID); got '
+      f'coordinator_address={coordinator_address!r}, process_id={process_id!r}'
+    )
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+    coordinator_bind_address=bind_address,
+    initialization_timeout=initialization_timeout,
+  )
   return True
 
 
@@ -92,8 +99,7 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def _replicate_leaf(x: Any, sharding: NamedSharding) -> jax.Array:
   if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
     impl = jax.random.key_impl(x)
-    return jax.random.wrap_key_data(_replicate_leaf(jax.random.key_data(x), sharding),
-                                    impl=impl)
+    return jax.random.wrap_key_data(_replicate_leaf(jax.random.key_data(x), sharding), impl=impl)
   if jax.process_count() == 1:
     return jax.device_put(x, sharding)
   # Across hosts, device_put refuses committed arrays and checks numpy inputs for equality
@@ -128,12 +134,15 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   (size,) = sizes
   local = mesh.local_mesh.size
   if size % local:
-    raise ValueError(f'the per-host batch of {size} examples does not split over the {local} '
-                     f'local devices ({mesh.size} in all): make the global batch a multiple '
-                     f'of {mesh.size}')
+    raise ValueError(
+      f'the per-host batch of {size} examples does not split over the {local} '
+      f'local devices ({mesh.size} in all): make the global batch a multiple '
+      f'of {mesh.size}'
+    )
   sharding = batch_sharded(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+  )
 
 
 def barrier(name: str) -> None:
@@ -145,8 +154,10 @@ def barrier(name: str) -> None:
 def to_host(tree: Any) -> Any:
   """numpy copies of every leaf of `tree`, gathered whole on every host (sharded and
   multi-host arrays included; a collective, so every host must call it)."""
+
   def gather(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return multihost_utils.process_allgather(x, tiled=True)
     return np.asarray(jax.device_get(x))
+
   return jax.tree.map(gather, tree)

@@ -13,17 +13,26 @@ from refine3d_jax.protocols import OUTPUTS
 def plot_views(results: dict[str, Any], path: str) -> None:
   """iou_vs_views.png: refined and coarse IoU (best threshold, sample-weighted)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use('Agg')
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
   fig = Figure(figsize=(6, 3.8))
   ax = fig.subplots()
   counts = results['view_counts']
   for name, style in zip(OUTPUTS, ('-o', '--s')):
-    ax.plot(counts, [results['views'][str(n)][name]['iou']['best']['sample_weighted']['value']
-                     for n in counts], style, label=name)
-  ax.set(xlabel='views', ylabel='IoU (best threshold, sample-weighted)',
-         title=f"{results['dataset']} {results['split']}"
-               + (' (synthetic)' if results['synthetic'] else ''))
+    ax.plot(
+      counts,
+      [results['views'][str(n)][name]['iou']['best']['sample_weighted']['value'] for n in counts],
+      style,
+      label=name,
+    )
+  ax.set(
+    xlabel='views',
+    ylabel='IoU (best threshold, sample-weighted)',
+    title=f'{results["dataset"]} {results["split"]}'
+    + (' (synthetic)' if results['synthetic'] else ''),
+  )
   ax.set_xticks(counts)
   ax.grid(alpha=0.3)
   ax.legend()
@@ -40,6 +49,7 @@ def save_png(fig: Any, out_dir: str, name: str) -> str:
 def finish_figure(fig: Any, ax: Any, out_dir: str, name: str) -> str:
   """Grid and legend on `ax`, then `<out_dir>/<name>.png`; closes the figure, returns the path."""
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   path = save_png(fig, out_dir, name)

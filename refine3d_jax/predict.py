@@ -51,8 +51,7 @@ def split_checkpoint_path(path: str) -> tuple[str, int]:
   full = os.path.abspath(os.path.expanduser(path.rstrip('/')))
   parent, name = os.path.split(full)
   if not (name.isdigit() and os.path.basename(parent) == checkpoint.SUBDIR):
-    raise photos.InputError(
-        f'{path}: not a checkpoint step folder (<workdir>/checkpoints/<step>)')
+    raise photos.InputError(f'{path}: not a checkpoint step folder (<workdir>/checkpoints/<step>)')
   if not os.path.isdir(full):
     raise errors.NotFoundError(f'{path}: no such checkpoint')
   return os.path.dirname(parent), int(name)
@@ -66,9 +65,14 @@ class Reconstructor:
     probs = r.reconstruct([photo_a, photo_b])         # float32 [S, S, S]
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, model: Refine3DNet,
-               variables: dict[str, Any], step: int | None = None,
-               workdir: str | None = None):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    model: Refine3DNet,
+    variables: dict[str, Any],
+    step: int | None = None,
+    workdir: str | None = None,
+  ):
     self.config, self.model, self.variables = config, model, variables
     self.step, self.workdir = step, workdir
     self.options = views_lib.view_options(config, train=False)
@@ -87,9 +91,13 @@ class Reconstructor:
     workdir, step = split_checkpoint_path(path)
     return cls.from_workdir(workdir, str(step))
 
-  def views(self, images: Sequence[np.ndarray], background: str = 'none',
-            framing: str = 'object', names: Sequence[str] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+  def views(
+    self,
+    images: Sequence[np.ndarray],
+    background: str = 'none',
+    framing: str = 'object',
+    names: Sequence[str] | None = None,
+  ) -> tuple[np.ndarray, np.ndarray]:
     """(model inputs float32 [V, S, S, 3], the same as pictures uint8 [V, S, S, 3]) of
     `images` (see `photos.as_rgba`), in their order. Raises photos.InputError naming the
     image (`names`, default 'image <i>')."""
@@ -100,8 +108,7 @@ class Reconstructor:
     inputs, pictures = [], []
     for image, name in zip(images, names):
       try:
-        rendering = photos.to_rendering(image, self.options.test_background, background,
-                                        framing)
+        rendering = photos.to_rendering(image, self.options.test_background, background, framing)
       except ValueError as e:
         raise photos.InputError(f'{name}: {e}') from None
       pixels = views_lib.view_pixels(rendering, self.options, params)
@@ -109,9 +116,13 @@ class Reconstructor:
       inputs.append(views_lib.finish_view(pixels, self.options, params))
     return np.stack(inputs), np.stack(pictures)
 
-  def predict(self, images: Sequence[np.ndarray], background: str = 'none',
-              framing: str = 'object', names: Sequence[str] | None = None
-              ) -> dict[str, np.ndarray]:
+  def predict(
+    self,
+    images: Sequence[np.ndarray],
+    background: str = 'none',
+    framing: str = 'object',
+    names: Sequence[str] | None = None,
+  ) -> dict[str, np.ndarray]:
     """{'refined', 'coarse': float32 [S, S, S] probabilities, 'views': uint8 pictures
     [V, S, S, 3] in the given order}."""
     inputs, pictures = self.views(images, background, framing, names)
@@ -119,8 +130,13 @@ class Reconstructor:
     out = self._forward(self.variables, inputs[np.asarray(order)][None])
     return {**{k: np.asarray(out[k][0]) for k in OUTPUTS}, 'views': pictures}
 
-  def reconstruct(self, images: Sequence[np.ndarray], output: str = 'refined',
-                  background: str = 'none', framing: str = 'object') -> np.ndarray:
+  def reconstruct(
+    self,
+    images: Sequence[np.ndarray],
+    output: str = 'refined',
+    background: str = 'none',
+    framing: str = 'object',
+  ) -> np.ndarray:
     """float32 [S, S, S] occupancy probabilities (`output` 'refined' or 'coarse') of the
     object shown by `images` (uint8 or [0, 1] float arrays [H, W], [H, W, 3], [H, W, 4])."""
     if output not in OUTPUTS:
@@ -132,6 +148,7 @@ def surface_mesh(probs: np.ndarray, threshold: float):
   """trimesh.Trimesh of the surface p = threshold, faces turned outwards (empty when no p
   exceeds it)."""
   import trimesh  # pylint: disable=g-import-not-at-top
+
   if not (probs > threshold).any():
     return trimesh.Trimesh()
   verts, faces = metrics.surface(probs, level=threshold)
@@ -139,13 +156,16 @@ def surface_mesh(probs: np.ndarray, threshold: float):
   return trimesh.Trimesh(verts, faces[:, ::-1])
 
 
-def plot_preview(path: str, views: np.ndarray, labels: Sequence[str], occupied: np.ndarray,
-                 title: str) -> None:
+def plot_preview(
+  path: str, views: np.ndarray, labels: Sequence[str], occupied: np.ndarray, title: str
+) -> None:
   """preview.png: the views [V, S, S, 3] (at most 8) beside the voxels from azimuths 40 and
   220 (front-right and back-left)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   shown = min(len(views), 8)
   cols = -(-shown // 2)
   fig = Figure(figsize=(1.6 * cols + 6.4, 3.6))
@@ -156,7 +176,7 @@ def plot_preview(path: str, views: np.ndarray, labels: Sequence[str], occupied: 
     ax.set_title(os.path.basename(labels[i])[:18], fontsize=6)
     ax.axis('off')
   for k, azimuth in enumerate((40, 220)):
-    ax = fig.add_subplot(grid[:, cols + 2 * k:cols + 2 * k + 2])
+    ax = fig.add_subplot(grid[:, cols + 2 * k : cols + 2 * k + 2])
     ax.imshow(visualize.render_voxels(occupied, panel=256, azimuth=azimuth))
     ax.set_title(f'azimuth {azimuth}', fontsize=8)
     ax.axis('off')
@@ -165,8 +185,15 @@ def plot_preview(path: str, views: np.ndarray, labels: Sequence[str], occupied: 
   report.save_figure(fig, path, dpi=110)
 
 
-def write_outputs(out_dir: str, probs: np.ndarray, threshold: float, views: np.ndarray,
-                  labels: Sequence[str], title: str, info: dict[str, Any]) -> list[str]:
+def write_outputs(
+  out_dir: str,
+  probs: np.ndarray,
+  threshold: float,
+  views: np.ndarray,
+  labels: Sequence[str],
+  title: str,
+  info: dict[str, Any],
+) -> list[str]:
   """Every file of the module docstring into `out_dir`, each atomically; returns their
   names. `info` goes into prediction.json (with the voxel count added)."""
   probs = np.asarray(probs, np.float32)
@@ -183,19 +210,33 @@ def write_outputs(out_dir: str, probs: np.ndarray, threshold: float, views: np.n
     with report.atomic_write(os.path.join(out_dir, f'mesh.{ext}'), 'wb') as f:
       f.write(data.encode() if isinstance(data, str) else data)
   plot_preview(os.path.join(out_dir, 'preview.png'), views, labels, occupied, title)
-  report.write_json(os.path.join(out_dir, 'prediction.json'),
-                    {**info, 'threshold': float(threshold), 'occupied': int(occupied.sum()),
-                     'volume_size': int(occupied.shape[0])})
-  return ['voxels.npy', 'probabilities.npy', 'model.binvox', 'mesh.obj', 'mesh.ply',
-          'preview.png', 'prediction.json']
+  report.write_json(
+    os.path.join(out_dir, 'prediction.json'),
+    {
+      **info,
+      'threshold': float(threshold),
+      'occupied': int(occupied.sum()),
+      'volume_size': int(occupied.shape[0]),
+    },
+  )
+  return [
+    'voxels.npy',
+    'probabilities.npy',
+    'model.binvox',
+    'mesh.obj',
+    'mesh.ply',
+    'preview.png',
+    'prediction.json',
+  ]
 
 
 def load(workdir: str | None, which: str) -> Reconstructor:
   """The Reconstructor of --workdir / --checkpoint."""
   if which in ('best', 'latest') or which.isdigit():
     if not workdir:
-      raise photos.InputError('no model given: pass --workdir=DIR or '
-                       '--checkpoint=<workdir>/checkpoints/<step>')
+      raise photos.InputError(
+        'no model given: pass --workdir=DIR or --checkpoint=<workdir>/checkpoints/<step>'
+      )
     return Reconstructor.from_workdir(workdir, which)
   if workdir and split_checkpoint_path(which)[0] != os.path.abspath(workdir):
     raise photos.InputError(f'{which}: not a checkpoint of --workdir={workdir}')
@@ -222,41 +263,70 @@ def main(argv: Sequence[str]) -> None:
   predicted = time.perf_counter()
   config = reconstructor.config
   threshold = config.eval.threshold if _THRESHOLD.value is None else _THRESHOLD.value
-  source = (f'{config.get("preset", "?")} model trained on {config.data.dataset}, step '
-            f'{reconstructor.step} of {reconstructor.workdir}')
-  title = (f'{_TITLE.value or "Reconstruction"}: {len(paths)} views -> {output} volume, '
-           f'p >= {threshold:g}\n{source}')
-  info = dict(images=[os.path.abspath(p) for p in paths], output=output,
-              workdir=os.path.abspath(reconstructor.workdir), step=int(reconstructor.step),
-              background=_BACKGROUND.value, framing=_FRAMING.value,
-              protocol=config.data.protocol, image_size=int(config.model.image_size),
-              seconds=dict(load=loaded - start, predict=predicted - loaded))
-  names = write_outputs(_OUT.value, result[output], threshold, result['views'], paths, title,
-                        info)
-  print(f'wrote {", ".join(names)} to {_OUT.value} ({len(paths)} views, {output}, '
-        f'p >= {threshold:g}; {time.perf_counter() - start:.1f} s)')
+  source = (
+    f'{config.get("preset", "?")} model trained on {config.data.dataset}, step '
+    f'{reconstructor.step} of {reconstructor.workdir}'
+  )
+  title = (
+    f'{_TITLE.value or "Reconstruction"}: {len(paths)} views -> {output} volume, '
+    f'p >= {threshold:g}\n{source}'
+  )
+  info = dict(
+    images=[os.path.abspath(p) for p in paths],
+    output=output,
+    workdir=os.path.abspath(reconstructor.workdir),
+    step=int(reconstructor.step),
+    background=_BACKGROUND.value,
+    framing=_FRAMING.value,
+    protocol=config.data.protocol,
+    image_size=int(config.model.image_size),
+    seconds=dict(load=loaded - start, predict=predicted - loaded),
+  )
+  names = write_outputs(_OUT.value, result[output], threshold, result['views'], paths, title, info)
+  print(
+    f'wrote {", ".join(names)} to {_OUT.value} ({len(paths)} views, {output}, '
+    f'p >= {threshold:g}; {time.perf_counter() - start:.1f} s)'
+  )
 
 
 if __name__ == '__main__':
   # Flags are defined only when run as a program, so importing this module (notebooks,
   # tests) defines none.
-  _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (its checkpoints and the '
-                                 'config saved with them).')
-  _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best', "'best', 'latest', a step number, or "
-                                    'a step folder <workdir>/checkpoints/<step> (then no '
-                                    '--workdir).')
-  _IMAGES = flags.DEFINE_list('images', [], 'Images of one object (PNG/JPEG files or folders); '
-                              'more may follow as plain arguments: --images a.png b.jpg.')
+  _WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Training workdir (its checkpoints and the config saved with them).'
+  )
+  _CHECKPOINT = flags.DEFINE_string(
+    'checkpoint',
+    'best',
+    "'best', 'latest', a step number, or "
+    'a step folder <workdir>/checkpoints/<step> (then no '
+    '--workdir).',
+  )
+  _IMAGES = flags.DEFINE_list(
+    'images',
+    [],
+    'Images of one object (PNG/JPEG files or folders); '
+    'more may follow as plain arguments: --images a.png b.jpg.',
+  )
   _OUT = flags.DEFINE_string('out', None, 'Output folder.', required=True)
-  _THRESHOLD = flags.DEFINE_float('threshold', None, 'Occupancy threshold (default: the '
-                                  "config's eval.threshold).")
+  _THRESHOLD = flags.DEFINE_float(
+    'threshold', None, "Occupancy threshold (default: the config's eval.threshold)."
+  )
   _REFINED = flags.DEFINE_bool('refined', True, "Export the refiner's output (the default).")
   _COARSE = flags.DEFINE_bool('coarse', False, "Export the decoder's coarse volume instead.")
-  _BACKGROUND = flags.DEFINE_enum('background', 'none', photos.BACKGROUNDS, "'auto': photos "
-                                  'on a plain background; it is found from the border and '
-                                  'made uniform.')
-  _FRAMING = flags.DEFINE_enum('framing', 'object', photos.FRAMINGS, "'object': square "
-                               "around the object (needs alpha or --background=auto); "
-                               "'image': the image's centred square.")
+  _BACKGROUND = flags.DEFINE_enum(
+    'background',
+    'none',
+    photos.BACKGROUNDS,
+    "'auto': photos on a plain background; it is found from the border and made uniform.",
+  )
+  _FRAMING = flags.DEFINE_enum(
+    'framing',
+    'object',
+    photos.FRAMINGS,
+    "'object': square "
+    'around the object (needs alpha or --background=auto); '
+    "'image': the image's centred square.",
+  )
   _TITLE = flags.DEFINE_string('title', None, "The preview's title (say what the views are).")
   cli.run(main)

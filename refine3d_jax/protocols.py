@@ -11,28 +11,54 @@ OUTPUTS = ('refined', 'coarse')
 # and where it picks (`split`: the best on the evaluated split itself; `validation`: the
 # best on the validation split, then applied to the evaluated split).
 PROTOCOLS = {
-    'pix2vox': dict(averaging='sample_weighted', thresholds=(0.2, 0.3, 0.4, 0.5), pick='split',
-                    note='Pix2Vox, UMIFormer, LRGT: sample-weighted mean, the best '
-                         'of t = 0.2/0.3/0.4/0.5 on the evaluated split, per view count'),
-    'paper': dict(averaging='class_mean', thresholds=(0.25,), pick='split',
-                  note="Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
-                       'class mean of its Table 1 row)'),
-    'retr': dict(averaging='class_mean', thresholds=(0.5,), pick='split',
-                 note='3D-RETR: class mean (unweighted mean of the category means) at t = 0.5'),
-    'val_selected': dict(averaging='sample_weighted', thresholds=None, pick='validation',
-                         note='ours, the clean number: per view count, the threshold of the '
-                              'best sample-weighted validation IoU, applied to this split'),
+  'pix2vox': dict(
+    averaging='sample_weighted',
+    thresholds=(0.2, 0.3, 0.4, 0.5),
+    pick='split',
+    note='Pix2Vox, UMIFormer, LRGT: sample-weighted mean, the best '
+    'of t = 0.2/0.3/0.4/0.5 on the evaluated split, per view count',
+  ),
+  'paper': dict(
+    averaging='class_mean',
+    thresholds=(0.25,),
+    pick='split',
+    note="Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
+    'class mean of its Table 1 row)',
+  ),
+  'retr': dict(
+    averaging='class_mean',
+    thresholds=(0.5,),
+    pick='split',
+    note='3D-RETR: class mean (unweighted mean of the category means) at t = 0.5',
+  ),
+  'val_selected': dict(
+    averaging='sample_weighted',
+    thresholds=None,
+    pick='validation',
+    note='ours, the clean number: per view count, the threshold of the '
+    'best sample-weighted validation IoU, applied to this split',
+  ),
 }
 THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5)  # every threshold a protocol may use
 # Which protocol each published row of PROTOCOL.md was measured in; None: not stated there
 # (tables then show ours in `pix2vox`, the most common, and say so).
-PEERS = {'3D-R2N2': None, 'AttSets': None, 'Pix2Vox-A': 'pix2vox', 'Pix2Vox++/A': None,
-         'EVolT': None, '3D-RETR': 'retr', 'UMIFormer': 'pix2vox', 'LRGT': 'pix2vox',
-         'LRGT+': None, 'Refine3DNet': 'paper'}
+PEERS = {
+  '3D-R2N2': None,
+  'AttSets': None,
+  'Pix2Vox-A': 'pix2vox',
+  'Pix2Vox++/A': None,
+  'EVolT': None,
+  '3D-RETR': 'retr',
+  'UMIFormer': 'pix2vox',
+  'LRGT': 'pix2vox',
+  'LRGT+': None,
+  'Refine3DNet': 'paper',
+}
 
 
-def report(scores: dict[str, Any], thresholds: Sequence[float],
-           validation: dict[str, Any] | None) -> dict[str, Any]:
+def report(
+  scores: dict[str, Any], thresholds: Sequence[float], validation: dict[str, Any] | None
+) -> dict[str, Any]:
   """results.json's `protocols`: for each of PROTOCOLS, its note and, per view count and
   output, {'iou', 'threshold'} (ties go to the lowest threshold). `validation` is
   `evaluate`'s scores on the validation split (None: no validation split, and
@@ -43,8 +69,11 @@ def report(scores: dict[str, Any], thresholds: Sequence[float],
   for name, spec in PROTOCOLS.items():
     entry = {'note': spec['note'], 'averaging': spec['averaging']}
     if spec['pick'] == 'validation' and validation is None:
-      out[name] = {**entry, 'views': None,
-                   'missing': 'the dataset has no validation split to pick the threshold on'}
+      out[name] = {
+        **entry,
+        'views': None,
+        'missing': 'the dataset has no validation split to pick the threshold on',
+      }
       continue
     allowed = spec['thresholds'] or thresholds
     absent = [t for t in allowed if t not in thresholds]
@@ -56,10 +85,12 @@ def report(scores: dict[str, Any], thresholds: Sequence[float],
       views[n] = {}
       for output in OUTPUTS:
         ious = by_output[output]['iou'][spec['averaging']]
-        picker = (validation['views'][n][output]['iou'][spec['averaging']]
-                  if spec['pick'] == 'validation' else ious)
-        i = max((thresholds.index(t) for t in allowed),
-                key=lambda j: (picker[j], -thresholds[j]))
+        picker = (
+          validation['views'][n][output]['iou'][spec['averaging']]
+          if spec['pick'] == 'validation'
+          else ious
+        )
+        i = max((thresholds.index(t) for t in allowed), key=lambda j: (picker[j], -thresholds[j]))
         views[n][output] = {'iou': ious[i], 'threshold': thresholds[i]}
     out[name] = {**entry, 'views': views}
   return out

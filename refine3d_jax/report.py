@@ -61,8 +61,7 @@ def csv_value(value: Any, digits: int | None = 6) -> Any:
   return round(value, digits) if digits is not None and isinstance(value, float) else value
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]],
-                   caption: str = '') -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = '') -> str:
   """A GitHub markdown table (cells by `fmt`), the caption (if any) as a paragraph above it."""
   lines = [caption, ''] if caption else []
   lines.append('| ' + ' | '.join(header) + ' |')
@@ -81,8 +80,13 @@ def document(*sections: tuple[str, str, Sequence[str]]) -> str:
   return '\n'.join(out)
 
 
-def write_table(stem: str, markdown: str, header: Sequence[str],
-                rows: Iterable[Sequence[Any] | dict], digits: int | None = 6) -> list[str]:
+def write_table(
+  stem: str,
+  markdown: str,
+  header: Sequence[str],
+  rows: Iterable[Sequence[Any] | dict],
+  digits: int | None = 6,
+) -> list[str]:
   """Writes `<stem>.md` (`markdown` as given) and `<stem>.csv` (`header`, then the rows:
   sequences, or dicts read by header key; cells by `csv_value(cell, digits)`); returns
   the two paths."""
@@ -91,9 +95,15 @@ def write_table(stem: str, markdown: str, header: Sequence[str],
   with atomic_write(stem + '.csv') as f:
     writer = csv.writer(f)
     writer.writerow(header)
-    writer.writerows([[csv_value(c, digits) for c in
-                       ([row.get(k) for k in header] if isinstance(row, dict) else row)]
-                      for row in rows])
+    writer.writerows(
+      [
+        [
+          csv_value(c, digits)
+          for c in ([row.get(k) for k in header] if isinstance(row, dict) else row)
+        ]
+        for row in rows
+      ]
+    )
   return [stem + '.md', stem + '.csv']
 
 
@@ -102,4 +112,3 @@ def save_figure(fig: Any, path: str, **kwargs: Any) -> None:
   fmt_name = os.path.splitext(path)[1].lstrip('.') or 'png'
   with atomic_write(path, 'wb') as f:
     fig.savefig(f, format=fmt_name, **{'dpi': 120, 'bbox_inches': 'tight', **kwargs})
-

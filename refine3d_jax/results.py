@@ -34,18 +34,53 @@ from refine3d_jax import errors, plots, report
 from refine3d_jax.protocols import OUTPUTS
 
 SYNTHETIC_WARNING = 'SYNTHETIC data, not ShapeNet: not comparable with published numbers'
-AVERAGING = {'sample_weighted': 'sample-weighted mean over all test objects',
-             'class_mean': 'class-mean (unweighted mean of the per-category means)'}
+AVERAGING = {
+  'sample_weighted': 'sample-weighted mean over all test objects',
+  'class_mean': 'class-mean (unweighted mean of the per-category means)',
+}
 AVERAGING_SHORT = {'sample_weighted': 'sample-weighted', 'class_mean': 'class mean'}
-_REQUIRED = ('dataset', 'builder_config', 'split', 'synthetic', 'num_objects',
-             'checkpoint.step', 'checkpoint.which', 'checkpoint.workdir', 'protocol.views',
-             'protocol.seed', 'protocol.image', 'thresholds', 'fscore.threshold',
-             'fscore.distance', 'categories', 'counts', 'view_counts', 'views')
-_COST = ('device', 'params.encoder', 'params.attention', 'params.decoder', 'params.refiner',
-         'params.total', 'forward_ms_per_object', 'backward_ms_per_object')
+_REQUIRED = (
+  'dataset',
+  'builder_config',
+  'split',
+  'synthetic',
+  'num_objects',
+  'checkpoint.step',
+  'checkpoint.which',
+  'checkpoint.workdir',
+  'protocol.views',
+  'protocol.seed',
+  'protocol.image',
+  'thresholds',
+  'fscore.threshold',
+  'fscore.distance',
+  'categories',
+  'counts',
+  'view_counts',
+  'views',
+)
+_COST = (
+  'device',
+  'params.encoder',
+  'params.attention',
+  'params.decoder',
+  'params.refiner',
+  'params.total',
+  'forward_ms_per_object',
+  'backward_ms_per_object',
+)
 # What two runs must share to stand in one table.
-_SETUP_KEYS = ('dataset', 'builder_config', 'split', 'synthetic', 'num_objects', 'protocol',
-               'thresholds', 'fscore', 'categories')
+_SETUP_KEYS = (
+  'dataset',
+  'builder_config',
+  'split',
+  'synthetic',
+  'num_objects',
+  'protocol',
+  'thresholds',
+  'fscore',
+  'categories',
+)
 
 
 class ResultsError(errors.UserError, ValueError):
@@ -56,7 +91,7 @@ def _get(tree: Any, path: str, keys: Sequence[str]) -> Any:
   node = tree
   for i, key in enumerate(keys):
     if not isinstance(node, dict) or key not in node:
-      raise ResultsError(f"{path}: missing key '{'.'.join(keys[:i + 1])}'")
+      raise ResultsError(f"{path}: missing key '{'.'.join(keys[: i + 1])}'")
     node = node[key]
   return node
 
@@ -65,8 +100,9 @@ def _require(tree: dict, path: str, dotted: str, length: int | None = None) -> A
   value = _get(tree, path, dotted.split('.'))
   if length is not None and (not isinstance(value, list) or len(value) != length):
     got = len(value) if isinstance(value, list) else type(value).__name__
-    raise ResultsError(f"{path}: '{dotted}' must be a list of {length} values (one per "
-                       f'threshold), got {got}')
+    raise ResultsError(
+      f"{path}: '{dotted}' must be a list of {length} values (one per threshold), got {got}"
+    )
   return value
 
 
@@ -112,15 +148,17 @@ def check_comparable(runs: Sequence[dict]) -> None:
     for key in _SETUP_KEYS:
       if run[key] != runs[0][key]:
         raise ResultsError(
-            f"{run['_path']} and {runs[0]['_path']} differ in '{key}' ({run[key]!r} vs "
-            f'{runs[0][key]!r}): one table cannot compare them')
+          f"{run['_path']} and {runs[0]['_path']} differ in '{key}' ({run[key]!r} vs "
+          f'{runs[0][key]!r}): one table cannot compare them'
+        )
 
 
 def require_views(run: dict, views: int) -> None:
   """ResultsError unless the run evaluated `views` views."""
   if views not in run['view_counts']:
-    raise ResultsError(f"{run['_path']}: no {views}-view results (view_counts: "
-                       f"{run['view_counts']})")
+    raise ResultsError(
+      f'{run["_path"]}: no {views}-view results (view_counts: {run["view_counts"]})'
+    )
 
 
 def config_value(run: dict, dotted: str) -> Any:
@@ -139,12 +177,18 @@ def threshold_index(run: dict, threshold: float) -> int:
   for i, t in enumerate(run['thresholds']):
     if abs(t - threshold) < 1e-9:
       return i
-  raise ResultsError(f"{run['_path']}: threshold {threshold} was not evaluated "
-                     f"(thresholds: {run['thresholds']})")
+  raise ResultsError(
+    f'{run["_path"]}: threshold {threshold} was not evaluated (thresholds: {run["thresholds"]})'
+  )
 
 
-def iou(run: dict, views: int, output: str = 'refined', averaging: str = 'sample_weighted',
-        threshold: float | None = None) -> tuple[float | None, float | None]:
+def iou(
+  run: dict,
+  views: int,
+  output: str = 'refined',
+  averaging: str = 'sample_weighted',
+  threshold: float | None = None,
+) -> tuple[float | None, float | None]:
   """(IoU, threshold): at `threshold`, or the best of the set when None; (None, None) for a
   view count the run did not evaluate."""
   if views not in run['view_counts']:
@@ -156,8 +200,9 @@ def iou(run: dict, views: int, output: str = 'refined', averaging: str = 'sample
   return section[averaging][threshold_index(run, threshold)], threshold
 
 
-def fscore(run: dict, views: int, output: str = 'refined',
-           averaging: str = 'sample_weighted') -> float | None:
+def fscore(
+  run: dict, views: int, output: str = 'refined', averaging: str = 'sample_weighted'
+) -> float | None:
   """The F-score; None for a view count the run did not evaluate."""
   if views not in run['view_counts']:
     return None
@@ -172,9 +217,10 @@ def short_path(path: str, parts: int = 2) -> str:
 
 def views_text(protocol: dict) -> str:
   """The view protocol in words."""
-  return {'first_n': 'first n views (00..n-1)',
-          'random': f"n random views (seed {protocol['seed']})"}.get(protocol['views'],
-                                                                       protocol['views'])
+  return {
+    'first_n': 'first n views (00..n-1)',
+    'random': f'n random views (seed {protocol["seed"]})',
+  }.get(protocol['views'], protocol['views'])
 
 
 def thresholds_text(run: dict) -> str:
@@ -188,16 +234,21 @@ def iou_threshold_text(run: dict, threshold: float | None) -> str:
 
 
 def dataset_text(run: dict) -> str:
-  name = {'shapenet_r2n2': 'ShapeNet (3D-R2N2 renderings, 32³ voxels)',
-          'shapenet_vox': 'ShapeNet shapes (ShapeNetVox32 grids rendered by refine3d_jax)',
-          'synthetic_shapes': 'synthetic shapes'}.get(run['dataset'], run['dataset'])
+  name = {
+    'shapenet_r2n2': 'ShapeNet (3D-R2N2 renderings, 32³ voxels)',
+    'shapenet_vox': 'ShapeNet shapes (ShapeNetVox32 grids rendered by refine3d_jax)',
+    'synthetic_shapes': 'synthetic shapes',
+  }.get(run['dataset'], run['dataset'])
   config = f", builder config '{run['builder_config']}'" if run['builder_config'] else ''
-  return f"{name} (`{run['dataset']}`{config})"
+  return f'{name} (`{run["dataset"]}`{config})'
 
 
 def checkpoint_text(runs: Sequence[dict]) -> str:
-  return '; '.join(f"{r['_label']}: step {r['checkpoint']['step']} ({r['checkpoint']['which']} "
-                   f"checkpoint of `{short_path(r['checkpoint']['workdir'])}`)" for r in runs)
+  return '; '.join(
+    f'{r["_label"]}: step {r["checkpoint"]["step"]} ({r["checkpoint"]["which"]} '
+    f'checkpoint of `{short_path(r["checkpoint"]["workdir"])}`)'
+    for r in runs
+  )
 
 
 def caption(runs: Sequence[dict], title: str, *, threshold: str, averaging: str) -> str:
@@ -207,50 +258,65 @@ def caption(runs: Sequence[dict], title: str, *, threshold: str, averaging: str)
   parts = [title]
   if r['synthetic']:
     parts.append(f'**{SYNTHETIC_WARNING}.**')
-  parts += [f"Data: {dataset_text(r)}, split `{r['split']}`, {r['num_objects']} objects.",
-            f"Views: {views_text(r['protocol'])}, `{r['protocol']['views']}`; images "
-            f"`{r['protocol']['image']}`.",
-            f'Threshold: {threshold}.',
-            f'Averaging: {averaging}.',
-            f'Checkpoint: {checkpoint_text(runs)}.']
+  parts += [
+    f'Data: {dataset_text(r)}, split `{r["split"]}`, {r["num_objects"]} objects.',
+    f'Views: {views_text(r["protocol"])}, `{r["protocol"]["views"]}`; images '
+    f'`{r["protocol"]["image"]}`.',
+    f'Threshold: {threshold}.',
+    f'Averaging: {averaging}.',
+    f'Checkpoint: {checkpoint_text(runs)}.',
+  ]
   return ' '.join(parts)
 
 
 def eval_caption(results: dict[str, Any]) -> str:
   """The caption of evaluate's own tables: how one run's numbers were made."""
   p, config = results['protocol'], results['builder_config']
-  data = f"{results['dataset']}{'/' + config if config else ''}"
+  data = f'{results["dataset"]}{"/" + config if config else ""}'
   if results['synthetic']:
     data += f' ({SYNTHETIC_WARNING})'
-  return (f"{data}, {results['split']} split, {results['num_objects']} objects; "
-          f"{views_text(p)}, images {p['image']}; IoU thresholds {results['thresholds']} "
-          f"(best = the best of the set per view count); F-Score@"
-          f"{results['fscore']['distance']:.0%} at t = {results['fscore']['threshold']}; "
-          f"checkpoint step {results['checkpoint']['step']} ({results['checkpoint']['which']}) "
-          f"of {short_path(results['checkpoint']['workdir'])}.")
+  return (
+    f'{data}, {results["split"]} split, {results["num_objects"]} objects; '
+    f'{views_text(p)}, images {p["image"]}; IoU thresholds {results["thresholds"]} '
+    f'(best = the best of the set per view count); F-Score@'
+    f'{results["fscore"]["distance"]:.0%} at t = {results["fscore"]["threshold"]}; '
+    f'checkpoint step {results["checkpoint"]["step"]} ({results["checkpoint"]["which"]}) '
+    f'of {short_path(results["checkpoint"]["workdir"])}.'
+  )
 
 
 def figure_title(runs: Sequence[dict], what: str) -> str:
   r = runs[0]
-  title = f"{what}\n{r['dataset']}, {r['split']}, {r['protocol']['views']} views"
+  title = f'{what}\n{r["dataset"]}, {r["split"]}, {r["protocol"]["views"]} views'
   return title + ('\n' + SYNTHETIC_WARNING if r['synthetic'] else '')
 
 
 def views_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
   """(header, rows): one row per output and view count."""
   ts = results['thresholds']
-  header = (['output', 'views', 'IoU best', 'best t', 'IoU best class-mean',
-             'best t class-mean'] + [f'IoU t={t}' for t in ts]
-            + ['F-Score@1%', 'F-Score@1% class-mean'])
+  header = (
+    ['output', 'views', 'IoU best', 'best t', 'IoU best class-mean', 'best t class-mean']
+    + [f'IoU t={t}' for t in ts]
+    + ['F-Score@1%', 'F-Score@1% class-mean']
+  )
   rows = []
   for name in OUTPUTS:
     for n in results['view_counts']:
       r = results['views'][str(n)][name]
       best = r['iou']['best']
-      rows.append([name, n, best['sample_weighted']['value'],
-                   best['sample_weighted']['threshold'], best['class_mean']['value'],
-                   best['class_mean']['threshold'], *r['iou']['sample_weighted'],
-                   r['fscore']['sample_weighted'], r['fscore']['class_mean']])
+      rows.append(
+        [
+          name,
+          n,
+          best['sample_weighted']['value'],
+          best['sample_weighted']['threshold'],
+          best['class_mean']['value'],
+          best['class_mean']['threshold'],
+          *r['iou']['sample_weighted'],
+          r['fscore']['sample_weighted'],
+          r['fscore']['class_mean'],
+        ]
+      )
   return header, rows
 
 
@@ -259,23 +325,52 @@ def category_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
   threshold (sample-weighted), coarse IoU and F-Score@1% for the first count."""
   counts, first = results['view_counts'], str(results['view_counts'][0])
   best_index = lambda n, name: results['thresholds'].index(
-      results['views'][str(n)][name]['iou']['best']['sample_weighted']['threshold'])
-  header = (['category', 'objects'] + [f'IoU {n}v' for n in counts]
-            + [f'coarse IoU {first}v', f'F-Score@1% {first}v'])
+    results['views'][str(n)][name]['iou']['best']['sample_weighted']['threshold']
+  )
+  header = (
+    ['category', 'objects']
+    + [f'IoU {n}v' for n in counts]
+    + [f'coarse IoU {first}v', f'F-Score@1% {first}v']
+  )
 
   def row(label, objects, pick_iou, pick_f):
-    return ([label, objects]
-            + [pick_iou(results['views'][str(n)]['refined']['iou'])[best_index(n, 'refined')]
-               for n in counts]
-            + [pick_iou(results['views'][first]['coarse']['iou'])[best_index(first, 'coarse')],
-               pick_f(results['views'][first]['refined']['fscore'])])
+    return (
+      [label, objects]
+      + [
+        pick_iou(results['views'][str(n)]['refined']['iou'])[best_index(n, 'refined')]
+        for n in counts
+      ]
+      + [
+        pick_iou(results['views'][first]['coarse']['iou'])[best_index(first, 'coarse')],
+        pick_f(results['views'][first]['refined']['fscore']),
+      ]
+    )
 
-  rows = [row(c, results['counts'][c], lambda r, c=c: r['per_category'][c],
-              lambda r, c=c: r['per_category'][c]) for c in results['categories']]
-  rows.append(row('mean (sample-weighted)', results['num_objects'],
-                  lambda r: r['sample_weighted'], lambda r: r['sample_weighted']))
-  rows.append(row('mean (class-mean)', results['num_objects'],
-                  lambda r: r['class_mean'], lambda r: r['class_mean']))
+  rows = [
+    row(
+      c,
+      results['counts'][c],
+      lambda r, c=c: r['per_category'][c],
+      lambda r, c=c: r['per_category'][c],
+    )
+    for c in results['categories']
+  ]
+  rows.append(
+    row(
+      'mean (sample-weighted)',
+      results['num_objects'],
+      lambda r: r['sample_weighted'],
+      lambda r: r['sample_weighted'],
+    )
+  )
+  rows.append(
+    row(
+      'mean (class-mean)',
+      results['num_objects'],
+      lambda r: r['class_mean'],
+      lambda r: r['class_mean'],
+    )
+  )
   return header, rows
 
 
@@ -283,18 +378,27 @@ def protocols_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]
   """(header, rows): refined IoU in each protocol (and its threshold) per view count."""
   names = [n for n, p in results['protocols'].items() if p['views'] is not None]
   header = ['views'] + [h for n in names for h in (n, f'{n} t')]
-  rows = [[n] + [x for name in names
-                 for x in (results['protocols'][name]['views'][str(n)]['refined']['iou'],
-                           results['protocols'][name]['views'][str(n)]['refined']['threshold'])]
-          for n in results['view_counts']]
+  rows = [
+    [n]
+    + [
+      x
+      for name in names
+      for x in (
+        results['protocols'][name]['views'][str(n)]['refined']['iou'],
+        results['protocols'][name]['views'][str(n)]['refined']['threshold'],
+      )
+    ]
+    for n in results['view_counts']
+  ]
   return header, rows
 
 
 def protocols_text(results: dict[str, Any]) -> str:
   """Each protocol's note, and why it gives no numbers where it does not."""
-  return ' '.join(f"{name}: {p['note']}" + (f" (not given: {p['missing']})"
-                                            if p['views'] is None else '') + '.'
-                  for name, p in results['protocols'].items())
+  return ' '.join(
+    f'{name}: {p["note"]}' + (f' (not given: {p["missing"]})' if p['views'] is None else '') + '.'
+    for name, p in results['protocols'].items()
+  )
 
 
 def write_evaluation(results: dict[str, Any], out_dir: str) -> str:
@@ -302,12 +406,19 @@ def write_evaluation(results: dict[str, Any], out_dir: str) -> str:
   (with `protocols`) table_protocols (.md + full-precision .csv), iou_vs_views.png;
   returns the tables' markdown."""
   report.write_json(os.path.join(out_dir, 'results.json'), results)
-  tables = [('table_views', 'IoU and F-Score against views. ', views_table),
-            ('table_per_category', 'Per-category IoU (refined unless marked). ',
-             category_table)]
+  tables = [
+    ('table_views', 'IoU and F-Score against views. ', views_table),
+    ('table_per_category', 'Per-category IoU (refined unless marked). ', category_table),
+  ]
   if 'protocols' in results:
-    tables.append(('table_protocols', 'Refined IoU in each named protocol, and the threshold '
-                   f'it used. {protocols_text(results)} ', protocols_table))
+    tables.append(
+      (
+        'table_protocols',
+        'Refined IoU in each named protocol, and the threshold '
+        f'it used. {protocols_text(results)} ',
+        protocols_table,
+      )
+    )
   texts = []
   for stem, what, build in tables:
     header, rows = build(results)

@@ -16,8 +16,9 @@ class IncompatibleCheckpointError(errors.UserError, ValueError):
   fine-tuning) another preset, schedule or dataset."""
 
 
-def check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict,
-                     fine_tune: bool = False) -> None:
+def check_compatible(
+  workdir: str, step: int, config: ml_collections.ConfigDict, fine_tune: bool = False
+) -> None:
   """Raises IncompatibleCheckpointError listing the model keys, and unless `fine_tune`
   the run keys (workdir.RUN_KEYS), that differ from checkpoint `step`'s config (a
   checkpoint saved without a config is not checked)."""
@@ -28,14 +29,18 @@ def check_compatible(workdir: str, step: int, config: ml_collections.ConfigDict,
   diffs = configlib.model_differences(saved, config)
   saved_ema = float(configlib.with_added_keys(saved)[0].train.ema_decay)
   if (saved_ema > 0) != (config.train.ema_decay > 0):  # the state's structure differs
-    diffs.append(f'train.ema_decay: saved {saved_ema!r}, now {config.train.ema_decay!r} '
-                 '(a moving average of the weights is kept only when > 0)')
+    diffs.append(
+      f'train.ema_decay: saved {saved_ema!r}, now {config.train.ema_decay!r} '
+      '(a moving average of the weights is kept only when > 0)'
+    )
   if diffs:
     raise IncompatibleCheckpointError(
-        f'{workdir} holds a checkpoint (step {step}) of another model; '
-        f'{"; ".join(diffs)}. Use another --workdir, or the saved values.')
+      f'{workdir} holds a checkpoint (step {step}) of another model; '
+      f'{"; ".join(diffs)}. Use another --workdir, or the saved values.'
+    )
   diffs = [] if fine_tune else workdir_lib.run_differences(saved, config)
   if diffs:
     raise IncompatibleCheckpointError(
-        f'{workdir} holds a checkpoint (step {step}) of another run; {"; ".join(diffs)}. '
-        'Use another --workdir, or pass --fine_tune to resume it on purpose.')
+      f'{workdir} holds a checkpoint (step {step}) of another run; {"; ".join(diffs)}. '
+      'Use another --workdir, or pass --fine_tune to resume it on purpose.'
+    )

@@ -25,8 +25,10 @@ class Interrupted(Exception):
   """Training stopped by SIGTERM or SIGINT, after saving a checkpoint of `step`."""
 
   def __init__(self, signum: int, step: int):
-    super().__init__(f'stopped by {signal.Signals(signum).name} after step {step}; '
-                     'rerun the same command to resume')
+    super().__init__(
+      f'stopped by {signal.Signals(signum).name} after step {step}; '
+      'rerun the same command to resume'
+    )
     self.signum, self.step = signum, step
 
 
@@ -38,8 +40,10 @@ def stop_requests():
   if threading.current_thread() is not threading.main_thread():
     yield received
     return
-  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-              for s in (signal.SIGTERM, signal.SIGINT)}
+  previous = {
+    s: signal.signal(s, lambda signum, frame: received.append(signum))
+    for s in (signal.SIGTERM, signal.SIGINT)
+  }
   try:
     yield received
   finally:
@@ -57,8 +61,9 @@ def agreed_stop(received: list[int], done: int, config) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array(bool(received)))))
 
 
-def finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, workdir: str
-                   ) -> dict[str, float]:
+def finite_scalars(
+  step_metrics, done: int, stage: jtso.Stage, checkpoints, workdir: str
+) -> dict[str, float]:
   """The step's metrics as floats; NonFiniteLossError naming the step, stage and last
   good checkpoint when one is not finite."""
   scalars = {k: float(v) for k, v in parallel.to_host(step_metrics).items()}
@@ -66,6 +71,7 @@ def finite_scalars(step_metrics, done: int, stage: jtso.Stage, checkpoints, work
     with contextlib.suppress(checkpoint.CheckpointSaveError):
       checkpoints.wait()  # the save in flight is of a good state: let it finish first
     raise errors.NonFiniteLossError(
-        f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
-        f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}')
+      f'non-finite loss at step {done} (stage {stage.index}, {stage.name}): {scalars}; '
+      f'the last good checkpoint is step {checkpoints.latest_step()} in {workdir}'
+    )
   return scalars

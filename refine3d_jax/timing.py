@@ -29,8 +29,7 @@ def device_name(device: jax.Device) -> str:
   model = 'cpu'
   try:
     with open('/proc/cpuinfo') as f:
-      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')),
-                   model)
+      model = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), model)
   except OSError:
     pass
   return f'cpu: {model}, {os.cpu_count()} cores'

@@ -19,6 +19,7 @@ class TrainState:
   raw data of the root key (`jax.random.wrap_key_data(rng)`), folded with the step inside
   the train step so a resumed run draws the same numbers; ema_params: the exponential
   moving average of params (`train.ema_decay > 0`), else None."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -30,19 +31,23 @@ class TrainState:
     return jax.random.wrap_key_data(self.rng)
 
 
-def create_train_state(config: ml_collections.ConfigDict, model: Refine3DNet,
-                       tx: optax.GradientTransformation) -> TrainState:
+def create_train_state(
+  config: ml_collections.ConfigDict, model: Refine3DNet, tx: optax.GradientTransformation
+) -> TrainState:
   """Initial state from config.seed: model variables, optimizer state, root key (and the
   moving average of the weights when train.ema_decay > 0)."""
   root = jax.random.key(config.seed)
   variables = init_variables(model, jax.random.fold_in(root, 0))
   params = variables['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                    rng=jax.random.key_data(root),
-                    # a copy: donated steps must not see one buffer twice
-                    ema_params=(jax.tree.map(jnp.copy, params) if config.train.ema_decay > 0
-                                else None))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=variables.get('batch_stats', {}),
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(root),
+    # a copy: donated steps must not see one buffer twice
+    ema_params=(jax.tree.map(jnp.copy, params) if config.train.ema_decay > 0 else None),
+  )
 
 
 def variables_of(state: TrainState) -> dict[str, Any]:

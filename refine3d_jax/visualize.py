@@ -17,8 +17,8 @@ import numpy as np
 
 from refine3d_jax import report
 
-PANEL = 128            # pixels per side of each picture
-HEADER = 18            # pixels of text above each row
+PANEL = 128  # pixels per side of each picture
+HEADER = 18  # pixels of text above each row
 BACKGROUND = 255
 PRED_COLOUR = (230, 140, 60)
 TARGET_COLOUR = (80, 130, 210)
@@ -48,14 +48,19 @@ def _face_samples(samples: int):
   a, b = [x.ravel() for x in np.meshgrid(t, t, indexing='ij')]
   border = (np.abs(a - 0.5) > 0.42) | (np.abs(b - 0.5) > 0.42)
   one = np.ones_like(a)
-  points = np.stack([np.stack([one, a, b], -1),    # +x face
-                     np.stack([a, one, b], -1),    # +y face (top)
-                     np.stack([a, b, one], -1)])   # +z face
+  points = np.stack(
+    [
+      np.stack([one, a, b], -1),  # +x face
+      np.stack([a, one, b], -1),  # +y face (top)
+      np.stack([a, b, one], -1),
+    ]
+  )  # +z face
   return points, np.array([0.75, 1.0, 0.6]), border
 
 
-def render_voxels(occupied: np.ndarray, colour=PRED_COLOUR, panel: int = PANEL,
-                  azimuth: float = 40.0) -> np.ndarray:
+def render_voxels(
+  occupied: np.ndarray, colour=PRED_COLOUR, panel: int = PANEL, azimuth: float = 40.0
+) -> np.ndarray:
   """uint8 [panel, panel, 3] picture of a bool [S, S, S] grid (axis 1 up) as shaded cubes,
   seen from 30 degrees above at `azimuth` degrees around the up axis (40: front-right, the
   +x and +z faces; 220: the opposite side)."""
@@ -76,7 +81,7 @@ def render_voxels(occupied: np.ndarray, colour=PRED_COLOUR, panel: int = PANEL,
       continue
     face = points[axis].copy()
     face[:, axis] = 1.0 if towards > 0 else 0.0
-    p = cells[:, None, :] + face[None]                                      # [F, M, 3]
+    p = cells[:, None, :] + face[None]  # [F, M, 3]
     us.append((scale * (p @ right) - u0).ravel())
     vs.append((v0 - scale * (p @ up)).ravel())
     depths.append((p @ view).ravel())
@@ -88,7 +93,7 @@ def render_voxels(occupied: np.ndarray, colour=PRED_COLOUR, panel: int = PANEL,
   depth, light = np.concatenate(depths), np.concatenate(colours)
   inside = (u >= 0) & (u < panel) & (v >= 0) & (v < panel)
   pixel, depth, light = (v * panel + u)[inside], depth[inside], light[inside]
-  order = np.lexsort((-depth, pixel))     # by pixel, nearest first: a z-buffer
+  order = np.lexsort((-depth, pixel))  # by pixel, nearest first: a z-buffer
   first = np.ones(len(order), bool)
   first[1:] = pixel[order][1:] != pixel[order][:-1]
   nearest = order[first]
@@ -114,8 +119,13 @@ def _iou(pred: np.ndarray, target: np.ndarray) -> float:
   return 1.0 if union == 0 else float(np.sum(pred & target) / union)
 
 
-def reconstruction_grid(views: np.ndarray, probs: np.ndarray, target: np.ndarray,
-                        threshold: float = 0.3, panel: int = PANEL) -> np.ndarray:
+def reconstruction_grid(
+  views: np.ndarray,
+  probs: np.ndarray,
+  target: np.ndarray,
+  threshold: float = 0.3,
+  panel: int = PANEL,
+) -> np.ndarray:
   """One row per object: its first input view, the prediction (probs >= threshold) and the
   ground truth as voxel pictures, with the object's IoU written above the row.
 
@@ -129,21 +139,26 @@ def reconstruction_grid(views: np.ndarray, probs: np.ndarray, target: np.ndarray
     uint8 `[N * (HEADER + panel), 3 * panel, 3]`.
   """
   views, probs, target = np.asarray(views), np.asarray(probs), np.asarray(target, bool)
-  if views.ndim != 5 or probs.ndim != 4 or probs.shape != target.shape or (
-      len(views) != len(probs)):
-    raise ValueError(f'need views [N, V, S, S, 3], probs and target [N, D, D, D]; got '
-                     f'{views.shape}, {probs.shape}, {target.shape}')
+  if (
+    views.ndim != 5 or probs.ndim != 4 or probs.shape != target.shape or (len(views) != len(probs))
+  ):
+    raise ValueError(
+      f'need views [N, V, S, S, 3], probs and target [N, D, D, D]; got '
+      f'{views.shape}, {probs.shape}, {target.shape}'
+    )
   n, row = len(probs), HEADER + panel
   image = np.full((n * row, 3 * panel, 3), BACKGROUND, np.uint8)
   labels = []
   for i in range(n):
     pred = probs[i] >= threshold
     top = i * row + HEADER
-    image[top:top + panel, :panel] = _view_picture(views[i, 0], panel)
-    image[top:top + panel, panel:2 * panel] = render_voxels(pred, PRED_COLOUR, panel)
-    image[top:top + panel, 2 * panel:] = render_voxels(target[i], TARGET_COLOUR, panel)
-    labels.append(f'#{i}  view 0 | prediction (p >= {threshold:g}): {pred.sum()} | '
-                  f'truth: {target[i].sum()}   IoU {_iou(pred, target[i]):.3f}')
+    image[top : top + panel, :panel] = _view_picture(views[i, 0], panel)
+    image[top : top + panel, panel : 2 * panel] = render_voxels(pred, PRED_COLOUR, panel)
+    image[top : top + panel, 2 * panel :] = render_voxels(target[i], TARGET_COLOUR, panel)
+    labels.append(
+      f'#{i}  view 0 | prediction (p >= {threshold:g}): {pred.sum()} | '
+      f'truth: {target[i].sum()}   IoU {_iou(pred, target[i]):.3f}'
+    )
   return _write_text(image, labels, row)
 
 
@@ -151,13 +166,21 @@ def _write_text(image: np.ndarray, labels: list[str], row: int) -> np.ndarray:
   """Draws labels[i] in the header strip of row i (matplotlib Agg, no pyplot state)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   h, w = image.shape[:2]
   fig = Figure(figsize=(w / 100, h / 100), dpi=100)
   canvas = FigureCanvasAgg(fig)
   fig.figimage(image, 0, 0, origin='upper')
   for i, label in enumerate(labels):
-    fig.text(3 / w, 1 - (i * row + HEADER / 2) / h, label, fontsize=7, va='center',
-             ha='left', family='DejaVu Sans')
+    fig.text(
+      3 / w,
+      1 - (i * row + HEADER / 2) / h,
+      label,
+      fontsize=7,
+      va='center',
+      ha='left',
+      family='DejaVu Sans',
+    )
   canvas.draw()
   return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
@@ -165,6 +188,7 @@ def _write_text(image: np.ndarray, labels: list[str], row: int) -> np.ndarray:
 def save_png(path: str, image: np.ndarray) -> None:
   """Writes uint8 `[H, W, 3]` as PNG atomically (temp file in the same folder + rename)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f'image must be uint8 [H, W, 3]; got {image.dtype} {image.shape}')

@@ -42,15 +42,15 @@ def _get(config: ml_collections.ConfigDict, key: str):
   return config
 
 
-def run_differences(saved: ml_collections.ConfigDict,
-                    current: ml_collections.ConfigDict) -> list[str]:
+def run_differences(
+  saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict
+) -> list[str]:
   """'key: saved X, now Y' for each of RUN_KEYS that differs ('' and None alike)."""
   out = []
   for key in RUN_KEYS:
     a, b = _get(saved, key) or '', _get(current, key) or ''
     if key == 'data.builder_config' and a != b:  # '' is the builder's default config
-      a, b = (_resolved_config(_get(c, 'data.dataset'), v)
-              for c, v in ((saved, a), (current, b)))
+      a, b = (_resolved_config(_get(c, 'data.dataset'), v) for c, v in ((saved, a), (current, b)))
     if a != b:
       out.append(f'{key}: saved {a!r}, now {b!r}')
   return out
@@ -61,6 +61,7 @@ def _resolved_config(dataset: str | None, builder_config: str) -> str:
   if builder_config or not dataset:
     return builder_config
   from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+
   try:
     cls = build.builder_class(dataset)
   except (KeyError, ValueError):
@@ -83,13 +84,17 @@ def hold(workdir: str) -> Iterator[None]:
     except BlockingIOError:
       holder = os.read(fd, 500).decode(errors='replace').strip() or 'another process'
       raise WorkdirInUseError(
-          f'{workdir} is in use by {holder}: wait for it to end or stop it, or train in '
-          'another --workdir') from None
+        f'{workdir} is in use by {holder}: wait for it to end or stop it, or train in '
+        'another --workdir'
+      ) from None
     except OSError as e:  # a file system without flock (ENOLCK, EOPNOTSUPP): train unguarded
       logging.warning('cannot lock %s (%s): nothing stops a second trainer there', workdir, e)
     os.ftruncate(fd, 0)
-    os.write(fd, f'process {os.getpid()} on {socket.gethostname()} since '
-                 f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
+    os.write(
+      fd,
+      f'process {os.getpid()} on {socket.gethostname()} since '
+      f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode(),
+    )
     yield
   finally:
     os.close(fd)  # releases the lock; the file stays (removing it would race a new holder)

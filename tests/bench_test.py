@@ -15,12 +15,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_bench_emits_every_field(tiny_data_dir):
   proc = subprocess.run(
-      [sys.executable, '-m', 'refine3d_jax.bench', '--config=configs/jtso.py:tiny',
-       '--config.model.volume_size=16', '--config.model.refiner_widths=(4,4)',
-       f'--config.data.data_dir={tiny_data_dir}', '--config.data.builder_config=tiny',
-       '--config.data.num_threads=1', '--steps=1', '--batch=2', '--views=1,2',
-       '--latency_batches=1', '--json'],
-      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    [
+      sys.executable,
+      '-m',
+      'refine3d_jax.bench',
+      '--config=configs/jtso.py:tiny',
+      '--config.model.volume_size=16',
+      '--config.model.refiner_widths=(4,4)',
+      f'--config.data.data_dir={tiny_data_dir}',
+      '--config.data.builder_config=tiny',
+      '--config.data.num_threads=1',
+      '--steps=1',
+      '--batch=2',
+      '--views=1,2',
+      '--latency_batches=1',
+      '--json',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()
   r = json.loads(lines[-1])
@@ -28,8 +44,14 @@ def test_bench_emits_every_field(tiny_data_dir):
   assert r['device'].startswith('cpu') and r['views'] == 2 and r['batch'] == 2
   assert set(r['train']) == {'base', 'att', 'jtso'}
   for stage in r['train'].values():
-    assert set(stage) == {'compile_s', 'step_s', 'examples_per_s', 'gflops_per_step',
-                          'gflops_per_s', 'fraction_of_ceiling'}
+    assert set(stage) == {
+      'compile_s',
+      'step_s',
+      'examples_per_s',
+      'gflops_per_step',
+      'gflops_per_s',
+      'fraction_of_ceiling',
+    }
     assert all(v > 0 for v in stage.values())
   # the multi-view stages do more work than the single-view one
   assert r['train']['jtso']['gflops_per_step'] > r['train']['base']['gflops_per_step']

@@ -11,7 +11,8 @@ from refine3d_jax.data import binvox
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired')
 needs_sample = pytest.mark.skipif(
-    not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}')
+  not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}'
+)
 
 
 def independent_decode(path):
@@ -25,8 +26,9 @@ def independent_decode(path):
   return flat.reshape(dims).transpose(0, 2, 1)
 
 
-@pytest.mark.parametrize('shape,density', [((32, 32, 32), 0.3), ((8, 5, 7), 0.5),
-                                           ((32, 32, 32), 0.0), ((20, 20, 20), 1.0)])
+@pytest.mark.parametrize(
+  'shape,density', [((32, 32, 32), 0.3), ((8, 5, 7), 0.5), ((32, 32, 32), 0.0), ((20, 20, 20), 1.0)]
+)
 def test_round_trip(tmp_path, shape, density):
   voxels = np.random.default_rng(0).random(shape) < density
   path = tmp_path / 'v.binvox'
@@ -45,7 +47,7 @@ def test_long_runs_split_at_255(tmp_path):
   binvox.write_binvox(tmp_path / 'v.binvox', voxels)
   data = (tmp_path / 'v.binvox').read_bytes()
   runs = np.frombuffer(data.split(b'data\n', 1)[1], np.uint8).reshape(-1, 2)
-  assert runs[:, 1].max() == 255 and runs[:, 1].astype(int).sum() == 32 ** 3
+  assert runs[:, 1].max() == 255 and runs[:, 1].astype(int).sum() == 32**3
   assert data.startswith(b'#binvox 1\ndim 32 32 32\ntranslate ')
 
 
@@ -64,10 +66,12 @@ def test_real_sample_matches_independent_decode():
 
 
 def _good_bytes():
-  return (b'#binvox 1\ndim 2 2 2\ntranslate 0 0 0\nscale 1\ndata\n' + bytes([1, 3, 0, 5]))
+  return b'#binvox 1\ndim 2 2 2\ntranslate 0 0 0\nscale 1\ndata\n' + bytes([1, 3, 0, 5])
 
 
-@pytest.mark.parametrize('data,match', [
+@pytest.mark.parametrize(
+  'data,match',
+  [
     (b'#notbinvox\n' + _good_bytes()[10:], 'bad magic'),
     (_good_bytes().replace(b'dim 2 2 2', b'dim 2 2'), 'bad dim'),
     (_good_bytes().replace(b'dim 2 2 2', b'dim 2 -2 2'), 'bad dim'),
@@ -76,7 +80,8 @@ def _good_bytes():
     (_good_bytes()[:-2], 'truncated data'),
     (_good_bytes()[:-1] + bytes([6]), 'run lengths sum to 9, expected 8'),
     (_good_bytes().split(b'data')[0], 'truncated header'),
-])
+  ],
+)
 def test_malformed_raises_naming_file(tmp_path, data, match):
   path = tmp_path / 'broken.binvox'
   path.write_bytes(data)

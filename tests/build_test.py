@@ -12,29 +12,43 @@ from refine3d_jax.data import build
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired')
 needs_sample = pytest.mark.skipif(
-    not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}')
+  not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}'
+)
 
 
 def run_command(*args, cwd=ROOT):
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  return subprocess.run([sys.executable, '-m', 'refine3d_jax.data.build', *args], cwd=cwd,
-                        env=env, capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, '-m', 'refine3d_jax.data.build', *args],
+    cwd=cwd,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_import_defines_no_flags_and_imports_no_builder():
-  code = ('import sys; from absl import flags; import refine3d_jax.data.build as b; '
-          'assert b.__file__.startswith(sys.argv[1]), b.__file__; '
-          'assert not {"dataset", "data_dir", "manual_dir"} & set(flags.FLAGS), "flags"; '
-          'assert not [m for m in sys.modules if "synthetic_shapes" in m or "shapenet_r2n2" in m]')
-  result = subprocess.run([sys.executable, '-c', code, ROOT], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+  code = (
+    'import sys; from absl import flags; import refine3d_jax.data.build as b; '
+    'assert b.__file__.startswith(sys.argv[1]), b.__file__; '
+    'assert not {"dataset", "data_dir", "manual_dir"} & set(flags.FLAGS), "flags"; '
+    'assert not [m for m in sys.modules if "synthetic_shapes" in m or "shapenet_r2n2" in m]'
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', code, ROOT], cwd=ROOT, capture_output=True, text=True, timeout=60
+  )
   assert result.returncode == 0, result.stderr[-2000:]
 
 
 @needs_sample
 def test_command_builds_the_sample(tmp_path):
-  result = run_command('--dataset=shapenet_r2n2', '--builder_config=r2n2_5class',
-                       f'--manual_dir={SAMPLE}', f'--data_dir={tmp_path}')
+  result = run_command(
+    '--dataset=shapenet_r2n2',
+    '--builder_config=r2n2_5class',
+    f'--manual_dir={SAMPLE}',
+    f'--data_dir={tmp_path}',
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   path = os.path.join(tmp_path, 'shapenet_r2n2', 'r2n2_5class', '1.1.0')
   assert f'shapenet_r2n2/r2n2_5class built in {path}' in result.stdout
@@ -60,8 +74,9 @@ def test_build_reports_skips(tmp_path):
 
 
 def test_missing_manual_dir_says_what_to_download(tmp_path):
-  result = run_command('--dataset=shapenet_r2n2', f'--manual_dir={tmp_path}/none',
-                       f'--data_dir={tmp_path}')
+  result = run_command(
+    '--dataset=shapenet_r2n2', f'--manual_dir={tmp_path}/none', f'--data_dir={tmp_path}'
+  )
   assert result.returncode != 0
   assert f'{tmp_path}/none does not exist' in result.stderr
   assert 'ShapeNetRendering.tgz' in result.stderr and 'ShapeNetVox32.tgz' in result.stderr
@@ -86,15 +101,21 @@ def test_a_corrupt_file_is_one_line(tmp_path):
   """The build command prints a data error as one line naming the file, no traceback."""
   # pylint: disable-next=g-import-not-at-top
   from tests.shapenet_r2n2_test import CHAIR, CHAIRS, copy_object, write_split
+
   manual = tmp_path / 'manual'
   copy_object(manual, CHAIR, CHAIRS[0])
   vox = manual / 'ShapeNetVox32' / CHAIR / CHAIRS[0] / 'model.binvox'
   vox.write_bytes(vox.read_bytes()[:-3])
   split = write_split(tmp_path / 's.json', {'train': [CHAIRS[0]]})
-  proc = run_command('--dataset=shapenet_r2n2', '--builder_config=pix2vox',
-                     f'--data_dir={tmp_path / "data"}', f'--manual_dir={manual}',
-                     f'--split_file={split}')
+  proc = run_command(
+    '--dataset=shapenet_r2n2',
+    '--builder_config=pix2vox',
+    f'--data_dir={tmp_path / "data"}',
+    f'--manual_dir={manual}',
+    f'--split_file={split}',
+  )
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
-      f'error: {vox}: truncated data (odd number of run bytes: 1807)')
+    f'error: {vox}: truncated data (odd number of run bytes: 1807)'
+  )
   assert 'Traceback' not in proc.stderr

@@ -26,22 +26,34 @@ def make_state(seed=0, step=7):
   """A TrainState with a 3-label multi_transform Adam state advanced one update."""
   rng = np.random.default_rng(seed)
   params = {
-      'encoder': {'kernel': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)},
-      'fusion': {'query': jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
-      'refiner': {'kernel': jnp.asarray(rng.normal(size=(2, 2, 2)), jnp.float32),
-                  'bias': jnp.zeros((2,), jnp.float32)},
+    'encoder': {'kernel': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)},
+    'fusion': {'query': jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+    'refiner': {
+      'kernel': jnp.asarray(rng.normal(size=(2, 2, 2)), jnp.float32),
+      'bias': jnp.zeros((2,), jnp.float32),
+    },
   }
-  labels = {'encoder': {'kernel': 'base'}, 'fusion': {'query': 'att'},
-            'refiner': {'kernel': 'ref', 'bias': 'ref'}}
-  tx = optax.multi_transform({'base': optax.adam(1e-3), 'att': optax.adam(2e-3),
-                              'ref': optax.adam(3e-3)}, labels)
+  labels = {
+    'encoder': {'kernel': 'base'},
+    'fusion': {'query': 'att'},
+    'refiner': {'kernel': 'ref', 'bias': 'ref'},
+  }
+  tx = optax.multi_transform(
+    {'base': optax.adam(1e-3), 'att': optax.adam(2e-3), 'ref': optax.adam(3e-3)}, labels
+  )
   opt_state = tx.init(params)
   grads = jax.tree.map(jnp.ones_like, params)
   _, opt_state = tx.update(grads, opt_state, params)
-  batch_stats = {'norm': {'mean': jnp.arange(4, dtype=jnp.float32),
-                          'var': jnp.full((4,), 2.0, jnp.float32)}}
-  return TrainState(step=jnp.int32(step), params=params, batch_stats=batch_stats,
-                    opt_state=opt_state, rng=jax.random.key_data(jax.random.key(seed)))
+  batch_stats = {
+    'norm': {'mean': jnp.arange(4, dtype=jnp.float32), 'var': jnp.full((4,), 2.0, jnp.float32)}
+  }
+  return TrainState(
+    step=jnp.int32(step),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+    rng=jax.random.key_data(jax.random.key(seed)),
+  )
 
 
 def assert_identical(a, b):
@@ -62,7 +74,8 @@ def test_state_round_trip_bit_identical(tmp_path):
     restored = ckpt.restore(template)
   assert isinstance(restored, TrainState)
   assert type(restored.opt_state.inner_states['att'].inner_state[0]) is type(
-      state.opt_state.inner_states['att'].inner_state[0])  # ScaleByAdamState
+    state.opt_state.inner_states['att'].inner_state[0]
+  )  # ScaleByAdamState
   assert_identical(state, restored)
   assert jax.random.key_data(restored.key()).tolist() == state.rng.tolist()
 
@@ -85,6 +98,7 @@ def test_every_fusion_saves_and_restores(tmp_path, fusion):
 @flax.struct.dataclass
 class TrainStateBeforeEma:
   """TrainState as checkpoints before ema_params existed were saved."""
+
   step: jax.Array
   params: Any
   batch_stats: Any
@@ -105,8 +119,9 @@ def test_checkpoints_of_the_old_train_state_restore(tmp_path):
   with checkpoint.Checkpointer(str(tmp_path / 'ema')) as ckpt:
     ckpt.save(1, with_ema)
     ckpt.wait()
-    assert_identical(with_ema, ckpt.restore(make_state(seed=1).replace(
-        ema_params=make_state(seed=1).params)))
+    assert_identical(
+      with_ema, ckpt.restore(make_state(seed=1).replace(ema_params=make_state(seed=1).params))
+    )
 
 
 def test_restore_into_abstract_template(tmp_path):
@@ -245,8 +260,13 @@ def test_relative_workdir(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   tx = optax.adam(1e-3)
   params = {'w': jnp.arange(4.0)}
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                     opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(0)))
+  state = TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats={},
+    opt_state=tx.init(params),
+    rng=jax.random.key_data(jax.random.key(0)),
+  )
   with checkpoint.Checkpointer('runs/rel') as ckpt:
     assert ckpt.save(1, state)
     ckpt.wait()
@@ -268,9 +288,10 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(small_disk):
     ckpt.save(2, make_state(step=2))
     ckpt.close()
   assert str(error.value) == (
-      f'saving checkpoint 2 in {small_disk}/run/checkpoints failed: the disk is full (No '
-      'space left on device). The last complete checkpoint, step 1, is intact; fix the cause '
-      'and rerun the same command to resume from it.')
+    f'saving checkpoint 2 in {small_disk}/run/checkpoints failed: the disk is full (No '
+    'space left on device). The last complete checkpoint, step 1, is intact; fix the cause '
+    'and rerun the same command to resume from it.'
+  )
   assert ckpt.all_steps() == [1]
   ckpt.close(raise_errors=False)
   os.remove(filler)
@@ -287,9 +308,13 @@ def test_a_failing_save_is_reported_once_per_call_and_never_listed(tmp_path, mon
 
   def full(*args, **kwargs):
     raise OSError(28, 'No space left on device')
+
   monkeypatch.setattr(ckpt._manager, 'save', full)
-  with pytest.raises(checkpoint.CheckpointSaveError, match='saving checkpoint 2 in .* failed: '
-                     r'the disk is full .*step 1, is intact'):
+  with pytest.raises(
+    checkpoint.CheckpointSaveError,
+    match='saving checkpoint 2 in .* failed: '
+    r'the disk is full .*step 1, is intact',
+  ):
     ckpt.save(2, make_state(step=2))
   with pytest.raises(checkpoint.CheckpointSaveError):  # no later call pretends it worked
     ckpt.wait()

@@ -13,32 +13,45 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_command(raise_line: str, *args: str) -> subprocess.CompletedProcess:
   """A command whose main runs `raise_line`, under cli.run."""
-  program = ('from refine3d_jax import cli, configlib, errors\n'
-             'def main(argv):\n'
-             f'  {raise_line}\n'
-             'cli.run(main)\n')
-  return subprocess.run([sys.executable, '-c', program, *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120)
+  program = (
+    'from refine3d_jax import cli, configlib, errors\n'
+    'def main(argv):\n'
+    f'  {raise_line}\n'
+    'cli.run(main)\n'
+  )
+  return subprocess.run(
+    [sys.executable, '-c', program, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
 
 
-@pytest.mark.parametrize('raise_line, line', [
+@pytest.mark.parametrize(
+  'raise_line, line',
+  [
     ("raise errors.UserError('the thing is wrong')", 'error: the thing is wrong'),
-    ("raise configlib.ConfigError('config.seed = -1: must be ...')",
-     'error: config.seed = -1: must be ...'),
+    (
+      "raise configlib.ConfigError('config.seed = -1: must be ...')",
+      'error: config.seed = -1: must be ...',
+    ),
     ("raise errors.NotFoundError('no checkpoints in w')", 'error: no checkpoints in w'),
-])
+  ],
+)
 def test_a_user_error_is_one_line(raise_line, line):
   proc = run_command(raise_line)
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [line]
 
 
-@pytest.mark.parametrize('raise_line, last', [
-    ("raise FileNotFoundError(2, 'No such file or directory', 'x.json')",
-     "FileNotFoundError: [Errno 2] No such file or directory: 'x.json'"),
+@pytest.mark.parametrize(
+  'raise_line, last',
+  [
+    (
+      "raise FileNotFoundError(2, 'No such file or directory', 'x.json')",
+      "FileNotFoundError: [Errno 2] No such file or directory: 'x.json'",
+    ),
     ("raise OSError(28, 'No space left on device')", 'OSError: [Errno 28] No space left on device'),
     ("raise ValueError('a bug')", 'ValueError: a bug'),
-])
+  ],
+)
 def test_any_other_error_keeps_its_traceback(raise_line, last):
   proc = run_command(raise_line)
   assert proc.returncode == 1
@@ -47,17 +60,24 @@ def test_any_other_error_keeps_its_traceback(raise_line, last):
 
 
 def test_an_unknown_config_key_is_one_line():
-  program = ('from ml_collections import config_flags\n'
-             'from refine3d_jax import cli\n'
-             "config_flags.DEFINE_config_file('config', lock_config=True)\n"
-             'cli.run(lambda argv: None)\n')
-  proc = subprocess.run([sys.executable, '-c', program, '--config=configs/jtso.py:tiny',
-                         '--config.train.num_step=3'], cwd=ROOT, capture_output=True, text=True,
-                        timeout=120)
+  program = (
+    'from ml_collections import config_flags\n'
+    'from refine3d_jax import cli\n'
+    "config_flags.DEFINE_config_file('config', lock_config=True)\n"
+    'cli.run(lambda argv: None)\n'
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', program, '--config=configs/jtso.py:tiny', '--config.train.num_step=3'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
-      "error: --config.train.num_step: no such config key 'num_step'. Did you mean "
-      '"num_steps" instead of "num_step"?']
+    "error: --config.train.num_step: no such config key 'num_step'. Did you mean "
+    '"num_steps" instead of "num_step"?'
+  ]
 
 
 def test_is_url():

@@ -35,11 +35,16 @@ def test_default_preset_is_quick():
     jtso.get_config('huge')
 
 
-@pytest.mark.parametrize('key, value, message', [
+@pytest.mark.parametrize(
+  'key, value, message',
+  [
     ('train.num_views', 0, r'config.train.num_views = 0: must be a positive integer'),
     ('eval.view_counts', (1, 0), r'config.eval.view_counts\[1\] = 0'),
-    ('model.encoder_widths', (96, -8, 256, 256, 256, 256),
-     r'config.model.encoder_widths\[1\] = -8: must be a positive integer'),
+    (
+      'model.encoder_widths',
+      (96, -8, 256, 256, 256, 256),
+      r'config.model.encoder_widths\[1\] = -8: must be a positive integer',
+    ),
     ('model.decoder_widths', (), r'config.model.decoder_widths = \(\): must be a non-empty'),
     ('model.fusion', 'transformer', r"config.model.fusion = 'transformer': must be one of"),
     ('model.num_heads', 7, r'config.model.num_heads = 7: must divide model.latent_dim = 1024'),
@@ -72,9 +77,13 @@ def test_default_preset_is_quick():
     ('data.num_workers', -1, r'config.data.num_workers = -1'),
     ('data.num_threads', 0, r'config.data.num_threads = 0'),
     ('data.prefetch', 0, r'config.data.prefetch = 0'),
-    ('data.data_dir', 'gs://bucket/tfds',
-     r"config.data.data_dir = 'gs://bucket/tfds': is a URL; .* fetches nothing from the net"),
-])
+    (
+      'data.data_dir',
+      'gs://bucket/tfds',
+      r"config.data.data_dir = 'gs://bucket/tfds': is a URL; .* fetches nothing from the net",
+    ),
+  ],
+)
 def test_bad_values_name_their_key(key, value, message):
   config = jtso.get_config('paper')
   section, name = key.split('.')
@@ -107,6 +116,7 @@ def test_config_is_locked_against_typos():
 @pytest.mark.parametrize('preset', jtso.PRESETS)
 def test_end_to_end_baseline_differs_only_in_schedule(preset):
   from configs import end_to_end  # pylint: disable=g-import-not-at-top
+
   config = end_to_end.get_config(preset)
   configlib.validate(config)
   assert config.train.schedule == 'end_to_end'
@@ -128,6 +138,7 @@ def test_saved_configs_get_the_keys_added_since():
 
 def test_pix2vox_input_config():
   from configs import pix2vox_input  # pylint: disable=g-import-not-at-top
+
   config = pix2vox_input.get_config('tiny')
   configlib.validate(config)
   assert config.data.protocol == 'pix2vox_224' and config.data.mean == (0.5, 0.5, 0.5)

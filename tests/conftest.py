@@ -8,8 +8,9 @@ import subprocess
 # optimisation level 0 compiles them faster (jtso_test: 121 s instead of 167 s on 2
 # cores); the arithmetic is the same. Subprocesses the tests start inherit it.
 if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_backend_optimization_level=0').strip()
+  os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_backend_optimization_level=0'
+  ).strip()
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest  # noqa: E402
@@ -48,6 +49,7 @@ def tiny_data_dir(tmp_path_factory):
   """A TFDS data dir holding synthetic_shapes/tiny (5/5/5 objects, one per category),
   built once per session (per xdist worker)."""
   from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+
   path = str(tmp_path_factory.mktemp('tfds'))
   build.build('synthetic_shapes', path, 'tiny')
   return path
@@ -59,6 +61,7 @@ def tiny_workdir(tiny_data_dir, tmp_path_factory):
   shared by the evaluate and predict tests (which only read it, or write into eval/)."""
   from refine3d_jax import train  # pylint: disable=g-import-not-at-top
   from tests.testutil import small_config  # pylint: disable=g-import-not-at-top
+
   workdir = str(tmp_path_factory.mktemp('run'))
   train.train_and_evaluate(small_config(tiny_data_dir, num_steps=2), workdir)
   return workdir
@@ -72,11 +75,17 @@ def small_disk(tmp_path):
   path.mkdir()
   if not shutil.which('mount'):
     pytest.skip('a full disk is simulated with a small tmpfs, and there is no mount command')
-  mount = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(path)],
-                         capture_output=True, text=True, check=False)
+  mount = subprocess.run(
+    ['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(path)],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   if mount.returncode != 0:
-    pytest.skip('a full disk is simulated with a small tmpfs, and mounting one needs root '
-                f'or CAP_SYS_ADMIN: {mount.stderr.strip()}')
+    pytest.skip(
+      'a full disk is simulated with a small tmpfs, and mounting one needs root '
+      f'or CAP_SYS_ADMIN: {mount.stderr.strip()}'
+    )
   try:
     yield path
   finally:

@@ -21,6 +21,7 @@ def built_dataset(tmp_path_factory) -> tuple[str, str, str]:
   if not os.path.isdir(SAMPLE):
     pytest.skip(f'real ShapeNet sample not found at {SAMPLE}')
   from refine3d_jax.data import build  # pylint: disable=g-import-not-at-top
+
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   summary = build.build(DATASET, data_dir, BUILDER_CONFIG, SAMPLE)
   assert summary['splits'] == SPLITS, summary

@@ -21,8 +21,7 @@ def test_two_runs_on_cpu_are_bit_identical(tiny_data_dir):
 def test_a_difference_is_reported():
   a = {'w': np.array([1.0, 2.0], np.float32), 'b': np.zeros(3, np.float32)}
   b = {'w': np.array([1.0, 2.5], np.float32), 'b': np.zeros(3, np.float32)}
-  assert determinism.compare(a, b) == dict(identical=False, arrays=2, differing=1,
-                                           max_abs_diff=0.5)
+  assert determinism.compare(a, b) == dict(identical=False, arrays=2, differing=1, max_abs_diff=0.5)
   assert determinism.compare(a, a)['identical']
   nan = {'w': np.array([np.nan]), 'b': np.zeros(1)}
   assert determinism.compare(nan, nan)['identical']  # bitwise, so NaN equals itself

@@ -8,7 +8,9 @@ from refine3d_jax import workdir
 from refine3d_jax.data import build, photos
 
 
-@pytest.mark.parametrize('cls, builtin', [
+@pytest.mark.parametrize(
+  'cls, builtin',
+  [
     (configlib.ConfigError, ValueError),
     (errors.DataError, ValueError),
     (errors.NotFoundError, FileNotFoundError),
@@ -19,7 +21,8 @@ from refine3d_jax.data import build, photos
     (workdir.WorkdirInUseError, RuntimeError),
     (checkpoint.CheckpointSaveError, OSError),
     (build.MissingBuilderError, ModuleNotFoundError),
-])
+  ],
+)
 def test_user_errors_keep_their_builtin_base(cls, builtin):
   """Callers that caught the built-in before UserError existed still catch it."""
   assert issubclass(cls, errors.UserError) and issubclass(cls, builtin)

@@ -29,8 +29,14 @@ def results(trained):
 def test_writes_every_file_with_the_protocol(results):
   res, workdir = results
   out = os.path.join(workdir, 'eval')
-  for name in ('results.json', 'table_views.md', 'table_views.csv', 'table_per_category.md',
-               'table_per_category.csv', 'iou_vs_views.png'):
+  for name in (
+    'results.json',
+    'table_views.md',
+    'table_views.csv',
+    'table_per_category.md',
+    'table_per_category.csv',
+    'iou_vs_views.png',
+  ):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   assert not [f for f in os.listdir(out) if f.endswith('.tmp')]
   with open(os.path.join(out, 'results.json')) as f:
@@ -63,8 +69,9 @@ def test_numbers_are_consistent(results):
       np.testing.assert_allclose(per_cat.mean(axis=0), sw, atol=1e-6)
       assert 0 <= r['fscore']['sample_weighted'] <= 1
   cost = res['cost']
-  assert cost['params']['total'] == sum(cost['params'][k] for k in
-                                        ('encoder', 'attention', 'decoder', 'refiner'))
+  assert cost['params']['total'] == sum(
+    cost['params'][k] for k in ('encoder', 'attention', 'decoder', 'refiner')
+  )
   assert cost['forward_ms_per_object']['1'] > 0 and cost['backward_ms_per_object']['1'] > 0
 
 
@@ -84,14 +91,19 @@ def test_iou_matches_a_direct_computation(results, tiny_data_dir):
       inter = (pred & gt).sum(axis=(1, 2, 3))
       union = (pred | gt).sum(axis=(1, 2, 3))
       ious.append(np.where(union == 0, 1.0, inter / np.maximum(union, 1)))
-  np.testing.assert_allclose(np.mean(ious, axis=0),
-                             res['views']['3']['refined']['iou']['sample_weighted'], atol=1e-6)
+  np.testing.assert_allclose(
+    np.mean(ious, axis=0), res['views']['3']['refined']['iou']['sample_weighted'], atol=1e-6
+  )
 
 
 def test_missing_checkpoint_is_one_clear_error(tmp_path):
-  proc = subprocess.run([sys.executable, '-m', 'refine3d_jax.evaluate',
-                         f'--workdir={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'refine3d_jax.evaluate', f'--workdir={tmp_path}'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0
   assert f'{tmp_path}: no checkpoints' in proc.stderr, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
@@ -109,8 +121,9 @@ def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
   for n in ('1', '3'):
     for output in ('refined', 'coarse'):
       a, b = nested['views'][n][output], separate['views'][n][output]
-      np.testing.assert_allclose(a['iou']['sample_weighted'], b['iou']['sample_weighted'],
-                                 atol=1e-6)
+      np.testing.assert_allclose(
+        a['iou']['sample_weighted'], b['iou']['sample_weighted'], atol=1e-6
+      )
       assert abs(a['fscore']['sample_weighted'] - b['fscore']['sample_weighted']) < 1e-3
   monkeypatch.undo()
   config.data.eval_views = 'random'
@@ -132,13 +145,14 @@ def test_protocols_are_each_peers_rule(results, trained):
       got = {name: p['views'][n][output] for name, p in res['protocols'].items()}
       allowed = (0.2, 0.3, 0.4, 0.5)
       values = [iou['sample_weighted'][ts.index(t)] for t in allowed]  # ties: the lowest t
-      assert got['pix2vox'] == {'iou': max(values),
-                                'threshold': allowed[int(np.argmax(values))]}
+      assert got['pix2vox'] == {'iou': max(values), 'threshold': allowed[int(np.argmax(values))]}
       assert got['paper'] == {'iou': iou['class_mean'][ts.index(0.25)], 'threshold': 0.25}
       assert got['retr'] == {'iou': iou['class_mean'][ts.index(0.5)], 'threshold': 0.5}
       chosen = ts[int(np.argmax(val['views'][n][output]['iou']['sample_weighted']))]
-      assert got['val_selected'] == {'iou': iou['sample_weighted'][ts.index(chosen)],
-                                     'threshold': chosen}
+      assert got['val_selected'] == {
+        'iou': iou['sample_weighted'][ts.index(chosen)],
+        'threshold': chosen,
+      }
   assert np.isnan(val['views']['1']['refined']['fscore']['sample_weighted'])
   without = protocols.report(res, ts, None)['val_selected']
   assert without['views'] is None and 'no validation split' in without['missing']
@@ -151,10 +165,22 @@ def test_a_protocol_needs_its_thresholds(results):
   res, _ = results
   five = protocols.report(res, res['thresholds'], None)
   assert five['paper']['views'] is not None
-  old = dict(res, thresholds=[0.2, 0.3, 0.4, 0.5],
-             views={n: {o: {'iou': {a: [v for t, v in zip(res['thresholds'], r[o]['iou'][a])
-                                         if t != 0.25] for a in ('sample_weighted', 'class_mean')}}
-                        for o in ('refined', 'coarse')} for n, r in res['views'].items()})
+  old = dict(
+    res,
+    thresholds=[0.2, 0.3, 0.4, 0.5],
+    views={
+      n: {
+        o: {
+          'iou': {
+            a: [v for t, v in zip(res['thresholds'], r[o]['iou'][a]) if t != 0.25]
+            for a in ('sample_weighted', 'class_mean')
+          }
+        }
+        for o in ('refined', 'coarse')
+      }
+      for n, r in res['views'].items()
+    },
+  )
   del old['protocols']
   got = protocols.of_results(old)
   assert got['paper']['missing'] == 'threshold(s) [0.25] not evaluated'

@@ -21,8 +21,7 @@ from tests.results_test import drop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'eval', 'results.json')
-SCRIPTS = ('table1_per_category', 'table2_views', 'table3_cost', 'figure7_refiner',
-           'ablation_jtso')
+SCRIPTS = ('table1_per_category', 'table2_views', 'table3_cost', 'figure7_refiner', 'ablation_jtso')
 WITH_PNG = ('table2_views', 'figure7_refiner', 'ablation_jtso')
 
 
@@ -45,8 +44,13 @@ def with_schedule(results: dict, schedule: str) -> dict:
 
 
 def run(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', name + '.py'),
-                         *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+  proc = subprocess.run(
+    [sys.executable, os.path.join(ROOT, 'experiments', name + '.py'), *args],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+  )
   if check:
     assert proc.returncode == 0, proc.stderr
   return proc
@@ -66,10 +70,10 @@ def read(out_dir, name: str) -> tuple[str, list[str], list[dict]]:
 
 def assert_caption(markdown: str, results: dict, thresholds: bool = True) -> None:
   """The caption names the dataset, split, view protocol, threshold(s), averaging and step."""
-  assert f"`{results['dataset']}`" in markdown
-  assert f"split `{results['split']}`" in markdown
-  assert f"`{results['protocol']['views']}`" in markdown
-  assert f"step {results['checkpoint']['step']}" in markdown
+  assert f'`{results["dataset"]}`' in markdown
+  assert f'split `{results["split"]}`' in markdown
+  assert f'`{results["protocol"]["views"]}`' in markdown
+  assert f'step {results["checkpoint"]["step"]}' in markdown
   assert 'Threshold:' in markdown and 'Averaging:' in markdown
   if thresholds:
     assert results_lib.thresholds_text(results) in markdown
@@ -100,8 +104,16 @@ def test_table1_per_category(outputs):
   cats = results['categories']
   markdown, header, rows = read(outputs, 'table1_per_category')
   assert_caption(markdown, results)
-  assert header == ['method', 'source', 'threshold', 'selection', 'protocol', *cats, 'mean',
-                    'class_mean']
+  assert header == [
+    'method',
+    'source',
+    'threshold',
+    'selection',
+    'protocol',
+    *cats,
+    'mean',
+    'class_mean',
+  ]
   ours = [r for r in rows if r['source'] == 'ours']
   assert [r['selection'] for r in ours] == ['best'] + ['fixed'] * len(results['thresholds'])
   for r in ours:
@@ -121,8 +133,16 @@ def test_table2_views(outputs):
   markdown, header, rows = read(outputs, 'table2_views')
   assert_caption(markdown, results)
   views = sorted(set(common.STANDARD_VIEWS) | set(results['view_counts']))
-  assert header == ['metric', 'method', 'source', 'protocol', 'averaging', 'threshold',
-                    *(f'views_{n}' for n in views), *(f't_{n}' for n in views)]
+  assert header == [
+    'metric',
+    'method',
+    'source',
+    'protocol',
+    'averaging',
+    'threshold',
+    *(f'views_{n}' for n in views),
+    *(f't_{n}' for n in views),
+  ]
   # ours in each protocol the fixture's thresholds give, each peer beside its own
   ours_iou = {r['protocol']: r for r in rows if r['source'] == 'ours' and r['metric'] == 'iou'}
   assert set(ours_iou) == {'pix2vox', 'paper', 'retr'}  # no val_selected in the fixture
@@ -137,8 +157,7 @@ def test_table2_views(outputs):
   for r in (r for r in rows if r['source'] == 'ours'):
     assert_floats(r, [f'views_{n}' for n in results['view_counts']])
     assert all(r[f'views_{n}'] == '' for n in views if n not in results['view_counts'])
-  for metric, published in (('iou', common.PUBLISHED_IOU),
-                            ('fscore', common.PUBLISHED_FSCORE)):
+  for metric, published in (('iou', common.PUBLISHED_IOU), ('fscore', common.PUBLISHED_FSCORE)):
     peers = {r['method']: r for r in rows if r['metric'] == metric and r['source'] != 'ours'}
     assert set(peers) == {f'{m} (published)' for m in published}
     for m, values in published.items():
@@ -152,9 +171,22 @@ def test_table3_cost(outputs):
   results = fixture()
   markdown, header, rows = read(outputs, 'table3_cost')
   assert_caption(markdown, results, thresholds=False)
-  assert header == ['method', 'source', 'device', 'views', 'params', 'params_encoder',
-                    'params_attention', 'params_decoder', 'params_refiner', 'peak_memory_mb',
-                    'forward_ms', 'backward_ms', 'per_object', 'training']
+  assert header == [
+    'method',
+    'source',
+    'device',
+    'views',
+    'params',
+    'params_encoder',
+    'params_attention',
+    'params_decoder',
+    'params_refiner',
+    'peak_memory_mb',
+    'forward_ms',
+    'backward_ms',
+    'per_object',
+    'training',
+  ]
   peers = {r['method']: r for r in rows if r['source'] == 'published'}
   assert len(peers) == len(common.PUBLISHED_COST)
   assert peers['Pix2Vox-F (published)']['forward_ms'] == '9.25'
@@ -165,8 +197,12 @@ def test_table3_cost(outputs):
   if 'cost' in results:
     assert results['cost']['device'] in markdown
     assert {int(r['views']) for r in ours} == {
-        int(k) for k in (*results['cost']['forward_ms_per_object'],
-                         *results['cost']['backward_ms_per_object'])}
+      int(k)
+      for k in (
+        *results['cost']['forward_ms_per_object'],
+        *results['cost']['backward_ms_per_object'],
+      )
+    }
     assert all(int(r['params']) == results['cost']['params']['total'] for r in ours)
 
 
@@ -185,9 +221,19 @@ def test_figure7_refiner(outputs):
   results = fixture()
   markdown, header, rows = read(outputs, 'figure7_refiner')
   assert_caption(markdown, results)
-  assert header == ['method', 'views', 'averaging', 'coarse_iou', 'coarse_threshold',
-                    'refined_iou', 'refined_threshold', 'gain', 'coarse_fscore',
-                    'refined_fscore', 'fscore_threshold']
+  assert header == [
+    'method',
+    'views',
+    'averaging',
+    'coarse_iou',
+    'coarse_threshold',
+    'refined_iou',
+    'refined_threshold',
+    'gain',
+    'coarse_fscore',
+    'refined_fscore',
+    'fscore_threshold',
+  ]
   assert len(rows) == 2 * len(results['view_counts'])
   for r in rows:
     assert_floats(r, header[3:])
@@ -201,8 +247,9 @@ def test_figure7_at_one_threshold(tmp_path):
   markdown, _, rows = read(tmp_path, 'figure7_refiner')
   assert f't = {t:g}, one of the evaluated set' in markdown
   assert {float(r['refined_threshold']) for r in rows} == {t}
-  proc = run('figure7_refiner', f'--results={FIXTURE}', f'--out={tmp_path}',
-             '--threshold=0.123', check=False)
+  proc = run(
+    'figure7_refiner', f'--results={FIXTURE}', f'--out={tmp_path}', '--threshold=0.123', check=False
+  )
   assert proc.returncode != 0 and 'threshold 0.123 was not evaluated' in proc.stderr
 
 
@@ -211,10 +258,17 @@ def test_ablation_jtso_two_files(outputs):
   markdown, header, rows = read(outputs, 'ablation_jtso')
   assert_caption(markdown, results)
   views = sorted(results['view_counts'])
-  assert header == ['method', 'schedule', 'step', 'averaging', *(f'views_{n}' for n in views),
-                    *(f't_{n}' for n in views)]
+  assert header == [
+    'method',
+    'schedule',
+    'step',
+    'averaging',
+    *(f'views_{n}' for n in views),
+    *(f't_{n}' for n in views),
+  ]
   assert [r['method'] for r in rows] == ['jtso'] * 2 + ['end_to_end'] * 2 + [
-      'jtso - end_to_end'] * 2
+    'jtso - end_to_end'
+  ] * 2
   for r in rows:
     assert_floats(r, [f'views_{n}' for n in views])
   assert '| jtso | jtso |' in markdown and '| end_to_end | end_to_end |' in markdown
@@ -245,7 +299,7 @@ def test_ablation_jtso_without_schedule_names_the_key(tmp_path):
 
 @pytest.mark.parametrize('name', SCRIPTS)
 def test_scripts_report_a_missing_key(tmp_path, name):
-  key = f"views.{fixture()['view_counts'][0]}.refined.iou.best"
+  key = f'views.{fixture()["view_counts"][0]}.refined.iou.best'
   path = write_results(tmp_path / 'results.json', drop(fixture(), key))
   proc = run(name, f'--results={path},{path}', '--labels=a,b', check=False)
   assert proc.returncode != 0
@@ -267,8 +321,12 @@ def test_runs_of_different_evaluations_refuse_one_table(tmp_path):
 
 
 def test_shapenet_results_carry_no_synthetic_warning(tmp_path):
-  results = {**fixture(), 'dataset': 'shapenet_r2n2', 'builder_config': 'pix2vox',
-             'synthetic': False}
+  results = {
+    **fixture(),
+    'dataset': 'shapenet_r2n2',
+    'builder_config': 'pix2vox',
+    'synthetic': False,
+  }
   path = write_results(tmp_path / 'eval' / 'results.json', results)
   run('table2_views', f'--results={path}')  # no --out: next to the results file
   markdown, _, _ = read(tmp_path / 'eval', 'table2_views')
@@ -295,9 +353,13 @@ def test_published_numbers_match_protocol():
       assert common.PUBLISHED_FSCORE.get(method, {}).get(n) == (float(f) if f else None)
   cost = text.split('## Cost figures published')[1].split('\n## ')[0]
   for row in common.PUBLISHED_COST:
-    assert f"{row['method']} {row['params_m']:g}M" in cost
-    for key, unit in (('peak_memory_mb', ' MB'), ('forward_ms', ' ms forward'),
-                      ('backward_ms', ' ms backward'), ('training', ' training')):
+    assert f'{row["method"]} {row["params_m"]:g}M' in cost
+    for key, unit in (
+      ('peak_memory_mb', ' MB'),
+      ('forward_ms', ' ms forward'),
+      ('backward_ms', ' ms backward'),
+      ('training', ' training'),
+    ):
       if key in row:
         assert f'{row[key]}{unit}' in cost
 
@@ -311,20 +373,35 @@ def _set_iou(results: dict, views: int, value: float) -> dict:
 
 def views_benchmark(runs_dir, *flags: str) -> subprocess.CompletedProcess:
   """experiments/views_benchmark.py --report_only on `runs_dir` (trains nothing)."""
-  return subprocess.run([sys.executable, 'experiments/views_benchmark.py',
-                         f'--runs_dir={runs_dir}', '--report_only', *flags],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [
+      sys.executable,
+      'experiments/views_benchmark.py',
+      f'--runs_dir={runs_dir}',
+      '--report_only',
+      *flags,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_views_benchmark_means_seeds_and_plots(tmp_path):
   base = fixture()
-  for row, seed, one, three in (('jtso', 0, 0.40, 0.50), ('jtso', 1, 0.42, 0.54),
-                                ('mean', 0, 0.41, 0.43), ('mean', 1, 0.39, 0.45)):
+  for row, seed, one, three in (
+    ('jtso', 0, 0.40, 0.50),
+    ('jtso', 1, 0.42, 0.54),
+    ('mean', 0, 0.41, 0.43),
+    ('mean', 1, 0.39, 0.45),
+  ):
     results = _set_iou(_set_iou(base, 1, one), 3, three)
     results['config']['seed'] = seed
     write_results(tmp_path / 'runs' / f'{row}_seed{seed}' / 'eval' / 'results.json', results)
-  result = views_benchmark(tmp_path / 'runs', '--rows=jtso,mean', '--seeds=0,1',
-                           f'--out={tmp_path / "out"}')
+  result = views_benchmark(
+    tmp_path / 'runs', '--rows=jtso,mean', '--seeds=0,1', f'--out={tmp_path / "out"}'
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   md = (tmp_path / 'out' / 'views_benchmark.md').read_text()
   cell = r' \| 2 \| 0\.4{} \| [0-9.]+ \| 0\.{} \| \+0\.{} \|'
@@ -332,8 +409,12 @@ def test_views_benchmark_means_seeds_and_plots(tmp_path):
   assert re.search(r'\| JTSO, mean of views' + cell.format('00', 440, '040'), md), md
   with open(tmp_path / 'out' / 'views_benchmark.csv') as f:
     rows = list(csv.DictReader(f))
-  assert [(r['method'], r['seed']) for r in rows] == [('jtso', '0'), ('jtso', '1'),
-                                                      ('mean', '0'), ('mean', '1')]
+  assert [(r['method'], r['seed']) for r in rows] == [
+    ('jtso', '0'),
+    ('jtso', '1'),
+    ('mean', '0'),
+    ('mean', '1'),
+  ]
   assert (tmp_path / 'out' / 'views_benchmark.png').stat().st_size > 1000
 
 
@@ -344,13 +425,17 @@ def test_views_benchmark_table_keeps_runs_of_other_rows_and_seeds(tmp_path):
     results = copy.deepcopy(base)
     results['config']['seed'] = seed
     write_results(tmp_path / 'runs' / f'{row}_seed{seed}' / 'eval' / 'results.json', results)
-  result = views_benchmark(tmp_path / 'runs', '--rows=end_to_end', '--seeds=0',
-                           f'--out={tmp_path / "out"}')
+  result = views_benchmark(
+    tmp_path / 'runs', '--rows=end_to_end', '--seeds=0', f'--out={tmp_path / "out"}'
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   with open(tmp_path / 'out' / 'views_benchmark.csv') as f:
     rows = list(csv.DictReader(f))
-  assert [(r['method'], r['seed']) for r in rows] == [('jtso', '0'), ('jtso', '1'),
-                                                      ('end_to_end', '0')]
+  assert [(r['method'], r['seed']) for r in rows] == [
+    ('jtso', '0'),
+    ('jtso', '1'),
+    ('end_to_end', '0'),
+  ]
 
 
 def test_views_benchmark_without_runs_is_one_line(tmp_path):

@@ -19,8 +19,9 @@ from tests.views_test import options
 def make_config(built, preset='tiny', **data):
   dataset, builder_config, data_dir = built
   config = jtso.get_config(preset)
-  config.data.update(dataset=dataset, builder_config=builder_config, data_dir=data_dir,
-                     num_threads=2, **data)
+  config.data.update(
+    dataset=dataset, builder_config=builder_config, data_dir=data_dir, num_threads=2, **data
+  )
   configlib.validate(config)
   return config
 
@@ -35,8 +36,9 @@ def sources(built_dataset):
 def decoded_test(built_dataset):
   """The test split decoded by TFDS itself (uint8 [24, 137, 137, 4]): an independent check."""
   dataset, builder_config, data_dir = built_dataset
-  return tfds.builder_from_directory(ip.dataset_dir(dataset, builder_config, data_dir)
-                                     ).as_data_source('test')
+  return tfds.builder_from_directory(
+    ip.dataset_dir(dataset, builder_config, data_dir)
+  ).as_data_source('test')
 
 
 def test_configs_name_the_same_datasets_and_protocols():
@@ -45,14 +47,21 @@ def test_configs_name_the_same_datasets_and_protocols():
   assert configlib.EVAL_VIEWS == ip.EVAL_VIEWS
 
 
-@pytest.mark.parametrize('protocol,size,train,norm', [
-    ('r2n2_127', 127, True, 0.0), ('r2n2_127', 127, False, 0.0),
-    ('pix2vox_224', 224, True, 0.5), ('pix2vox_224', 224, False, 0.5),
-    ('r2n2_127', 64, True, 0.0), ('r2n2_127', 16, False, 0.0), ('pix2vox_224', 16, True, 0.5)])
+@pytest.mark.parametrize(
+  'protocol,size,train,norm',
+  [
+    ('r2n2_127', 127, True, 0.0),
+    ('r2n2_127', 127, False, 0.0),
+    ('pix2vox_224', 224, True, 0.5),
+    ('pix2vox_224', 224, False, 0.5),
+    ('r2n2_127', 64, True, 0.0),
+    ('r2n2_127', 16, False, 0.0),
+    ('pix2vox_224', 16, True, 0.5),
+  ],
+)
 def test_shapes_dtypes_ranges(sources, protocol, size, train, norm):
   jitter = 0.4 if protocol == 'pix2vox_224' and train else 0.0
-  opts = options(protocol, size, train, color_jitter=jitter, mean=(norm,) * 3,
-                 std=(1 - norm,) * 3)
+  opts = options(protocol, size, train, color_jitter=jitter, mean=(norm,) * 3, std=(1 - norm,) * 3)
   rng = np.random.default_rng(0) if train else None
   out = ip.make_example(sources['train'][0], 0, [3, 7], 3, opts, rng)
   assert out['images'].shape == (3, size, size, 3) and out['images'].dtype == np.float32
@@ -72,7 +81,7 @@ def find_crop(rgba, out):
   object is opaque (the background colour is unknown)."""
   found = []
   for top, left, flip in itertools.product(range(11), range(11), (False, True)):
-    window = rgba[top:top + 127, left:left + 127]
+    window = rgba[top : top + 127, left : left + 127]
     if flip:
       window = window[:, ::-1]
     opaque = window[..., 3] > 0
@@ -100,7 +109,7 @@ def test_train_crops_flips_backgrounds(sources):
     pixels = np.round(out['images'][v] * 255).astype(np.uint8)
     (top, left, flip), *_ = find_crop(rgba, pixels)
     flips += flip
-    window = rgba[top:top + 127, left:left + 127, 3]
+    window = rgba[top : top + 127, left : left + 127, 3]
     clear = (window[:, ::-1] if flip else window) == 0
     background = pixels[clear]
     assert (background >= 225).all() and (background == background[0]).all()
@@ -110,8 +119,7 @@ def test_train_crops_flips_backgrounds(sources):
 def test_first_n_views_match_an_independent_decode(built_dataset, decoded_test):
   config = make_config(built_dataset, eval_views='first_n')
   config.model.image_size = 127
-  batches = list(ip.eval_dataset(config, 'test', 3, batch_size=2, shard_index=0,
-                                 shard_count=1))
+  batches = list(ip.eval_dataset(config, 'test', 3, batch_size=2, shard_index=0, shard_count=1))
   assert [len(b['index']) for b in batches] == [2, 2, 2]
   for batch in batches:
     for row, record in enumerate(batch['index']):
@@ -131,9 +139,17 @@ def test_random_eval_views_repeatable_distinct_and_seeded(built_dataset):
     np.testing.assert_array_equal(views, ip.eval_views('random', n, 7, record))
   draws = lambda seed: np.stack([ip.eval_views('random', 5, seed, r) for r in range(5)])
   assert not np.array_equal(draws(7), draws(8))
-  run = lambda seed: next(iter(ip.eval_dataset(
-      make_config(built_dataset, eval_views='random', eval_seed=seed), 'test', 5,
-      shard_index=0, shard_count=1)))
+  run = lambda seed: next(
+    iter(
+      ip.eval_dataset(
+        make_config(built_dataset, eval_views='random', eval_seed=seed),
+        'test',
+        5,
+        shard_index=0,
+        shard_count=1,
+      )
+    )
+  )
   a, b, c = run(3), run(3), run(4)
   np.testing.assert_array_equal(a['images'], b['images'])
   assert not np.array_equal(a['views'], c['views'])
@@ -199,11 +215,12 @@ def test_two_hosts_get_disjoint_shards_covering_the_split(built_dataset):
   # 5 records over 2 hosts: each host's epoch is 2 of its own shard ({0, 2, 4} or {1, 3})
   assert not seen[0] & seen[1] and seen[0] | seen[1] <= set(range(5))
   assert len(seen[0]) == len(seen[1]) == steps == 2
-  evals = [list(ip.eval_dataset(config, 'test', 2, batch_size=2, shard_index=h,
-                                shard_count=2)) for h in (0, 1)]
+  evals = [
+    list(ip.eval_dataset(config, 'test', 2, batch_size=2, shard_index=h, shard_count=2))
+    for h in (0, 1)
+  ]
   assert len(evals[0]) == len(evals[1])  # every host runs the same number of steps
-  records = [{int(i) for b in e for i, ok in zip(b['index'], b['valid']) if ok}
-             for e in evals]
+  records = [{int(i) for b in e for i, ok in zip(b['index'], b['valid']) if ok} for e in evals]
   assert not records[0] & records[1] and records[0] | records[1] == set(range(5))
   with pytest.raises(ValueError, match='does not divide'):
     ip.per_host_batch(3, 2)
@@ -228,8 +245,10 @@ def test_missing_dataset_says_how_to_build(tmp_path):
     ip.open_source(config.data, 'train')
   message = str(error.value)
   assert str(tmp_path / 'shapenet_r2n2' / 'r2n2' / '1.1.0') in message
-  assert (f'python -m refine3d_jax.data.build --dataset=shapenet_r2n2 --builder_config=r2n2 '
-          f'--data_dir={tmp_path}') in message
+  assert (
+    f'python -m refine3d_jax.data.build --dataset=shapenet_r2n2 --builder_config=r2n2 '
+    f'--data_dir={tmp_path}'
+  ) in message
 
 
 def test_unknown_split(built_dataset):
@@ -291,8 +310,12 @@ def test_quick_preset_on_synthetic_shapes(tiny_data_dir):
 def test_model_inputs_max_pool_the_voxels_to_the_model_volume():
   voxels = np.zeros((2, 32, 32, 32), bool)
   voxels[0, 3, 4, 5] = True
-  batch = {'images': np.zeros((2, 1, 8, 8, 3), np.float32), 'mask': np.ones((2, 1), bool),
-           'voxels': voxels, 'label': np.zeros(2, np.int32)}
+  batch = {
+    'images': np.zeros((2, 1, 8, 8, 3), np.float32),
+    'mask': np.ones((2, 1), bool),
+    'voxels': voxels,
+    'label': np.zeros(2, np.int32),
+  }
   pooled = ip.model_inputs(batch, 16)
   assert set(pooled) == {'images', 'mask', 'voxels'}
   assert pooled['voxels'].shape == (2, 16, 16, 16) and pooled['voxels'].sum() == 1

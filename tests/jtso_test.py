@@ -25,15 +25,18 @@ def setup():
   state = train_state.create_train_state(config, model, tx)
   state = state.replace(params=perturb(state.params))  # every layer matters
   rng = np.random.default_rng(0)
-  batch = {'images': jnp.asarray(rng.standard_normal((2, 3, 16, 16, 3)), jnp.float32),
-           'mask': jnp.ones((2, 3), bool),
-           'voxels': jnp.asarray(rng.random((2, 16, 16, 16)) < 0.3)}
+  batch = {
+    'images': jnp.asarray(rng.standard_normal((2, 3, 16, 16, 3)), jnp.float32),
+    'mask': jnp.ones((2, 3), bool),
+    'voxels': jnp.asarray(rng.random((2, 16, 16, 16)) < 0.3),
+  }
   return config, model, tx, state, batch
 
 
 def changed(a, b) -> bool:
-  return any(np.any(np.asarray(x) != np.asarray(y))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return any(
+    np.any(np.asarray(x) != np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def test_every_parameter_gets_a_group(setup):
@@ -49,8 +52,16 @@ def test_every_parameter_gets_a_group(setup):
 def test_stage_updates_exactly_its_groups(setup, stage_name):
   config, model, tx, state, batch = setup
   stage = jtso.STAGES[stage_name]
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, stage=stage,
-                                   lr_fn=lambda s: 1e-3, lr_scale=dict(config.train.lr_scale)))
+  step = jax.jit(
+    functools.partial(
+      train.train_step,
+      model=model,
+      tx=tx,
+      stage=stage,
+      lr_fn=lambda s: 1e-3,
+      lr_scale=dict(config.train.lr_scale),
+    )
+  )
   # Two steps, so a frozen group would drift through Adam momentum if it were updated.
   new, metrics = step(state, batch)
   new, metrics = step(new, batch)
@@ -60,7 +71,8 @@ def test_stage_updates_exactly_its_groups(setup, stage_name):
     assert changed(new.params[name], state.params[name]) == (group in stage.trainable), name
   for group in jtso.GROUPS:
     assert changed(new.opt_state.inner_states[group], state.opt_state.inner_states[group]) == (
-        group in stage.trainable), group
+      group in stage.trainable
+    ), group
   assert jax.tree.structure(new.opt_state) == jax.tree.structure(state.opt_state)
   assert all(np.isfinite(float(v)) for v in metrics.values())
   assert ('loss_single' in metrics) == bool(stage.single)
@@ -74,9 +86,15 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
   config, model, _, state, batch = setup
   tx = optax.multi_transform({g: optax.identity() for g in jtso.GROUPS}, jtso.param_labels)
   state = state.replace(opt_state=tx.init(state.params))
-  step = functools.partial(train.train_step, model=model, tx=tx, stage=jtso.STAGES['jtso'],
-                           lr_fn=lambda s: 1.0, lr_scale={'base': 1.0, 'att': 1.0, 'ref': 1.0},
-                           single_views=single_views)
+  step = functools.partial(
+    train.train_step,
+    model=model,
+    tx=tx,
+    stage=jtso.STAGES['jtso'],
+    lr_fn=lambda s: 1.0,
+    lr_scale={'base': 1.0, 'att': 1.0, 'ref': 1.0},
+    single_views=single_views,
+  )
   new, _ = jax.jit(step)(state, batch)
   moved = jax.tree.map(lambda a, b: a - b, state.params, new.params)
 
@@ -86,15 +104,19 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
   grad = jax.jit(jax.grad(loss))
   b, k = batch['images'].shape[0], single_views
   singles = batch['images'][:, :k].reshape((b * k, 1) + batch['images'].shape[2:])
-  g_single = grad(state.params, singles, jnp.ones((b * k, 1), bool),
-                  jnp.repeat(batch['voxels'], k, axis=0))
+  g_single = grad(
+    state.params, singles, jnp.ones((b * k, 1), bool), jnp.repeat(batch['voxels'], k, axis=0)
+  )
   g_multi = grad(state.params, batch['images'], batch['mask'], batch['voxels'])
   close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6)
   jax.tree.map(close, moved['encoder'], g_single['encoder'])
   jax.tree.map(close, moved['decoder'], g_single['decoder'])
   jax.tree.map(close, moved['attention'], g_multi['attention'])
-  jax.tree.map(close, moved['refiner'],
-               jax.tree.map(lambda a, b: (a + b) / 2, g_single['refiner'], g_multi['refiner']))
+  jax.tree.map(
+    close,
+    moved['refiner'],
+    jax.tree.map(lambda a, b: (a + b) / 2, g_single['refiner'], g_multi['refiner']),
+  )
   # The two losses really differ for the shared groups (else the test proves nothing).
   assert changed(g_single['decoder'], g_multi['decoder'])
   assert changed(g_single['attention'], jax.tree.map(jnp.zeros_like, g_single['attention']))
@@ -102,7 +124,7 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
 
 def test_single_view_batch_takes_real_views_only():
   images = jnp.arange(3 * 4, dtype=jnp.float32).reshape(3, 4, 1, 1, 1)  # value = 4b + v
-  mask = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], bool)      # first-n real
+  mask = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], bool)  # first-n real
   voxels = jnp.arange(3, dtype=jnp.float32).reshape(3, 1, 1, 1)
   flat, flat_mask, flat_voxels = train.single_view_batch(images, mask, voxels, 3)
   assert flat.shape == (9, 1, 1, 1, 1) and bool(flat_mask.all())
@@ -118,8 +140,13 @@ def test_refiner_gradient_comes_from_the_refined_term_only(setup):
   _, model, _, state, batch = setup
 
   def coarse_only(params):
-    out = model.apply({'params': params, 'batch_stats': state.batch_stats}, batch['images'],
-                      batch['mask'], train=True, mutable=['batch_stats'])[0]
+    out = model.apply(
+      {'params': params, 'batch_stats': state.batch_stats},
+      batch['images'],
+      batch['mask'],
+      train=True,
+      mutable=['batch_stats'],
+    )[0]
     return losses.voxel_bce(out['coarse_logits'], batch['voxels'])
 
   g = jax.jit(jax.grad(coarse_only))(state.params)
@@ -132,7 +159,13 @@ def test_schedules():
   plan = jtso.schedule(config, steps_per_epoch=10)
   assert plan == [(0, 'base'), (10, 'att'), (25, 'jtso')]
   assert [jtso.stage_at(s, plan).name for s in (0, 9, 10, 24, 25, 1000)] == [
-      'base', 'base', 'att', 'att', 'jtso', 'jtso']
+    'base',
+    'base',
+    'att',
+    'att',
+    'jtso',
+    'jtso',
+  ]
   config.train.schedule = 'attsets'
   assert jtso.stage_at(1000, jtso.schedule(config, 10)).name == 'att'
   config.train.schedule = 'end_to_end'
@@ -155,22 +188,33 @@ def test_bfloat16_mixed_precision_step(setup):
   config.model.dtype = 'bfloat16'
   model = create_model(config.model)
   tx = jtso.optimizer(config)
-  outputs = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                        batch['images'], batch['mask'])
+  outputs = model.apply(
+    {'params': state.params, 'batch_stats': state.batch_stats}, batch['images'], batch['mask']
+  )
   # float32 outputs of a bf16 computation: every logit is a bfloat16 number
   logits = outputs['coarse_logits']
   assert logits.dtype == jnp.float32
   np.testing.assert_array_equal(logits, logits.astype(jnp.bfloat16).astype(jnp.float32))
-  f32_loss, _ = train.loss_fn(state.params, state.batch_stats, f32_model, batch['images'],
-                              batch['mask'], batch['voxels'])
+  f32_loss, _ = train.loss_fn(
+    state.params, state.batch_stats, f32_model, batch['images'], batch['mask'], batch['voxels']
+  )
   for stage_name in ('base', 'att', 'jtso'):
-    step = jax.jit(functools.partial(train.train_step, model=model, tx=tx,
-                                     stage=jtso.STAGES[stage_name], lr_fn=lambda s: 1e-3,
-                                     lr_scale=dict(config.train.lr_scale)))
+    step = jax.jit(
+      functools.partial(
+        train.train_step,
+        model=model,
+        tx=tx,
+        stage=jtso.STAGES[stage_name],
+        lr_fn=lambda s: 1e-3,
+        lr_scale=dict(config.train.lr_scale),
+      )
+    )
     new, metrics = step(state, batch)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params)), stage_name
-    assert all(x.dtype == y.dtype for x, y in zip(jax.tree.leaves(new.opt_state),
-                                                   jax.tree.leaves(state.opt_state)))
+    assert all(
+      x.dtype == y.dtype
+      for x, y in zip(jax.tree.leaves(new.opt_state), jax.tree.leaves(state.opt_state))
+    )
     assert all(np.isfinite(float(v)) for v in metrics.values()), (stage_name, metrics)
   # the stage-3 step's multi-view loss is that of `state`, as f32_loss
   np.testing.assert_allclose(float(metrics['loss_multi']), float(f32_loss), rtol=0.05)

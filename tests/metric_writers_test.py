@@ -22,29 +22,36 @@ def read_events(workdir):
       data = f.read()
     pos = 0
     while pos < len(data):
-      (n,) = struct.unpack('<Q', data[pos:pos + 8])
-      events.append(event_pb2.Event.FromString(data[pos + 12:pos + 12 + n]))
+      (n,) = struct.unpack('<Q', data[pos : pos + 8])
+      events.append(event_pb2.Event.FromString(data[pos + 12 : pos + 12 + n]))
       pos += 12 + n + 4
   return events
 
 
 def scalars(events):
-  return [(e.step, v.tag, v.simple_value) for e in events for v in e.summary.value
-          if v.HasField('simple_value')]
+  return [
+    (e.step, v.tag, v.simple_value)
+    for e in events
+    for v in e.summary.value
+    if v.HasField('simple_value')
+  ]
 
 
 def test_round_trip_and_tensorboard(tmp_path):
   workdir = str(tmp_path / 'w')
   with metric_writers.MetricWriter(workdir) as writer:
-    writer.write_scalars(1, {'loss': 0.5, 'iou': np.float32(0.25), 'lr': jnp.float32(1e-3),
-                             'epoch': np.int32(0)})
+    writer.write_scalars(
+      1, {'loss': 0.5, 'iou': np.float32(0.25), 'lr': jnp.float32(1e-3), 'epoch': np.int32(0)}
+    )
     writer.write_scalars(2, {'loss': 0.25})
     writer.write_image(2, 'eval/grid', np.full((8, 12, 3), 7, np.uint8))
     # readable while the writer is open: flushed after every line
     assert len(metric_writers.read_metrics(workdir)) == 2
   records = metric_writers.read_metrics(workdir)
-  assert records == [{'step': 1, 'loss': 0.5, 'iou': 0.25, 'lr': pytest.approx(1e-3),
-                      'epoch': 0}, {'step': 2, 'loss': 0.25}]
+  assert records == [
+    {'step': 1, 'loss': 0.5, 'iou': 0.25, 'lr': pytest.approx(1e-3), 'epoch': 0},
+    {'step': 2, 'loss': 0.25},
+  ]
   assert isinstance(records[0]['epoch'], int)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     assert list(json.loads(f.readline())) == ['step', 'loss', 'iou', 'lr', 'epoch']

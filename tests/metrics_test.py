@@ -36,8 +36,9 @@ def test_iou_under_jit_and_default_threshold():
   target = rng.random((3, 8, 8, 8)) < 0.3
   got = jax.jit(metrics.iou)(probs, target)
   assert got.shape == (3, 1)
-  np.testing.assert_allclose(got[:, 0], [reference_iou(p, g, 0.3) for p, g in zip(probs, target)],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    got[:, 0], [reference_iou(p, g, 0.3) for p, g in zip(probs, target)], rtol=1e-6
+  )
 
 
 def test_iou_edge_cases():
@@ -78,7 +79,7 @@ def cube(shift=0, side=10, size=32, corner=11):
   """A `side`^3 cube of occupied voxels in a `size`^3 grid, moved by `shift` voxels along x."""
   grid = np.zeros((size,) * 3, bool)
   lo = corner + shift
-  grid[lo:lo + side, corner:corner + side, corner:corner + side] = True
+  grid[lo : lo + side, corner : corner + side, corner : corner + side] = True
   return grid
 
 
@@ -140,13 +141,18 @@ def test_fscore_edge_cases():
 
 def test_fscores_thresholds_each_sample():
   targets = np.stack([cube(size=16, side=6, corner=5)] * 3)
-  preds = np.stack([cube(size=16, side=6, corner=5) * 0.3,   # occupied at t = 0.3 only
-                    cube(1, size=16, side=6, corner=5) * 0.9,
-                    np.zeros((16,) * 3)])
+  preds = np.stack(
+    [
+      cube(size=16, side=6, corner=5) * 0.3,  # occupied at t = 0.3 only
+      cube(1, size=16, side=6, corner=5) * 0.9,
+      np.zeros((16,) * 3),
+    ]
+  )
   got = metrics.fscores(preds, targets, 0.3, num_points=1024)
   assert got.shape == (3,) and got.dtype == np.float64
   np.testing.assert_array_equal(
-      got, [1.0, metrics.fscore(preds[1] > 0, targets[1], num_points=1024), 0.0])
+    got, [1.0, metrics.fscore(preds[1] > 0, targets[1], num_points=1024), 0.0]
+  )
   np.testing.assert_array_equal(metrics.fscores(preds[:1], targets[:1], 0.4), [0.0])
 
 
@@ -154,13 +160,17 @@ def test_summarize_unbalanced_classes():
   values = np.array([1.0, 1.0, 1.0, 0.0])
   labels = np.array([0, 0, 0, 2])
   got = metrics.summarize(values, labels, ['aeroplane', 'bench', 'cabinet'])
-  assert got == {'sample_weighted': 0.75, 'class_mean': 0.5,
-                 'per_category': {'aeroplane': 1.0, 'cabinet': 0.0},
-                 'count': {'aeroplane': 3, 'cabinet': 1}}
+  assert got == {
+    'sample_weighted': 0.75,
+    'class_mean': 0.5,
+    'per_category': {'aeroplane': 1.0, 'cabinet': 0.0},
+    'count': {'aeroplane': 3, 'cabinet': 1},
+  }
   json.dumps(got)  # plain python types
   # per-threshold values [N, T]
-  got = metrics.summarize(np.array([[1.0, 0.5], [0.5, 0.5], [0.0, 1.0]]),
-                          np.array([1, 1, 0]), ['a', 'b'])
+  got = metrics.summarize(
+    np.array([[1.0, 0.5], [0.5, 0.5], [0.0, 1.0]]), np.array([1, 1, 0]), ['a', 'b']
+  )
   np.testing.assert_allclose(got['sample_weighted'], [0.5, 2 / 3])
   np.testing.assert_allclose(got['class_mean'], [0.375, 0.75])
   np.testing.assert_allclose(got['per_category']['b'], [0.75, 0.5])
@@ -183,12 +193,17 @@ def test_fscore_many_is_fscore_of_each():
   """One target, several predictions (what evaluation scores per object): the same numbers
   as separate calls, empty predictions included."""
   target = cube(size=16, side=6, corner=5)
-  preds = [cube(1, size=16, side=6, corner=5), np.zeros((16,) * 3, bool), target,
-           cube(2, size=16, side=5, corner=4)]
+  preds = [
+    cube(1, size=16, side=6, corner=5),
+    np.zeros((16,) * 3, bool),
+    target,
+    cube(2, size=16, side=5, corner=4),
+  ]
   got = metrics.fscore_many(preds, target, num_points=2048)
   assert got == [metrics.fscore(p, target, num_points=2048) for p in preds]
   # against an unbounded nearest-neighbour search (what the bounded query replaces)
   from scipy import spatial  # pylint: disable=g-import-not-at-top
+
   t = metrics._sample_surface(*metrics.surface(target), 2048, 0)  # pylint: disable=protected-access
   p = metrics._sample_surface(*metrics.surface(preds[0]), 2048, 0)  # pylint: disable=protected-access
   precision = np.mean(spatial.cKDTree(t).query(p)[0] < 0.01)

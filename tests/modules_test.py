@@ -9,8 +9,7 @@ import pytest
 from refine3d_jax.models import conv2d as conv2d_lib
 from refine3d_jax.models import conv3d as conv3d_lib
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
-from refine3d_jax.models.decoder import (Decoder, depth_to_space, num_upsamplings,
-                                         upsample_nearest)
+from refine3d_jax.models.decoder import Decoder, depth_to_space, num_upsamplings, upsample_nearest
 from refine3d_jax.models.encoder import Encoder
 from refine3d_jax.models.pooling import max_pool2
 from refine3d_jax.models.refiner import Refiner
@@ -32,13 +31,19 @@ def test_num_upsamplings():
 
 
 def test_masked_mean_ignores_padding():
-  x = jnp.array([[[1., 2.], [3., 4.], [100., 100.]]])
-  np.testing.assert_allclose(masked_mean(x, jnp.array([[True, True, False]])), [[2., 3.]])
+  x = jnp.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+  np.testing.assert_allclose(masked_mean(x, jnp.array([[True, True, False]])), [[2.0, 3.0]])
 
 
-@pytest.mark.parametrize('fusion', [SelfAttentionFusion(num_heads=2, mlp_dim=8), AttSetsFusion(),
-                                    SelfAttentionFusion(num_heads=2, block='plain')],
-                         ids=['self_attention', 'attsets', 'plain_attention'])
+@pytest.mark.parametrize(
+  'fusion',
+  [
+    SelfAttentionFusion(num_heads=2, mlp_dim=8),
+    AttSetsFusion(),
+    SelfAttentionFusion(num_heads=2, block='plain'),
+  ],
+  ids=['self_attention', 'attsets', 'plain_attention'],
+)
 def test_fusion_permutation_invariant_and_masked(fusion):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((3, 5, 8)), jnp.float32)
@@ -56,7 +61,7 @@ def test_fusion_permutation_invariant_and_masked(fusion):
   # ... and garbage in the padded slots changes nothing, while real views do matter.
   noisy = x.at[1, 2:].set(1e3)
   np.testing.assert_allclose(apply(params, noisy, mask)[1], out[1], atol=1e-5)
-  assert np.abs(apply(params, x.at[1, 0].set(0.), mask)[1] - out[1]).max() > 1e-3
+  assert np.abs(apply(params, x.at[1, 0].set(0.0), mask)[1] - out[1]).max() > 1e-3
 
 
 def test_attsets_is_identity_on_one_view():
@@ -82,10 +87,15 @@ def test_decoder_upsamples_from_base_grid():
   dec = Decoder(widths=(8, 8, 8, 4, 4, 4), base_size=2, volume_size=32)
   out, variables = jax.eval_shape(dec.init_with_output, jax.random.key(0), jnp.zeros((3, 16)))
   assert out.shape == (3, 32, 32, 32)
-  assert variables['params']['stem']['kernel'].shape == (16, 2 ** 3 * 8)
+  assert variables['params']['stem']['kernel'].shape == (16, 2**3 * 8)
   # A 1x1x1 shortcut only where the width changes (block3: 8 -> 4).
   assert [('shortcut' in variables['params'][f'block{i}']) for i in range(1, 6)] == [
-      False, False, True, False, False]
+    False,
+    False,
+    True,
+    False,
+    False,
+  ]
   with pytest.raises(ValueError, match='cannot upsample'):
     jax.eval_shape(Decoder(widths=(8, 8), base_size=2).init, jax.random.key(0), jnp.zeros((1, 4)))
 
@@ -96,11 +106,13 @@ def check_lowerings(flax_conv: nn.Module, x: jax.Array, ours: list[nn.Module]) -
   variables = perturb(flax_conv.init(jax.random.PRNGKey(1), x), scale=0.1)
   expected = flax_conv.apply(variables, x)
   for conv in ours:
-    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == \
-        jax.tree.map(jnp.shape, variables)
+    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+      jnp.shape, variables
+    )
     np.testing.assert_allclose(conv.apply(variables, x), expected, atol=1e-5)
-  grads = [jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x)
-           for c in ours]
+  grads = [
+    jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x) for c in ours
+  ]
   for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
@@ -132,8 +144,9 @@ def test_conv2d_matmul_equals_native_and_flax(kernel):
   # The encoder's lowerings: same output and gradients, flax.linen.Conv's parameters.
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 3))
   flax_conv = nn.Conv(4, (kernel, kernel))
-  check_lowerings(flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl)
-                                 for impl in ('matmul', 'native')])
+  check_lowerings(
+    flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in ('matmul', 'native')]
+  )
 
 
 def test_conv2d_impl_choice():
@@ -156,19 +169,25 @@ def test_depth_to_space_places_each_channel_at_its_offset():
 
 
 def test_shuffle_head_and_occupancy_prior():
-  dec = Decoder(widths=(8, 8, 8, 4, 4), base_size=2, volume_size=32, head='shuffle',
-                occupancy_prior=0.1)
+  dec = Decoder(
+    widths=(8, 8, 8, 4, 4), base_size=2, volume_size=32, head='shuffle', occupancy_prior=0.1
+  )
   z = jnp.zeros((3, 16))
   variables = dec.init(jax.random.key(0), z)
   params = variables['params']
-  assert sorted(k for k in params if k.startswith('block')) == ['block1', 'block2', 'block3',
-                                                                'block4']
+  assert sorted(k for k in params if k.startswith('block')) == [
+    'block1',
+    'block2',
+    'block3',
+    'block4',
+  ]
   assert params['logits']['kernel'].shape == (1, 1, 1, 4, 8)
   np.testing.assert_allclose(params['logits']['bias'], np.log(0.1 / 0.9), rtol=1e-6)
   assert dec.apply(variables, z).shape == (3, 32, 32, 32)
   # 3 upsamplings in blocks (2 -> 16), the 4th in the head: a 4th width would add a block
-  assert Decoder(widths=(8, 8, 8, 4), base_size=2, head='shuffle').init(
-      jax.random.key(0), z)['params']['logits']['kernel'].shape == (1, 1, 1, 4, 8)
+  assert Decoder(widths=(8, 8, 8, 4), base_size=2, head='shuffle').init(jax.random.key(0), z)[
+    'params'
+  ]['logits']['kernel'].shape == (1, 1, 1, 4, 8)
   with pytest.raises(ValueError, match='head'):
     Decoder(widths=(8, 8), head='transpose').init(jax.random.key(0), z)
 
@@ -180,8 +199,7 @@ def test_max_pool2_equals_flax_max_pool_and_its_gradient(shape):
   d = len(shape) - 2
   flax_pool = lambda x: nn.max_pool(x, (2,) * d, strides=(2,) * d, padding='SAME')
   np.testing.assert_array_equal(max_pool2(x), flax_pool(x))
-  weights = jnp.asarray(np.random.default_rng(1).standard_normal(flax_pool(x).shape),
-                        jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(1).standard_normal(flax_pool(x).shape), jnp.float32)
   grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * weights))(x)
   np.testing.assert_array_equal(grad(max_pool2), grad(flax_pool))  # no ties in random x
 
@@ -199,10 +217,13 @@ def test_refiner_paper_options():
   np.testing.assert_allclose(paper.apply(v_paper, x), x, atol=1e-6)
   # down1 sees the same input through the same initial conv in both, so the same batch
   # mean m_b; from running mean 0: new = (1 - momentum) * m_b.
-  np.testing.assert_array_equal(v_paper['params']['down1']['conv']['kernel'],
-                                v_ours['params']['down1']['conv']['kernel'])
-  means = [model.apply(v, x, train=True, mutable=['batch_stats'])[1]['batch_stats']['down1']
-           ['bn']['mean'] for model, v in ((paper, v_paper), (ours, v_ours))]
+  np.testing.assert_array_equal(
+    v_paper['params']['down1']['conv']['kernel'], v_ours['params']['down1']['conv']['kernel']
+  )
+  means = [
+    model.apply(v, x, train=True, mutable=['batch_stats'])[1]['batch_stats']['down1']['bn']['mean']
+    for model, v in ((paper, v_paper), (ours, v_ours))
+  ]
   assert np.abs(means[1]).max() > 0.01
   np.testing.assert_allclose(means[0] / 0.01, means[1] / 0.1, rtol=1e-4, atol=1e-6)
   # ReLU on the up path changes the output once the weights are perturbed

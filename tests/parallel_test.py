@@ -20,9 +20,13 @@ TIMEOUT = 120  # seconds per subprocess: a hang fails the test instead of blocki
 
 
 def worker_env(devices):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-                       '--xla_backend_optimization_level=0')  # as conftest sets
+  env = dict(
+    os.environ,
+    PYTHONPATH=ROOT,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
+    '--xla_backend_optimization_level=0',
+  )  # as conftest sets
   for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
     env.pop(name, None)
   return env
@@ -31,13 +35,19 @@ def worker_env(devices):
 def result(output):
   lines = [l for l in output.splitlines() if l.startswith('RESULT ')]
   assert lines, output[-3000:]
-  return json.loads(lines[-1][len('RESULT '):])
+  return json.loads(lines[-1][len('RESULT ') :])
 
 
 def run_devices(*args):
-  proc = subprocess.run([sys.executable, '-m', 'tests.parallel_worker', 'devices', *args],
-                        cwd=ROOT, env=worker_env(4), capture_output=True, text=True,
-                        timeout=TIMEOUT, check=False)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'tests.parallel_worker', 'devices', *args],
+    cwd=ROOT,
+    env=worker_env(4),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return result(proc.stdout)
 
@@ -69,6 +79,7 @@ def test_four_devices_match_one_with_gradients():
 def free_port():
   try:
     import portpicker  # pylint: disable=g-import-not-at-top
+
     return portpicker.pick_unused_port()
   except ImportError:
     with socket.socket() as s:
@@ -79,10 +90,17 @@ def free_port():
 @pytest.mark.slow
 def test_two_processes(tiny_model):
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, '-m', 'tests.parallel_worker', 'process', str(i),
-                             str(port)], cwd=ROOT, env=worker_env(2), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, '-m', 'tests.parallel_worker', 'process', str(i), str(port)],
+      cwd=ROOT,
+      env=worker_env(2),
+      text=True,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+    )
+    for i in range(2)
+  ]
   try:
     outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
   finally:
@@ -102,12 +120,15 @@ def test_two_processes(tiny_model):
   model, variables = tiny_model
   batch = parallel_worker.make_batch(model.image_size)
   loss, (probs, stats) = jax.jit(parallel_worker.make_loss(model))(
-      variables['params'], variables['batch_stats'], batch)
-  want = dict(images_sum=float(np.sum(batch['images'])),
-              voxels_mean=float(np.mean(batch['voxels'])), loss=float(loss),
-              probs_sum=float(np.sum(np.asarray(probs), dtype=np.float64)),
-              stats_sum=float(sum(np.sum(np.asarray(s), dtype=np.float64)
-                                  for s in jax.tree.leaves(stats))))
+    variables['params'], variables['batch_stats'], batch
+  )
+  want = dict(
+    images_sum=float(np.sum(batch['images'])),
+    voxels_mean=float(np.mean(batch['voxels'])),
+    loss=float(loss),
+    probs_sum=float(np.sum(np.asarray(probs), dtype=np.float64)),
+    stats_sum=float(sum(np.sum(np.asarray(s), dtype=np.float64) for s in jax.tree.leaves(stats))),
+  )
   for key, value in want.items():
     assert r0[key] == r1[key], key  # both hosts see the same global result
     np.testing.assert_allclose(r0[key], value, rtol=1e-5, err_msg=key)
@@ -134,9 +155,12 @@ def test_initialize_single_process_is_a_no_op(monkeypatch):
 def test_one_device_helpers():
   mesh = parallel.make_mesh()
   assert mesh.axis_names == ('data',) and mesh.size == jax.device_count()
-  batch = dict(x=np.arange(12, dtype=np.float32).reshape(jax.device_count() * 6, -1)
-               if jax.device_count() == 1 else np.zeros((jax.device_count(), 2), np.float32),
-               y=np.zeros(jax.device_count() * (6 if jax.device_count() == 1 else 1), bool))
+  batch = dict(
+    x=np.arange(12, dtype=np.float32).reshape(jax.device_count() * 6, -1)
+    if jax.device_count() == 1
+    else np.zeros((jax.device_count(), 2), np.float32),
+    y=np.zeros(jax.device_count() * (6 if jax.device_count() == 1 else 1), bool),
+  )
   sharded = parallel.shard_batch(batch, mesh)
   assert sharded['x'].sharding == parallel.batch_sharded(mesh)
   np.testing.assert_array_equal(parallel.to_host(sharded)['x'], batch['x'])

@@ -19,9 +19,11 @@ def make_batch(image_size):
   rng = np.random.default_rng(0)
   mask = rng.random((BATCH, VIEWS)) < 0.7
   mask[:, 0] = True
-  return dict(images=rng.standard_normal((BATCH, VIEWS, image_size, image_size, 3),
-                                         dtype=np.float32),
-              mask=mask, voxels=rng.random((BATCH, 32, 32, 32)) < 0.3)
+  return dict(
+    images=rng.standard_normal((BATCH, VIEWS, image_size, image_size, 3), dtype=np.float32),
+    mask=mask,
+    voxels=rng.random((BATCH, 32, 32, 32)) < 0.3,
+  )
 
 
 def make_loss(model):
@@ -30,22 +32,30 @@ def make_loss(model):
   import optax  # pylint: disable=g-import-not-at-top
 
   def loss_fn(params, batch_stats, batch):
-    out, updates = model.apply({'params': params, 'batch_stats': batch_stats},
-                               batch['images'], batch['mask'], train=True,
-                               mutable=['batch_stats'])
-    loss = optax.sigmoid_binary_cross_entropy(out['refined_logits'],
-                                              batch['voxels'].astype(np.float32)).mean()
+    out, updates = model.apply(
+      {'params': params, 'batch_stats': batch_stats},
+      batch['images'],
+      batch['mask'],
+      train=True,
+      mutable=['batch_stats'],
+    )
+    loss = optax.sigmoid_binary_cross_entropy(
+      out['refined_logits'], batch['voxels'].astype(np.float32)
+    ).mean()
     return loss, (out['refined'], updates['batch_stats'])
+
   return loss_fn
 
 
 def setup():
   """(model, variables) of the tiny preset, as tests/conftest.py's tiny_model makes them."""
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.config.update('jax_default_matmul_precision', 'highest')
   from configs import jtso  # pylint: disable=g-import-not-at-top
   from refine3d_jax.models import create_model, init_variables  # pylint: disable=g-import-not-at-top
   from tests.testutil import perturb  # pylint: disable=g-import-not-at-top
+
   model = create_model(jtso.get_config('tiny').model)
   variables = init_variables(model, jax.random.key(0))
   return model, {**variables, 'params': perturb(variables['params'])}
@@ -62,6 +72,7 @@ def devices(grad):
   BatchNorm statistics and, with `grad`, the gradients."""
   import jax  # pylint: disable=g-import-not-at-top
   from refine3d_jax import parallel  # pylint: disable=g-import-not-at-top
+
   assert jax.device_count() == 4, jax.devices()
   model, variables = setup()
   batch = make_batch(model.image_size)
@@ -73,25 +84,30 @@ def devices(grad):
   sharded = parallel.shard_batch(batch, mesh)
   out4 = step(state['params'], state['batch_stats'], sharded)
   (loss1, (probs1, stats1)), (loss4, (probs4, stats4)) = (
-      (out1[0], out4[0]) if grad else (out1, out4))
+    (out1[0], out4[0]) if grad else (out1, out4)
+  )
   result = dict(
-      loss=float(loss4), loss_error=rel_error(loss4, loss1),
-      probs_error=rel_error(parallel.to_host(probs4), probs1),
-      stats_error=max(rel_error(a, b) for a, b in zip(jax.tree.leaves(stats4),
-                                                      jax.tree.leaves(stats1))),
-      images_spec=str(sharded['images'].sharding.spec),
-      images_devices=len(sharded['images'].sharding.device_set),
-      images_shard_shape=list(sharded['images'].addressable_shards[0].data.shape),
-      probs_sharded=probs4.sharding.is_equivalent_to(parallel.batch_sharded(mesh), 4),
-      probs_devices=len(probs4.sharding.device_set),
-      params_replicated=all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state)))
+    loss=float(loss4),
+    loss_error=rel_error(loss4, loss1),
+    probs_error=rel_error(parallel.to_host(probs4), probs1),
+    stats_error=max(
+      rel_error(a, b) for a, b in zip(jax.tree.leaves(stats4), jax.tree.leaves(stats1))
+    ),
+    images_spec=str(sharded['images'].sharding.spec),
+    images_devices=len(sharded['images'].sharding.device_set),
+    images_shard_shape=list(sharded['images'].addressable_shards[0].data.shape),
+    probs_sharded=probs4.sharding.is_equivalent_to(parallel.batch_sharded(mesh), 4),
+    probs_devices=len(probs4.sharding.device_set),
+    params_replicated=all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state)),
+  )
   if grad:
     grads1, grads4 = jax.tree.leaves(out1[1]), jax.tree.leaves(out4[1])
     # relative to the largest gradient: some leaves' gradients are ~0 (attention key
     # biases: softmax ignores them) and hold only rounding noise
     scale = max(np.max(np.abs(np.asarray(g))) for g in grads1)
-    result['grads_error'] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                                for a, b in zip(grads4, grads1)) / float(scale)
+    result['grads_error'] = max(
+      float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(grads4, grads1)
+    ) / float(scale)
     result['grads_replicated'] = all(g.sharding.is_fully_replicated for g in grads4)
   try:
     parallel.shard_batch({k: v[:6] for k, v in batch.items()}, mesh)
@@ -103,28 +119,36 @@ def devices(grad):
 
 def process(process_id, port):
   from refine3d_jax import parallel  # pylint: disable=g-import-not-at-top
-  assert parallel.initialize(f'127.0.0.1:{port}', 2, process_id, f'127.0.0.1:{port}',
-                             initialization_timeout=60)
+
+  assert parallel.initialize(
+    f'127.0.0.1:{port}', 2, process_id, f'127.0.0.1:{port}', initialization_timeout=60
+  )
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   model, variables = setup()
   full = make_batch(model.image_size)
   half = BATCH // 2
-  local = {k: v[process_id * half:(process_id + 1) * half] for k, v in full.items()}
+  local = {k: v[process_id * half : (process_id + 1) * half] for k, v in full.items()}
   mesh = parallel.make_mesh()
   batch = parallel.shard_batch(local, mesh)
   state = parallel.replicate(variables, mesh)
-  out = dict(process_index=jax.process_index(), process_count=jax.process_count(),
-             device_count=jax.device_count(), local_device_count=jax.local_device_count(),
-             global_shape=list(batch['images'].shape))
+  out = dict(
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    device_count=jax.device_count(),
+    local_device_count=jax.local_device_count(),
+    global_shape=list(batch['images'].shape),
+  )
   out['images_sum'] = float(parallel.to_host(jax.jit(jnp.sum)(batch['images'])))
-  out['voxels_mean'] = float(parallel.to_host(
-      jax.jit(lambda v: jnp.mean(v.astype(jnp.float32)))(batch['voxels'])))
-  loss, (probs, stats) = jax.jit(make_loss(model))(state['params'], state['batch_stats'],
-                                                    batch)
+  out['voxels_mean'] = float(
+    parallel.to_host(jax.jit(lambda v: jnp.mean(v.astype(jnp.float32)))(batch['voxels']))
+  )
+  loss, (probs, stats) = jax.jit(make_loss(model))(state['params'], state['batch_stats'], batch)
   out['loss'] = float(parallel.to_host(loss))
-  out['stats_sum'] = float(sum(np.sum(s, dtype=np.float64)
-                               for s in jax.tree.leaves(parallel.to_host(stats))))
+  out['stats_sum'] = float(
+    sum(np.sum(s, dtype=np.float64) for s in jax.tree.leaves(parallel.to_host(stats)))
+  )
   out['probs_sum'] = float(parallel.to_host(probs).astype(np.float64).sum())
   out['probs_shape'] = list(parallel.to_host(probs).shape)
   params = train_steps(model, variables, batch, mesh)
@@ -142,13 +166,17 @@ def train_steps(model, variables, batch, mesh=None):
   import jax  # pylint: disable=g-import-not-at-top
   from configs import jtso as jtso_config  # pylint: disable=g-import-not-at-top
   from refine3d_jax import jtso, parallel, train, train_state  # pylint: disable=g-import-not-at-top
+
   config = jtso_config.get_config('tiny')
   tx = jtso.optimizer(config)
   # host copies: the step donates its state, which must not consume the caller's arrays
   variables = jax.tree.map(np.array, variables)
   state = train_state.create_train_state(config, model, tx)
-  state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'],
-                        opt_state=tx.init(variables['params']))
+  state = state.replace(
+    params=variables['params'],
+    batch_stats=variables['batch_stats'],
+    opt_state=tx.init(variables['params']),
+  )
   if mesh is not None:
     state = parallel.replicate(state, mesh)
   step = train.make_train_steps(config, model, tx, lambda s: 1e-3)['jtso']
@@ -160,6 +188,7 @@ def train_steps(model, variables, batch, mesh=None):
 def param_sums(params):
   """float64 sum of every parameter leaf, in tree order."""
   import jax  # pylint: disable=g-import-not-at-top
+
   return [float(np.sum(np.asarray(p), dtype=np.float64)) for p in jax.tree.leaves(params)]
 
 
@@ -167,6 +196,7 @@ def params_digest(params):
   """A hash of every parameter's bytes: equal only for bit-identical parameters."""
   import hashlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
   h = hashlib.sha256()
   for p in jax.tree.leaves(params):
     h.update(np.ascontiguousarray(p).tobytes())

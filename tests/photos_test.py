@@ -18,8 +18,9 @@ def on_backdrop(rgba, size, at, noise=3.0, seed=0):
   canvas = np.full((h, w, 3), BACKDROP, np.float32)
   a = rgba[..., 3:] / np.float32(255)
   top, left = at
-  canvas[top:top + rgba.shape[0], left:left + rgba.shape[1]] = (
-      rgba[..., :3] * a + canvas[top:top + rgba.shape[0], left:left + rgba.shape[1]] * (1 - a))
+  canvas[top : top + rgba.shape[0], left : left + rgba.shape[1]] = rgba[..., :3] * a + canvas[
+    top : top + rgba.shape[0], left : left + rgba.shape[1]
+  ] * (1 - a)
   canvas += np.random.default_rng(seed).normal(0, noise, canvas.shape)
   return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
 
@@ -34,7 +35,7 @@ def renderings(tiny_data_dir):
 
 def test_frame_places_the_object_as_the_renderings_do():
   mask = np.zeros((200, 300), bool)
-  mask[40:100, 200:230] = True          # 60 tall, 30 wide, off-centre
+  mask[40:100, 200:230] = True  # 60 tall, 30 wide, off-centre
   rgb = np.repeat(np.where(mask[..., None], 0, 240).astype(np.uint8), 3, axis=-1)
   out = photos.frame(rgb, mask, background=240)
   assert out.shape == (137, 137, 3)

@@ -9,4 +9,5 @@ def test_ordered_map_keeps_order_with_clean_workers_under_jax():
   assert pool.start_method() == 'forkserver'
   n = pool.MIN_PARALLEL
   assert list(pool.ordered_map(divmod, range(n), [7] * n, num_items=n)) == [
-      divmod(i, 7) for i in range(n)]
+    divmod(i, 7) for i in range(n)
+  ]

@@ -21,8 +21,13 @@ SAMPLE = os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'ShapeNetRen
 
 
 def run_predict(*args, timeout=300):
-  return subprocess.run([sys.executable, '-m', 'refine3d_jax.predict', *map(str, args)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, '-m', 'refine3d_jax.predict', *map(str, args)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def error_lines(proc):
@@ -59,8 +64,7 @@ def photo_folder(renderings, tmp_path_factory):
   Image.fromarray(a).save(folder / 'rgba.png')
   Image.fromarray(a).convert('LA').save(folder / 'grey_alpha.png')
   Image.fromarray(on_backdrop(b, (200, 300), (30, 120))).save(folder / 'rgb_300x200.png')
-  Image.fromarray(on_backdrop(c, (200, 300), (50, 20))).save(folder / 'rgb_300x200.jpg',
-                                                           quality=90)
+  Image.fromarray(on_backdrop(c, (200, 300), (50, 20))).save(folder / 'rgb_300x200.jpg', quality=90)
   Image.fromarray(on_backdrop(a, (150, 151), (5, 7))).convert('L').save(folder / 'grey.jpg')
   Image.fromarray(b).resize((61, 97)).save(folder / 'odd_61x97.png')
   return folder
@@ -69,11 +73,22 @@ def photo_folder(renderings, tmp_path_factory):
 def test_reconstructs_every_kind_of_image(reconstructor, photo_folder):
   paths = photos.list_images([str(photo_folder)])
   assert [os.path.basename(p) for p in paths] == [
-      'grey.jpg', 'grey_alpha.png', 'odd_61x97.png', 'rgb_300x200.jpg', 'rgb_300x200.png',
-      'rgba.png']
+    'grey.jpg',
+    'grey_alpha.png',
+    'odd_61x97.png',
+    'rgb_300x200.jpg',
+    'rgb_300x200.png',
+    'rgba.png',
+  ]
   images = [photos.read_image(p) for p in paths]
-  assert [im.shape for im in images] == [(150, 151, 3), (137, 137, 4), (97, 61, 4),
-                                         (200, 300, 3), (200, 300, 3), (137, 137, 4)]
+  assert [im.shape for im in images] == [
+    (150, 151, 3),
+    (137, 137, 4),
+    (97, 61, 4),
+    (200, 300, 3),
+    (200, 300, 3),
+    (137, 137, 4),
+  ]
   size = reconstructor.config.model.volume_size
   for image in images:
     probs = reconstructor.reconstruct([image], background='auto')
@@ -84,10 +99,12 @@ def test_reconstructs_every_kind_of_image(reconstructor, photo_folder):
   assert both['views'].shape == (6, s, s, 3) and both['coarse'].shape == (size,) * 3
   # grey 2-D arrays and floats in [0, 1] are images too
   grey = images[0][..., 0]
-  np.testing.assert_array_equal(reconstructor.reconstruct([grey]),
-                                reconstructor.reconstruct([images[0]]))
-  np.testing.assert_array_equal(reconstructor.reconstruct([images[3] / 255.0]),
-                                reconstructor.reconstruct([images[3]]))
+  np.testing.assert_array_equal(
+    reconstructor.reconstruct([grey]), reconstructor.reconstruct([images[0]])
+  )
+  np.testing.assert_array_equal(
+    reconstructor.reconstruct([images[3] / 255.0]), reconstructor.reconstruct([images[3]])
+  )
 
 
 def test_permutation_does_not_change_the_output(reconstructor, photo_folder):
@@ -108,8 +125,9 @@ def test_permutation_does_not_change_the_output(reconstructor, photo_folder):
 def test_image_framing_of_a_rendering_is_the_eval_pipeline(reconstructor, renderings):
   """Renderings given as they are reach the model exactly as the evaluation feeds them."""
   example = input_pipeline.open_source(reconstructor.config.data, 'test')[0]
-  expected = input_pipeline.make_example(example, 0, [0, 6, 12], 3, reconstructor.options,
-                                         None)['images']
+  expected = input_pipeline.make_example(example, 0, [0, 6, 12], 3, reconstructor.options, None)[
+    'images'
+  ]
   inputs, _ = reconstructor.views(renderings, framing='image')
   np.testing.assert_array_equal(inputs, expected)
 
@@ -121,13 +139,13 @@ def test_not_a_checkpoint_step_folder(tmp_path):
 
 def cube(size=16, lo=3, hi=9):
   probs = np.zeros((size,) * 3, np.float32)
-  probs[lo:hi, lo:hi + 2, lo:hi] = 1.0   # a box, longer along y (up)
+  probs[lo:hi, lo : hi + 2, lo:hi] = 1.0  # a box, longer along y (up)
   return probs
 
 
 def test_binvox_reads_back_with_the_standard_header(tmp_path):
   probs = cube()
-  probs[0, 0, 1] = 0.9                   # tells the axes apart
+  probs[0, 0, 1] = 0.9  # tells the axes apart
   views = np.zeros((2, 16, 16, 3), np.uint8)
   predict.write_outputs(str(tmp_path), probs, 0.3, views, ['a', 'b'], 'cube', {})
   voxels = np.load(tmp_path / 'voxels.npy')
@@ -148,12 +166,13 @@ def test_binvox_reads_back_with_the_standard_header(tmp_path):
 @pytest.mark.parametrize('lo,hi', [(3, 9), (0, 14)])  # inside, and touching the grid's sides
 def test_meshes_are_watertight_for_a_solid_box(tmp_path, lo, hi):
   probs = cube(lo=lo, hi=hi)
-  predict.write_outputs(str(tmp_path), probs, 0.3, np.zeros((1, 8, 8, 3), np.uint8), ['a'],
-                        'box', {})
+  predict.write_outputs(
+    str(tmp_path), probs, 0.3, np.zeros((1, 8, 8, 3), np.uint8), ['a'], 'box', {}
+  )
   for ext in ('obj', 'ply'):
     mesh = trimesh.load(tmp_path / f'mesh.{ext}', force='mesh')
     assert mesh.is_watertight and mesh.is_winding_consistent, ext
-    assert mesh.volume > 0, ext                     # faces point outwards
+    assert mesh.volume > 0, ext  # faces point outwards
     # the surface p = 0.3 lies 0.7 voxel outside the outer voxel centres, (i + 0.5) / S
     low = (np.array([lo, lo, lo]) + 0.5 - 0.7) / 16
     high = (np.array([hi, hi + 2, hi]) - 0.5 + 0.7) / 16
@@ -161,8 +180,15 @@ def test_meshes_are_watertight_for_a_solid_box(tmp_path, lo, hi):
 
 
 def test_empty_volume_writes_empty_meshes(tmp_path):
-  predict.write_outputs(str(tmp_path), np.full((8, 8, 8), 0.1, np.float32), 0.3,
-                        np.zeros((1, 8, 8, 3), np.uint8), ['a'], 'empty', {})
+  predict.write_outputs(
+    str(tmp_path),
+    np.full((8, 8, 8), 0.1, np.float32),
+    0.3,
+    np.zeros((1, 8, 8, 3), np.uint8),
+    ['a'],
+    'empty',
+    {},
+  )
   assert (tmp_path / 'mesh.obj').read_text().startswith('# no voxel')
   assert len(trimesh.load(tmp_path / 'mesh.ply', force='mesh').faces) == 0
   assert json.loads((tmp_path / 'prediction.json').read_text())['occupied'] == 0
@@ -172,14 +198,29 @@ def test_command_writes_every_file(trained, photo_folder, tmp_path):
   """--checkpoint=<step folder> (no --workdir), images as a folder plus a plain argument."""
   out = tmp_path / 'out'
   step_dir = os.path.join(trained, 'checkpoints', '2')
-  proc = run_predict(f'--checkpoint={step_dir}', '--images', photo_folder / 'rgba.png',
-                     photo_folder / 'rgb_300x200.jpg', '--background=auto', '--threshold=0.4',
-                     f'--out={out}', '--title=Test views')
+  proc = run_predict(
+    f'--checkpoint={step_dir}',
+    '--images',
+    photo_folder / 'rgba.png',
+    photo_folder / 'rgb_300x200.jpg',
+    '--background=auto',
+    '--threshold=0.4',
+    f'--out={out}',
+    '--title=Test views',
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'wrote voxels.npy' in proc.stdout
-  assert sorted(os.listdir(out)) == sorted([
-      'voxels.npy', 'probabilities.npy', 'model.binvox', 'mesh.obj', 'mesh.ply',
-      'preview.png', 'prediction.json'])
+  assert sorted(os.listdir(out)) == sorted(
+    [
+      'voxels.npy',
+      'probabilities.npy',
+      'model.binvox',
+      'mesh.obj',
+      'mesh.ply',
+      'preview.png',
+      'prediction.json',
+    ]
+  )
   info = json.loads((out / 'prediction.json').read_text())
   assert info['step'] == 2 and info['threshold'] == 0.4 and info['output'] == 'refined'
   assert [os.path.basename(p) for p in info['images']] == ['rgba.png', 'rgb_300x200.jpg']
@@ -189,12 +230,12 @@ def test_command_writes_every_file(trained, photo_folder, tmp_path):
   assert Image.open(out / 'preview.png').size[0] > 600
 
 
-@pytest.mark.skipif(not os.path.isdir(SAMPLE),
-                    reason=f'real ShapeNet sample views not found at {SAMPLE}')
+@pytest.mark.skipif(
+  not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample views not found at {SAMPLE}'
+)
 def test_command_on_real_shapenet_views(trained, tmp_path):
   folder = sorted(glob.glob(os.path.join(SAMPLE, '*', '*', 'rendering')))[0]
-  proc = run_predict(f'--workdir={trained}', f'--images={folder}', '--coarse',
-                     f'--out={tmp_path}')
+  proc = run_predict(f'--workdir={trained}', f'--images={folder}', '--coarse', f'--out={tmp_path}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   info = json.loads((tmp_path / 'prediction.json').read_text())
   assert len(info['images']) == 24 and info['output'] == 'coarse'
@@ -208,15 +249,20 @@ def test_errors_are_one_line_naming_the_file(trained, photo_folder, tmp_path):
   missing = tmp_path / 'no_run'
   ok = photo_folder / 'rgba.png'
   cases = [
-      ((f'--workdir={missing}', f'--images={ok}'),
-       f'error: {missing}: no checkpoints ({missing}/checkpoints does not exist); train '
-       f'first: python main.py --workdir={missing}'),
-      ((f'--workdir={trained}', f'--images={bad}'),
-       f'error: {bad}: not a PNG or JPEG image (PIL cannot identify it)'),
-      ((f'--workdir={trained}', '--images', ok, empty),
-       f'error: {empty}: empty file (0 bytes)'),
-      ((f'--workdir={trained}',),
-       'error: no images given: pass --images a.png b.jpg ... (files or folders)'),
+    (
+      (f'--workdir={missing}', f'--images={ok}'),
+      f'error: {missing}: no checkpoints ({missing}/checkpoints does not exist); train '
+      f'first: python main.py --workdir={missing}',
+    ),
+    (
+      (f'--workdir={trained}', f'--images={bad}'),
+      f'error: {bad}: not a PNG or JPEG image (PIL cannot identify it)',
+    ),
+    ((f'--workdir={trained}', '--images', ok, empty), f'error: {empty}: empty file (0 bytes)'),
+    (
+      (f'--workdir={trained}',),
+      'error: no images given: pass --images a.png b.jpg ... (files or folders)',
+    ),
   ]
   for args, expected in cases:
     assert error_lines(run_predict(*args, f'--out={tmp_path / "out"}')) == [expected]

@@ -84,10 +84,8 @@ def test_mixed_view_counts_in_one_batch(forward):
   batch = jnp.concatenate([jnp.concatenate([a[:1], b[1:, 3:]], axis=1), b[1:]])
   mask = jnp.array([[True] * 3 + [False] * 21, [True] * 24])
   both = forward(batch, mask)
-  np.testing.assert_allclose(both['refined'][0], forward(a, all_real(3))['refined'][0],
-                             atol=1e-5)
-  np.testing.assert_allclose(both['refined'][1], forward(b, all_real(24))['refined'][1],
-                             atol=1e-5)
+  np.testing.assert_allclose(both['refined'][0], forward(a, all_real(3))['refined'][0], atol=1e-5)
+  np.testing.assert_allclose(both['refined'][1], forward(b, all_real(24))['refined'][1], atol=1e-5)
 
 
 def test_encode_once_then_reconstruct_from_the_first_n(tiny_model, forward):
@@ -109,8 +107,7 @@ def test_mask_defaults_to_all_views(tiny_model, forward):
   model, variables = tiny_model
   images = views(3)
   default = jax.jit(lambda x: model.apply(variables, x))(images)
-  np.testing.assert_allclose(default['refined'], forward(images, all_real(3))['refined'],
-                             atol=1e-6)
+  np.testing.assert_allclose(default['refined'], forward(images, all_real(3))['refined'], atol=1e-6)
 
 
 def test_subtrees_and_batch_stats(tiny_model):
@@ -171,7 +168,8 @@ def test_mean_fusion_is_the_plain_mean_with_one_unused_zero():
   np.testing.assert_array_equal(grads['attention']['unused'], [0.0])
   mask = jnp.array([[True, True, False], [True, False, False]])
   features = model.apply(variables, images.reshape(6, 16, 16, 3), method=lambda m, x: m.encoder(x))
-  fused = model.apply(variables, features.reshape(2, 3, -1), mask,
-                      method=lambda m, x, k: m.attention(x, k))
+  fused = model.apply(
+    variables, features.reshape(2, 3, -1), mask, method=lambda m, x, k: m.attention(x, k)
+  )
   np.testing.assert_allclose(fused[0], features.reshape(2, 3, -1)[0, :2].mean(0), rtol=1e-6)
   np.testing.assert_allclose(fused[1], features.reshape(2, 3, -1)[1, 0], rtol=1e-6)

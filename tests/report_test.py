@@ -29,8 +29,9 @@ def test_cells():
 def test_markdown_table_and_document():
   table = report.markdown_table(['a', 'b'], iter([[1, 0.5], ['x', None]]), caption='Cap.')
   assert table == 'Cap.\n\n| a | b |\n|---|---|\n| 1 | 0.500 |\n| x | - |\n'
-  doc = report.document(('Cap.', report.markdown_table(['a'], [[1]]), ['note']),
-                        ('Two.', '| b |', []))
+  doc = report.document(
+    ('Cap.', report.markdown_table(['a'], [[1]]), ['note']), ('Two.', '| b |', [])
+  )
   assert doc == 'Cap.\n\n| a |\n|---|\n| 1 |\n\n- note\n\nTwo.\n\n| b |\n'
 
 

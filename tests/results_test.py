@@ -43,9 +43,17 @@ def test_fixture_follows_the_schema():
 def _missing_keys() -> list[str]:
   run = fixture()
   n, cat = run['view_counts'][-1], run['categories'][-1]
-  return ['split', 'checkpoint.step', 'protocol.views', f'counts.{cat}', f'views.{n}',
-          f'views.{n}.coarse.iou.best', f'views.{n}.refined.iou.per_category.{cat}',
-          f'views.{n}.refined.fscore.class_mean', 'cost.params.total']
+  return [
+    'split',
+    'checkpoint.step',
+    'protocol.views',
+    f'counts.{cat}',
+    f'views.{n}',
+    f'views.{n}.coarse.iou.best',
+    f'views.{n}.refined.iou.per_category.{cat}',
+    f'views.{n}.refined.fscore.class_mean',
+    'cost.params.total',
+  ]
 
 
 @pytest.mark.parametrize('key', _missing_keys())
@@ -68,8 +76,9 @@ def test_wrong_length_per_threshold_list():
   run = fixture()
   n = run['view_counts'][0]
   run['views'][str(n)]['refined']['iou']['sample_weighted'].pop()
-  with pytest.raises(results.ResultsError, match=f"'views.{n}.refined.iou.sample_weighted' "
-                     'must be a list of'):
+  with pytest.raises(
+    results.ResultsError, match=f"'views.{n}.refined.iou.sample_weighted' must be a list of"
+  ):
     results.validate(run, 'x.json')
 
 
@@ -87,7 +96,9 @@ def test_accessors():
   best = section['best']['class_mean']
   assert results.iou(run, n, averaging='class_mean') == (best['value'], best['threshold'])
   assert results.iou(run, n, 'coarse', threshold=ts[1]) == (
-      run['views'][str(n)]['coarse']['iou']['sample_weighted'][1], ts[1])
+    run['views'][str(n)]['coarse']['iou']['sample_weighted'][1],
+    ts[1],
+  )
   assert results.iou(run, 99) == (None, None) and results.fscore(run, 99) is None
   assert results.fscore(run, n) == run['views'][str(n)]['refined']['fscore']['sample_weighted']
   assert results.threshold_index(run, ts[-1] + 1e-12) == len(ts) - 1
@@ -107,8 +118,7 @@ def test_captions_carry_no_absolute_path(tmp_path):
   text = results.eval_caption(run)
   assert str(tmp_path) not in text and text.endswith(' of runs/quick.')
   assert 'SYNTHETIC' in text and 'first n views (00..n-1)' in text
-  labelled = results.caption([{**run, '_label': 'ours'}], 'Title.', threshold='t',
-                             averaging='a')
+  labelled = results.caption([{**run, '_label': 'ours'}], 'Title.', threshold='t', averaging='a')
   assert str(tmp_path) not in labelled
   assert labelled.startswith(f'Title. **{results.SYNTHETIC_WARNING}.** Data: synthetic shapes')
   assert labelled.endswith('Checkpoint: ours: step 4 (best checkpoint of `runs/quick`).')
@@ -122,11 +132,9 @@ def test_views_text_names_the_protocol():
 def test_tables_of_one_run():
   run = fixture()
   header, rows = results.views_table(run)
-  assert header[:3] == ['output', 'views', 'IoU best'] and len(rows) == 2 * len(
-      run['view_counts'])
+  assert header[:3] == ['output', 'views', 'IoU best'] and len(rows) == 2 * len(run['view_counts'])
   header, rows = results.category_table(run)
-  assert [r[0] for r in rows] == [*run['categories'], 'mean (sample-weighted)',
-                                  'mean (class-mean)']
+  assert [r[0] for r in rows] == [*run['categories'], 'mean (sample-weighted)', 'mean (class-mean)']
   assert len(header) == len(rows[0]) == 4 + len(run['view_counts'])
 
 
@@ -142,6 +150,7 @@ def test_checked_in_fixture_renders(tmp_path):
 
 def test_protocols_table_and_notes(tmp_path):
   from refine3d_jax import protocols  # pylint: disable=import-outside-toplevel
+
   run = fixture()
   run['protocols'] = protocols.of_results(run)
   header, rows = results.protocols_table(run)
@@ -155,8 +164,10 @@ def test_protocols_table_and_notes(tmp_path):
 
 def test_figures_are_written_and_closed(tmp_path):
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   fig, ax = plt.subplots()
   ax.plot([1, 2], [0.5, 0.6], label='x')
   path = plots.finish_figure(fig, ax, str(tmp_path), 'f')

@@ -20,13 +20,16 @@ def test_another_model_is_refused_and_another_run_only_without_fine_tune(tmp_pat
   resume.check_compatible(str(tmp_path), 1, config)
   other_model = jtso.get_config('tiny')
   other_model.model.latent_dim += 1
-  with pytest.raises(resume.IncompatibleCheckpointError, match='of another model; '
-                     'model.latent_dim'):
+  with pytest.raises(
+    resume.IncompatibleCheckpointError, match='of another model; model.latent_dim'
+  ):
     resume.check_compatible(str(tmp_path), 1, other_model, fine_tune=True)
   other_run = jtso.get_config('tiny')
   other_run.train.schedule = 'end_to_end'
-  with pytest.raises(resume.IncompatibleCheckpointError, match="of another run; "
-                     "train.schedule: saved 'jtso', now 'end_to_end'"):
+  with pytest.raises(
+    resume.IncompatibleCheckpointError,
+    match="of another run; train.schedule: saved 'jtso', now 'end_to_end'",
+  ):
     resume.check_compatible(str(tmp_path), 1, other_run)
   resume.check_compatible(str(tmp_path), 1, other_run, fine_tune=True)
 

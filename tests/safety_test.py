@@ -11,7 +11,7 @@ from refine3d_jax import cli, errors
 from refine3d_jax.data import photos
 from tests import parallel_test
 
-GUARDED_RESTORE = textwrap.dedent('''
+GUARDED_RESTORE = textwrap.dedent("""
     import pickle, socket, sys
 
     class Refused(Exception):
@@ -59,13 +59,18 @@ GUARDED_RESTORE = textwrap.dedent('''
         print('NOT REFUSED')
       except Refused as e:
         print('refused', e)
-''')
+""")
 
 
 def test_checkpoint_and_dataset_load_without_pickle_or_network(tiny_workdir):
-  proc = subprocess.run([sys.executable, '-c', GUARDED_RESTORE, tiny_workdir],
-                        cwd=parallel_test.ROOT, env=parallel_test.worker_env(1),
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, '-c', GUARDED_RESTORE, tiny_workdir],
+    cwd=parallel_test.ROOT,
+    env=parallel_test.worker_env(1),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.splitlines()
   assert lines[0].startswith('restored step 2 batch'), proc.stdout
@@ -74,11 +79,15 @@ def test_checkpoint_and_dataset_load_without_pickle_or_network(tiny_workdir):
 
 @pytest.mark.parametrize('url', ['https://example.com/chair.png', 'gs://bucket/run'])
 def test_urls_are_refused_with_one_message(url):
-  with pytest.raises(photos.InputError, match=f'^{url}: a URL; refine3d_jax reads and '
-                     'writes local'):
+  with pytest.raises(
+    photos.InputError, match=f'^{url}: a URL; refine3d_jax reads and writes local'
+  ):
     photos.list_images([url])
-  with pytest.raises(errors.UserError, match=r"--workdir = '.*' is a URL; .*fetches "
-                     'nothing from the network at run time: download or copy it first'):
+  with pytest.raises(
+    errors.UserError,
+    match=r"--workdir = '.*' is a URL; .*fetches "
+    'nothing from the network at run time: download or copy it first',
+  ):
     cli.check_local(url, '--workdir')
   cli.check_local('runs/quick', '--workdir')
   cli.check_local('/data/c:/x', '--workdir')

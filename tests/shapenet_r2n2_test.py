@@ -20,13 +20,18 @@ from refine3d_jax.data.shapenet_r2n2 import splits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.abspath(os.path.join(ROOT, '..', 'shared', 'shapenet_r2n2_sample', 'paired'))
-SAMPLE_SPLIT = os.path.abspath(os.path.join(
-    ROOT, '..', 'shared', 'shapenet_extra', 'splits', 'sample_paired_ShapeNet.json'))
+SAMPLE_SPLIT = os.path.abspath(
+  os.path.join(ROOT, '..', 'shared', 'shapenet_extra', 'splits', 'sample_paired_ShapeNet.json')
+)
 pytestmark = pytest.mark.skipif(
-    not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}')
+  not os.path.isdir(SAMPLE), reason=f'real ShapeNet sample not found at {SAMPLE}'
+)
 CHAIR = '03001627'
-CHAIRS = ('1a38407b3036795d19fb4103277a6b93', '1a6f615e8b1b5ae4dbbc9440457e303e',
-          '1a74a83fa6d24b3cacd67ce2c72c02e')
+CHAIRS = (
+  '1a38407b3036795d19fb4103277a6b93',
+  '1a6f615e8b1b5ae4dbbc9440457e303e',
+  '1a74a83fa6d24b3cacd67ce2c72c02e',
+)
 
 
 def independent_decode(path):
@@ -39,25 +44,36 @@ def independent_decode(path):
 
 
 def build(manual_dir, data_dir, config='r2n2', **kwargs):
-  builder = ShapenetR2n2(config=config, data_dir=str(data_dir), file_format='array_record',
-                         **kwargs)
+  builder = ShapenetR2n2(
+    config=config, data_dir=str(data_dir), file_format='array_record', **kwargs
+  )
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
   return builder
 
 
 def copy_object(dst, synset, model_id, src=SAMPLE):
   for top in ('ShapeNetRendering', 'ShapeNetVox32'):
-    shutil.copytree(os.path.join(src, top, synset, model_id),
-                    os.path.join(dst, top, synset, model_id))
+    shutil.copytree(
+      os.path.join(src, top, synset, model_id), os.path.join(dst, top, synset, model_id)
+    )
   for root, dirs, files in os.walk(dst):  # the shared sample is read-only
     for name in dirs + files:
       os.chmod(os.path.join(root, name), 0o755)
 
 
 def write_split(path, ids_by_split, synset=CHAIR):
-  split = [{'taxonomy_id': synset, 'taxonomy_name': 'x', 'train': [], 'val': [], 'test': [],
-            **ids_by_split}]
+  split = [
+    {
+      'taxonomy_id': synset,
+      'taxonomy_name': 'x',
+      'train': [],
+      'val': [],
+      'test': [],
+      **ids_by_split,
+    }
+  ]
   path.write_text(json.dumps(split))
   return str(path)
 
@@ -104,6 +120,7 @@ def test_the_r2n2_split_trains(sample_build, tmp_path):
   and evaluate (issue 16's check, in-process)."""
   from refine3d_jax import evaluate, train  # pylint: disable=g-import-not-at-top
   from tests.testutil import small_config  # pylint: disable=g-import-not-at-top
+
   root = sample_build.data_dir
   for _ in range(3):  # <root>/shapenet_r2n2/r2n2/<version>
     root = os.path.dirname(root)
@@ -155,21 +172,28 @@ def test_incomplete_objects_skipped_once_each(tmp_path, caplog):
   shutil.rmtree(manual / 'ShapeNetVox32' / CHAIR / CHAIRS[1])
   os.remove(manual / 'ShapeNetRendering' / CHAIR / CHAIRS[2] / 'rendering' / '23.png')
   split_file = tmp_path / 'split.json'
-  split_file.write_text(json.dumps([
-      {'taxonomy_id': CHAIR, 'train': list(CHAIRS) + ['0' * 32], 'test': [CHAIRS[0]]},
-      {'taxonomy_id': '02958343', 'train': [empty_car], 'test': []},
-      {'taxonomy_id': '04530566', 'train': [], 'test': ['2a020ea3cd5e4fba37363131ac7e8139']},
-  ]))
+  split_file.write_text(
+    json.dumps(
+      [
+        {'taxonomy_id': CHAIR, 'train': list(CHAIRS) + ['0' * 32], 'test': [CHAIRS[0]]},
+        {'taxonomy_id': '02958343', 'train': [empty_car], 'test': []},
+        {'taxonomy_id': '04530566', 'train': [], 'test': ['2a020ea3cd5e4fba37363131ac7e8139']},
+      ]
+    )
+  )
   with caplog.at_level(logging.WARNING):
     builder = build(manual, tmp_path / 'data', config='pix2vox', split_file=str(split_file))
   assert builder.info.splits['train'].num_examples == 1
   assert builder.info.splits['test'].num_examples == 2
   counts = builder.info.metadata['skipped_counts']
-  assert counts['train'] == {'no_voxels': 1, 'too_few_views': 1, 'not_in_manual_dir': 1,
-                             'no_renderings': 1}
+  assert counts['train'] == {
+    'no_voxels': 1,
+    'too_few_views': 1,
+    'not_in_manual_dir': 1,
+    'no_renderings': 1,
+  }
   assert counts['test'] == {}
-  assert builder.info.metadata['skipped_ids']['train']['no_renderings'] == [
-      f'02958343/{empty_car}']
+  assert builder.info.metadata['skipped_ids']['train']['no_renderings'] == [f'02958343/{empty_car}']
   for model_id in (empty_car, CHAIRS[1], CHAIRS[2], '0' * 32):
     assert sum(model_id in r.getMessage() for r in caplog.records) == 1, model_id
   # The metadata survives a reload from the directory.
@@ -193,7 +217,7 @@ def test_corrupt_files_raise_naming_the_file(tmp_path, broken):
   vox = manual / 'ShapeNetVox32' / CHAIR / CHAIRS[0] / 'model.binvox'
   if broken == 'png':
     bad, data = rdir / '05.png', (rdir / '05.png').read_bytes()
-    bad.write_bytes(data[:len(data) // 2])
+    bad.write_bytes(data[: len(data) // 2])
     match = 'corrupt PNG'
   elif broken == 'png_size':
     bad, buf = rdir / '05.png', io.BytesIO()
@@ -236,7 +260,7 @@ def test_missing_manual_dir_raises(tmp_path):
 
 
 def test_read_back_without_our_package_or_tensorflow(sample_build, tmp_path):
-  script = textwrap.dedent('''
+  script = textwrap.dedent("""
       import sys
       import numpy as np
       import tensorflow_datasets as tfds
@@ -259,11 +283,17 @@ def test_read_back_without_our_package_or_tensorflow(sample_build, tmp_path):
       assert len(by_name) == 5 and by_name[0]['model_id'] == example['model_id']
       assert 'refine3d_jax' not in sys.modules and 'tensorflow' not in sys.modules
       print('OK', len(source['train']), len(source['test']))
-  ''')
+  """)
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
   data_dir = str(sample_build.data_dir)
   root = os.path.dirname(os.path.dirname(os.path.dirname(data_dir)))
-  result = subprocess.run([sys.executable, '-c', script, data_dir, root],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [sys.executable, '-c', script, data_dir, root],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'OK 5 5' in result.stdout

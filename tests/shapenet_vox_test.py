@@ -20,7 +20,8 @@ from refine3d_jax.errors import DataError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHAIRS = os.path.join(ROOT, '..', 'shared', 'shapenet_chairs_vox32')
 needs_chairs = pytest.mark.skipif(
-    not os.path.isdir(CHAIRS), reason=f'real ShapeNet chair grids not found at {CHAIRS}')
+  not os.path.isdir(CHAIRS), reason=f'real ShapeNet chair grids not found at {CHAIRS}'
+)
 CHAIR = '03001627'
 
 
@@ -38,8 +39,11 @@ def _manual_dir(root, grids, synset=CHAIR):
 
 
 def _split_file(path, synset, train, val, test):
-  path.write_text(json.dumps([{'taxonomy_id': synset, 'taxonomy_name': 'x',
-                               'train': train, 'val': val, 'test': test}]))
+  path.write_text(
+    json.dumps(
+      [{'taxonomy_id': synset, 'taxonomy_name': 'x', 'train': train, 'val': val, 'test': test}]
+    )
+  )
   return path
 
 
@@ -47,8 +51,9 @@ def _split_file(path, synset, train, val, test):
 def built(tmp_path_factory):
   root = tmp_path_factory.mktemp('vox')
   manual = _manual_dir(root / 'manual', _grids(5))
-  split = _split_file(root / 's.json', CHAIR, ['model00', 'model01', 'model02'], ['model03'],
-                      ['model04', 'not_there'])
+  split = _split_file(
+    root / 's.json', CHAIR, ['model00', 'model01', 'model02'], ['model03'], ['model04', 'not_there']
+  )
   summary = build.build('shapenet_vox', str(root / 'tfds'), None, str(manual), str(split))
   return summary, tfds.builder_from_directory(summary['path'])
 
@@ -102,7 +107,7 @@ def test_no_voxel_cubes():
   of the narrowly blurred grid (the mesh's own) ripple with the voxel steps: median step 6,
   90th percentile 25 on this sphere; the wider blur's normals give 2 and 11."""
   c = np.arange(32) - 15.5
-  sphere = (c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None] ** 2) < 14 ** 2
+  sphere = (c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None] ** 2) < 14**2
   cam = camera_lib.sample_cameras(np.random.default_rng(0), 4)
   light = shading.Light(0.2, 0.8, 0.0, (0.0, 0.0, -1.0))
   image = render.render(sphere, cam, np.ones(3), light)
@@ -147,6 +152,7 @@ def test_real_chairs_render_like_their_voxels():
   ids = sorted(os.listdir(os.path.join(CHAIRS, 'ShapeNetVox32', CHAIR)))[:4]
   for model_id in ids:
     obj = builder.make_object(CHAIRS, CHAIR, model_id, seed=0)
-    sil = camera_lib.voxel_silhouettes(obj['voxels'], render.grid_side(obj['voxels']),
-                                       obj['camera'])
+    sil = camera_lib.voxel_silhouettes(
+      obj['voxels'], render.grid_side(obj['voxels']), obj['camera']
+    )
     assert _iou(obj['images'][..., 3] > 0, sil).mean() >= 0.85, model_id

@@ -27,23 +27,41 @@ def test_show_writes_png(data_dir, tmp_path):
 
 def test_show_cli(data_dir, tmp_path):
   out = tmp_path / 'cli.png'
-  subprocess.run([sys.executable, '-m', 'refine3d_jax.data.show', f'--data_dir={data_dir}',
-                  '--dataset=synthetic_shapes/tiny', '--index=1', f'--out={out}'],
-                 check=True, capture_output=True)
+  subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'refine3d_jax.data.show',
+      f'--data_dir={data_dir}',
+      '--dataset=synthetic_shapes/tiny',
+      '--index=1',
+      f'--out={out}',
+    ],
+    check=True,
+    capture_output=True,
+  )
   assert out.stat().st_size > 1000
 
 
 def test_missing_dataset_says_how_to_build(tmp_path):
-  with pytest.raises(errors.NotFoundError,
-                     match='refine3d_jax.data.build --dataset=synthetic_shapes'):
+  with pytest.raises(
+    errors.NotFoundError, match='refine3d_jax.data.build --dataset=synthetic_shapes'
+  ):
     show.dataset_dir(str(tmp_path), 'synthetic_shapes')
-  proc = subprocess.run([sys.executable, '-m', 'refine3d_jax.data.show',
-                         f'--data_dir={tmp_path}'], capture_output=True, text=True)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'refine3d_jax.data.show', f'--data_dir={tmp_path}'],
+    capture_output=True,
+    text=True,
+  )
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      "error: Dataset 'synthetic_shapes' is not built")
+  assert (
+    proc.stderr.strip()
+    .splitlines()[-1]
+    .startswith("error: Dataset 'synthetic_shapes' is not built")
+  )
 
 
 def test_import_defines_no_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   assert 'index' not in flags.FLAGS

@@ -37,11 +37,14 @@ class FakeCheckpoints:
 
 def test_a_non_finite_metric_names_the_step_stage_and_last_good_checkpoint():
   checkpoints, stage = FakeCheckpoints(), jtso.STAGES['att']
-  scalars = stopping.finite_scalars({'loss_multi': np.float32(0.5)}, 6, stage, checkpoints,
-                                    'runs/x')
+  scalars = stopping.finite_scalars(
+    {'loss_multi': np.float32(0.5)}, 6, stage, checkpoints, 'runs/x'
+  )
   assert scalars == {'loss_multi': 0.5} and not checkpoints.waited
-  with pytest.raises(FloatingPointError, match=r'non-finite loss at step 6 \(stage 2, att\).*'
-                     'the last good checkpoint is step 4 in runs/x'):
-    stopping.finite_scalars({'loss_multi': np.float32(np.nan)}, 6, stage, checkpoints,
-                            'runs/x')
+  with pytest.raises(
+    FloatingPointError,
+    match=r'non-finite loss at step 6 \(stage 2, att\).*'
+    'the last good checkpoint is step 4 in runs/x',
+  ):
+    stopping.finite_scalars({'loss_multi': np.float32(np.nan)}, 6, stage, checkpoints, 'runs/x')
   assert checkpoints.waited  # the save in flight finished first

@@ -25,11 +25,11 @@ def hand_count(m) -> dict:
   if m.fusion == 'attsets':
     att = conv(1, d, d)
   b, widths = m.decoder_base_size, m.decoder_widths
-  dec = conv(1, d, b ** 3 * widths[0]) + conv(1, widths[-1], 1)
+  dec = conv(1, d, b**3 * widths[0]) + conv(1, widths[-1], 1)
   for cin, cout in zip(widths, widths[1:]):
     shortcut = cin != cout or m.decoder_shortcuts == 'conv'
     dec += conv(27, cin, cout) + conv(27, cout, cout) + (conv(1, cin, cout) if shortcut else 0)
-  k3, rw = m.refiner_kernel ** 3, m.refiner_widths
+  k3, rw = m.refiner_kernel**3, m.refiner_widths
   ref = sum(conv(k3, cin, cout, bias=False) + 2 * cout for cin, cout in zip((1, *rw), rw))
   ref += sum(conv(k3, rw[i + 1], rw[i], bias=False) + 2 * rw[i] for i in range(len(rw) - 1))
   ref += conv(k3, rw[0], 1)
@@ -73,7 +73,7 @@ def test_flops_scale_with_views():
   parts = sum(twenty[p] for p in ('encoder', 'attention', 'decoder', 'refiner'))
   assert abs(parts - twenty['total']) < 0.01 * twenty['total']
   table = summary.format_table(result)
-  assert 'GFLOPs/object, 20 views' in table and f"{result['params']['total']:,}" in table
+  assert 'GFLOPs/object, 20 views' in table and f'{result["params"]["total"]:,}' in table
 
 
 def run(*args):
@@ -83,8 +83,16 @@ def run(*args):
 
 
 def test_summary_command_json():
-  out = json.loads(run('-m', 'refine3d_jax.summary', '--config=configs/jtso.py:tiny', '--json',
-                       '--views=1,3', '--config.model.latent_dim=32'))
+  out = json.loads(
+    run(
+      '-m',
+      'refine3d_jax.summary',
+      '--config=configs/jtso.py:tiny',
+      '--json',
+      '--views=1,3',
+      '--config.model.latent_dim=32',
+    )
+  )
   config = jtso.get_config('tiny')
   config.model.latent_dim = 32
   assert out['params'] == hand_count(config.model)
@@ -92,10 +100,14 @@ def test_summary_command_json():
 
 
 def test_bad_config_value_is_one_clear_line():
-  proc = subprocess.run([sys.executable, 'main.py', '--config=configs/jtso.py:tiny',
-                         '--config.train.num_views=0'], capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+    [sys.executable, 'main.py', '--config=configs/jtso.py:tiny', '--config.train.num_views=0'],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
-      'error: config.train.num_views = 0: must be a positive integer')
+    'error: config.train.num_views = 0: must be a positive integer'
+  )
   assert 'Traceback' not in proc.stderr

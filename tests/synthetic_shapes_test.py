@@ -34,7 +34,10 @@ def built(tmp_path_factory):
 def test_builds_readable_without_our_package(built):
   assert built.info.file_format.value == 'array_record'
   assert {k: v.num_examples for k, v in built.info.splits.items()} == {
-      'train': 24, 'validation': 8, 'test': 8}
+    'train': 24,
+    'validation': 8,
+    'test': 8,
+  }
   ex = built.as_data_source(split='train')[0]
   assert len(ex['images']) == features.NUM_VIEWS
   assert ex['images'][0].shape == (137, 137, 4) and ex['images'][0].dtype == np.uint8
@@ -81,10 +84,9 @@ def test_voxels_fit_grid_and_up_is_axis_1(index, variant):
   obj = generate.make_object(0, 'validation', index, variant)
   v = obj['voxels']
   assert v.dtype == bool and v.shape == (32, 32, 32)
-  assert 50 < v.sum() < 32 ** 3 / 2
+  assert 50 < v.sum() < 32**3 / 2
   # Normalised like ShapeNetVox32: the longest side spans the grid, the object is centred.
-  extents = [np.flatnonzero(v.any(tuple(a for a in range(3) if a != ax)))
-             for ax in range(3)]
+  extents = [np.flatnonzero(v.any(tuple(a for a in range(3) if a != ax))) for ax in range(3)]
   spans = [e[-1] - e[0] + 1 for e in extents]
   assert max(spans) >= 31
   for e in extents:
@@ -149,6 +151,7 @@ def _read_binvox(path):
 def test_camera_model_matches_real_r2n2():
   """Our camera, applied to real voxels and metadata, reproduces the real alpha masks."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   vox = sorted(glob.glob(f'{REAL}/ShapeNetVox32/*/*/model.binvox'))[:2]
   assert vox
   for path in vox:
@@ -157,21 +160,26 @@ def test_camera_model_matches_real_r2n2():
     with open(path, 'rb') as f:
       side = float(next(l for l in f if l.startswith(b'scale')).split()[1])
     sil = camera_lib.voxel_silhouettes(_read_binvox(path), side, meta)
-    alpha = np.stack([np.array(Image.open(f'{render_dir}/{k:02d}.png'))[..., 3] > 0
-                      for k in range(6)])
+    alpha = np.stack(
+      [np.array(Image.open(f'{render_dir}/{k:02d}.png'))[..., 3] > 0 for k in range(6)]
+    )
     assert np.mean(_iou(sil, alpha)) >= 0.8
 
 
 def test_hard_small_builds(tmp_path):
   built = _build(tmp_path, 'hard_small')
   assert {k: v.num_examples for k, v in built.info.splits.items()} == {
-      'train': 24, 'validation': 8, 'test': 8}
+    'train': 24,
+    'validation': 8,
+    'test': 8,
+  }
   ex = built.as_data_source(split='validation')[3]
   _, want = generate.make_example(0, 'validation', int(ex['model_id']), 'hard')
   np.testing.assert_array_equal(ex['voxels'], want['voxels'])
   assert SyntheticShapes.builder_configs['default'].variant == 'hard'
-  assert all(SyntheticShapes.builder_configs[c].variant == 'simple'
-             for c in ('simple', 'small', 'tiny'))
+  assert all(
+    SyntheticShapes.builder_configs[c].variant == 'simple' for c in ('simple', 'small', 'tiny')
+  )
 
 
 _CAM = np.array([[0.0, 0.0, 0.0, 0.9, 25.0], [60.0, 25.0, 0.0, 0.8, 25.0]], np.float32)
@@ -181,15 +189,17 @@ def test_obox_and_rotate_y_match_boxes():
   """An unturned oriented box is the box; a quarter turn swaps its x and z extents."""
   b = shapes.box([0.05, 0.0, -0.02], [0.3, 0.1, 0.15])
   o = shapes.obox(b[1][:3], b[1][3:], np.eye(3))
-  np.testing.assert_array_equal(render.render([o], _CAM, np.ones(3)),
-                                render.render([b], _CAM, np.ones(3)))
+  np.testing.assert_array_equal(
+    render.render([o], _CAM, np.ones(3)), render.render([b], _CAM, np.ones(3))
+  )
   np.testing.assert_array_equal(render.voxelize([o], 0.8), render.voxelize([b], 0.8))
-  (kind, p), = shapes.rotate_y([b], np.pi / 2, [0.0, 0.0, 0.0])
+  ((kind, p),) = shapes.rotate_y([b], np.pi / 2, [0.0, 0.0, 0.0])
   turned = shapes.box(p[:3], [0.15, 0.1, 0.3])
   np.testing.assert_allclose(p[:3], [-0.02, 0.0, -0.05], atol=1e-12)
   assert kind == 'obox'
-  np.testing.assert_allclose(shapes.part_bounds(kind, p[None]),
-                             shapes.part_bounds('box', turned[1][None]), atol=1e-12)
+  np.testing.assert_allclose(
+    shapes.part_bounds(kind, p[None]), shapes.part_bounds('box', turned[1][None]), atol=1e-12
+  )
   assert (render.voxelize([(kind, p)], 0.8) != render.voxelize([turned], 0.8)).sum() <= 4
   alpha = render.render([(kind, p)], _CAM, np.ones(3))[..., 3] > 0
   assert _iou(alpha, render.render([turned], _CAM, np.ones(3))[..., 3] > 0).min() > 0.97
@@ -231,15 +241,16 @@ def test_hard_colours_and_lights_vary():
 
 def _visual_hull(alpha, camera, side, n=32, samples=2):
   """[n]^3 bool: voxels with a sub-point inside every mask of alpha [V, H, W] (space carving)."""
-  off = (np.stack(np.meshgrid(*[np.arange(samples)] * 3, indexing='ij'), -1).reshape(-1, 3)
-         + 0.5) / samples
+  off = (
+    np.stack(np.meshgrid(*[np.arange(samples)] * 3, indexing='ij'), -1).reshape(-1, 3) + 0.5
+  ) / samples
   idx = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing='ij'), -1).reshape(-1, 1, 3)
   pts = ((idx + off) / n * side - side / 2).reshape(-1, 3)
   px = np.floor(camera_lib.project(pts, camera, alpha.shape[1])).astype(np.int64)
   ok = np.all((px >= 0) & (px < alpha.shape[1]), -1)
   px = np.clip(px, 0, alpha.shape[1] - 1)
   inside = ok & alpha[np.arange(len(camera))[:, None], px[..., 1], px[..., 0]]
-  return inside.reshape(len(camera), n ** 3, samples ** 3).any(-1).all(0).reshape(n, n, n)
+  return inside.reshape(len(camera), n**3, samples**3).any(-1).all(0).reshape(n, n, n)
 
 
 # Voxel axes the simple objects are mirror-symmetric over (chairs face +z; tables both ways).
@@ -258,8 +269,9 @@ def _hull_stats(variant, count=10):
     mirrored = h1.copy()
     for axis in _SIMPLE_MIRRORS[obj['label']]:
       mirrored &= np.flip(h1, axis)
-    stats.append([(h & vox).sum() / (h | vox).sum() for h in (h1, h5)]
-                 + [(vox & ~mirrored).sum() / vox.sum()])
+    stats.append(
+      [(h & vox).sum() / (h | vox).sum() for h in (h1, h5)] + [(vox & ~mirrored).sum() / vox.sum()]
+    )
   return np.mean(stats, 0)
 
 

@@ -17,6 +17,7 @@ def small_config(data_dir, **train_overrides):
   XLA:CPU), 2 objects a step, so an epoch is 2 steps: stage 2 from step 2, stage 3 from
   step 3."""
   from configs import jtso  # pylint: disable=g-import-not-at-top
+
   config = jtso.get_config('tiny')
   config.model.update(volume_size=16, refiner_widths=(4, 4))
   config.data.update(data_dir=data_dir, builder_config='tiny', num_threads=1)
@@ -29,6 +30,7 @@ def fill_disk(directory, leave_bytes=0):
   """Fills the file system holding `directory` with one file, then frees `leave_bytes`
   of it; returns the file's path."""
   import os  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(directory, 'filler')
   fd = os.open(path, os.O_WRONLY | os.O_CREAT)
   try:

@@ -31,8 +31,10 @@ def params_of(state):
 
 def _logged(workdir):
   """metrics.jsonl without the timing fields, which differ between runs."""
-  return [{k: v for k, v in m.items() if k not in ('examples_per_sec', 'wall_time')}
-          for m in metric_writers.read_metrics(str(workdir))]
+  return [
+    {k: v for k, v in m.items() if k not in ('examples_per_sec', 'wall_time')}
+    for m in metric_writers.read_metrics(str(workdir))
+  ]
 
 
 def test_resume_gives_bit_identical_parameters_and_logs(data_dir, tmp_path):
@@ -78,8 +80,9 @@ def test_tiny_run_learns(data_dir, tmp_path):
   config = small_config(data_dir, num_steps=12, schedule='end_to_end', learning_rate=3e-3)
   config.eval.every_steps = 12
   train.train_and_evaluate(config, str(tmp_path))
-  losses = [m['loss_multi'] for m in metric_writers.read_metrics(str(tmp_path))
-            if 'loss_multi' in m]
+  losses = [
+    m['loss_multi'] for m in metric_writers.read_metrics(str(tmp_path)) if 'loss_multi' in m
+  ]
   assert len(losses) == 12
   assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
   val = [m for m in metric_writers.read_metrics(str(tmp_path)) if 'val_iou' in m]
@@ -88,10 +91,17 @@ def test_tiny_run_learns(data_dir, tmp_path):
 
 def main_args(data_dir, workdir, num_steps):
   """`python main.py` on the tiny preset at 16^3, like small_config."""
-  return [sys.executable, 'main.py', '--config=configs/jtso.py:tiny', f'--workdir={workdir}',
-          f'--config.data.data_dir={data_dir}', '--config.data.builder_config=tiny',
-          f'--config.train.num_steps={num_steps}', '--config.model.volume_size=16',
-          '--config.model.refiner_widths=(4,4)']
+  return [
+    sys.executable,
+    'main.py',
+    '--config=configs/jtso.py:tiny',
+    f'--workdir={workdir}',
+    f'--config.data.data_dir={data_dir}',
+    '--config.data.builder_config=tiny',
+    f'--config.train.num_steps={num_steps}',
+    '--config.model.volume_size=16',
+    '--config.model.refiner_widths=(4,4)',
+  ]
 
 
 def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
@@ -99,15 +109,18 @@ def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
   proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert [m['step'] for m in metric_writers.read_metrics(str(tmp_path)) if 'val_iou' in m] == [2]
-  bad = subprocess.run(args + ['--config.train.k2_epochs=-1'], capture_output=True, text=True,
-                       timeout=300)
+  bad = subprocess.run(
+    args + ['--config.train.k2_epochs=-1'], capture_output=True, text=True, timeout=300
+  )
   assert bad.returncode != 0 and 'config.train.k2_epochs' in bad.stderr
-  typo = subprocess.run(args + ['--config.train.num_step=3'], capture_output=True, text=True,
-                        timeout=300)
+  typo = subprocess.run(
+    args + ['--config.train.num_step=3'], capture_output=True, text=True, timeout=300
+  )
   assert typo.returncode == 1
   assert typo.stderr.strip().splitlines()[-1] == (
-      "error: --config.train.num_step: no such config key 'num_step'. Did you mean "
-      '"num_steps" instead of "num_step"?')
+    "error: --config.train.num_step: no such config key 'num_step'. Did you mean "
+    '"num_steps" instead of "num_step"?'
+  )
   assert 'Traceback' not in typo.stderr
 
 
@@ -121,11 +134,23 @@ def test_main_on_two_processes_trains_and_resumes(data_dir, tmp_path):
   def run_two(num_steps):
     procs = []
     for i in range(2):
-      env = dict(parallel_test.worker_env(1), JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-                 JAX_COORDINATOR_BIND_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='2',
-                 JAX_PROCESS_ID=str(i))
-      procs.append(subprocess.Popen(main_args(data_dir, tmp_path, num_steps), cwd=ROOT, env=env,
-                                    text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+      env = dict(
+        parallel_test.worker_env(1),
+        JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+        JAX_COORDINATOR_BIND_ADDRESS=f'127.0.0.1:{port}',
+        JAX_NUM_PROCESSES='2',
+        JAX_PROCESS_ID=str(i),
+      )
+      procs.append(
+        subprocess.Popen(
+          main_args(data_dir, tmp_path, num_steps),
+          cwd=ROOT,
+          env=env,
+          text=True,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+        )
+      )
     try:
       outputs = [p.communicate(timeout=600)[0] for p in procs]
     finally:
@@ -149,8 +174,10 @@ def test_main_on_two_processes_trains_and_resumes(data_dir, tmp_path):
   template = train_state.create_train_state(config, model, jtso.optimizer(config))
   restored = checkpoint.Checkpointer(str(tmp_path)).restore(template)
   assert int(restored.step) == 3
-  assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
-             zip(jax.tree.leaves(restored.params), jax.tree.leaves(template.params)))
+  assert any(
+    np.any(np.asarray(a) != np.asarray(b))
+    for a, b in zip(jax.tree.leaves(restored.params), jax.tree.leaves(template.params))
+  )
 
 
 @pytest.mark.slow
@@ -158,8 +185,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(data_dir, tmp_path):
   """SIGTERM mid-run: the step in progress finishes, a checkpoint of it is saved, the exit
   status is 128 + 15, and the same command resumes from that step."""
   args = main_args(data_dir, tmp_path, 100000) + ['--config.train.log_every_steps=5']
-  proc = subprocess.Popen(args, cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+  proc = subprocess.Popen(args, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     log = tmp_path / 'metrics.jsonl'
     deadline = time.time() + 300
@@ -176,8 +202,9 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(data_dir, tmp_path):
   (saved,) = checkpoint.Checkpointer(str(tmp_path)).all_steps()
   assert saved >= 5
   assert max(m['step'] for m in metric_writers.read_metrics(str(tmp_path))) <= saved
-  rerun = subprocess.run(main_args(data_dir, tmp_path, saved + 1), cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+  rerun = subprocess.run(
+    main_args(data_dir, tmp_path, saved + 1), cwd=ROOT, capture_output=True, text=True, timeout=600
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'Resumed from step {saved}' in rerun.stderr
   assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == saved + 1
@@ -187,8 +214,9 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_keys(data_dir, tmp_
   train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
   other = small_config(data_dir, num_steps=2)
   other.model.latent_dim = 32
-  with pytest.raises(resume.IncompatibleCheckpointError,
-                     match=r'model.latent_dim: saved 16, now 32'):
+  with pytest.raises(
+    resume.IncompatibleCheckpointError, match=r'model.latent_dim: saved 16, now 32'
+  ):
     train.train_and_evaluate(other, str(tmp_path))
   # how the parameters are computed may change: the parameters are the same (modules_test)
   same = small_config(data_dir, num_steps=2)
@@ -200,23 +228,33 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
   """train.ema_decay > 0: the state holds the moving average, a resume continues it
   bit-identically, evaluation restores it; a checkpoint with or without one refuses a
   run of the other kind, naming the key."""
-  straight = train.train_and_evaluate(small_config(data_dir, num_steps=3, ema_decay=0.5),
-                                      str(tmp_path / 'a'))
-  train.train_and_evaluate(small_config(data_dir, num_steps=2, ema_decay=0.5),
-                           str(tmp_path / 'b'))
-  resumed = train.train_and_evaluate(small_config(data_dir, num_steps=3, ema_decay=0.5),
-                                     str(tmp_path / 'b'))
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.ema_params),
-               jax.device_get(straight.ema_params))
-  assert any(np.any(np.asarray(e) != np.asarray(p)) for e, p in zip(
-      jax.tree.leaves(straight.ema_params), jax.tree.leaves(straight.params)))
+  straight = train.train_and_evaluate(
+    small_config(data_dir, num_steps=3, ema_decay=0.5), str(tmp_path / 'a')
+  )
+  train.train_and_evaluate(small_config(data_dir, num_steps=2, ema_decay=0.5), str(tmp_path / 'b'))
+  resumed = train.train_and_evaluate(
+    small_config(data_dir, num_steps=3, ema_decay=0.5), str(tmp_path / 'b')
+  )
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(resumed.ema_params),
+    jax.device_get(straight.ema_params),
+  )
+  assert any(
+    np.any(np.asarray(e) != np.asarray(p))
+    for e, p in zip(jax.tree.leaves(straight.ema_params), jax.tree.leaves(straight.params))
+  )
   assert train_state.variables_of(straight)['params'] is straight.ema_params
   _, _, variables, step = checkpoint.restore_trained(str(tmp_path / 'a'), 'latest')
   assert step == 3
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables['params']),
-               jax.device_get(straight.ema_params))
-  with pytest.raises(resume.IncompatibleCheckpointError,
-                     match=r'train.ema_decay: saved 0.5, now 0'):
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(variables['params']),
+    jax.device_get(straight.ema_params),
+  )
+  with pytest.raises(
+    resume.IncompatibleCheckpointError, match=r'train.ema_decay: saved 0.5, now 0'
+  ):
     train.train_and_evaluate(small_config(data_dir, num_steps=4), str(tmp_path / 'a'))
 
 
@@ -224,8 +262,9 @@ def test_ema_update_warms_up():
   ema, params = {'w': jnp.zeros(2)}, {'w': jnp.ones(2)}
   # step 0: d = min(0.99, 1/10) = 0.1; step 990: d = min(0.99, 991/1000) = 0.99
   np.testing.assert_allclose(train.ema_update(ema, params, 0.99, jnp.int32(0))['w'], [0.9, 0.9])
-  np.testing.assert_allclose(train.ema_update(ema, params, 0.99, jnp.int32(990))['w'],
-                             [0.01, 0.01], rtol=1e-5)
+  np.testing.assert_allclose(
+    train.ema_update(ema, params, 0.99, jnp.int32(990))['w'], [0.01, 0.01], rtol=1e-5
+  )
 
 
 def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp_path):
@@ -234,8 +273,10 @@ def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp
   train.train_and_evaluate(small_config(data_dir, num_steps=1), str(tmp_path))
   other = small_config(data_dir, num_steps=2)
   other.train.schedule = 'end_to_end'
-  with pytest.raises(resume.IncompatibleCheckpointError,
-                     match=r"train.schedule: saved 'jtso', now 'end_to_end'.*--fine_tune"):
+  with pytest.raises(
+    resume.IncompatibleCheckpointError,
+    match=r"train.schedule: saved 'jtso', now 'end_to_end'.*--fine_tune",
+  ):
     train.train_and_evaluate(other, str(tmp_path))
   resume.check_compatible(str(tmp_path), 1, other, fine_tune=True)
 
@@ -259,18 +300,21 @@ def poison_from(monkeypatch, first_bad_batch, poison):
       return clean_validate(*args, **kwargs)
     finally:
       evaluating.pop()
+
   monkeypatch.setattr(input_pipeline, 'model_inputs', inputs)
   monkeypatch.setattr(eval_loop, 'validate', validate)
 
 
 def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    data_dir, tmp_path, monkeypatch):
+  data_dir, tmp_path, monkeypatch
+):
   poison_from(monkeypatch, 2, lambda b: {**b, 'images': b['images'] * np.nan})
   config = small_config(data_dir, num_steps=4, checkpoint_every_steps=1)
   with pytest.raises(FloatingPointError) as error:
     train.train_and_evaluate(config, str(tmp_path))
   assert str(error.value).startswith(
-      "non-finite loss at step 2 (stage 1, base): {'coarse_single': nan, ")
+    "non-finite loss at step 2 (stage 1, base): {'coarse_single': nan, "
+  )
   assert str(error.value).endswith(f'the last good checkpoint is step 1 in {tmp_path}')
   assert checkpoint.Checkpointer(str(tmp_path)).all_steps() == [1]
   assert max(m['step'] for m in metric_writers.read_metrics(str(tmp_path))) == 1
@@ -286,6 +330,7 @@ def test_disk_full_during_a_save_stops_cleanly(data_dir, small_disk, monkeypatch
     started = save(self, *args, **kwargs)
     self.wait()
     return started
+
   monkeypatch.setattr(checkpoint.Checkpointer, 'save', save_and_wait)
   poison_from(monkeypatch, 2, lambda b: fill_disk(small_disk, leave_bytes=8192) and b)
   workdir = str(small_disk / 'run')
@@ -294,23 +339,28 @@ def test_disk_full_during_a_save_stops_cleanly(data_dir, small_disk, monkeypatch
   with pytest.raises(checkpoint.CheckpointSaveError) as error:
     train.train_and_evaluate(config, workdir)
   assert str(error.value) == (
-      f'saving checkpoint 2 in {workdir}/checkpoints failed: the disk is full (No space left '
-      'on device). The last complete checkpoint, step 1, is intact; fix the cause and rerun '
-      'the same command to resume from it.')
+    f'saving checkpoint 2 in {workdir}/checkpoints failed: the disk is full (No space left '
+    'on device). The last complete checkpoint, step 1, is intact; fix the cause and rerun '
+    'the same command to resume from it.'
+  )
   monkeypatch.undo()
   os.remove(small_disk / 'filler')
   assert checkpoint.Checkpointer(workdir).all_steps() == [1]
   resumed = train.train_and_evaluate(small_config(data_dir, num_steps=2), workdir)
   assert int(resumed.step) == 2
-  steps = [m['step'] for m in metric_writers.read_metrics(workdir) if 'loss_multi' in m
-           or 'loss_single' in m]
+  steps = [
+    m['step']
+    for m in metric_writers.read_metrics(workdir)
+    if 'loss_multi' in m or 'loss_single' in m
+  ]
   assert steps == [1, 2]
 
 
 def _restored_params(workdir, data_dir):
   config = small_config(data_dir)
-  template = train_state.create_train_state(config, create_model(config.model),
-                                            jtso.optimizer(config))
+  template = train_state.create_train_state(
+    config, create_model(config.model), jtso.optimizer(config)
+  )
   with checkpoint.Checkpointer(str(workdir), read_only=True) as ckpt:
     if ckpt.latest_step() is None:
       return None, None
@@ -325,8 +375,13 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, 
   never interrupted (data order included)."""
   num_steps = 6
   extra = ['--config.train.checkpoint_every_steps=1', '--config.train.log_every_steps=1']
-  reference = subprocess.run(main_args(data_dir, tmp_path / 'ref', num_steps) + extra,
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+  reference = subprocess.run(
+    main_args(data_dir, tmp_path / 'ref', num_steps) + extra,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert reference.returncode == 0, reference.stderr[-3000:]
 
   workdir = tmp_path / 'killed'
@@ -334,21 +389,32 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, 
   rng = np.random.default_rng(0)
   killed_mid_save = False
   for attempt in range(3):
-    proc = subprocess.Popen(main_args(data_dir, workdir, num_steps) + extra, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+      main_args(data_dir, workdir, num_steps) + extra,
+      cwd=ROOT,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+    )
     try:
       deadline = time.time() + 600
       if attempt == 0:  # the moment a save starts: orbax's temporary directory exists
-        while proc.poll() is None and time.time() < deadline and not (
-            ckpt_dir.exists() and any('orbax-checkpoint-tmp' in p for p in
-                                      os.listdir(ckpt_dir))):
+        while (
+          proc.poll() is None
+          and time.time() < deadline
+          and not (
+            ckpt_dir.exists() and any('orbax-checkpoint-tmp' in p for p in os.listdir(ckpt_dir))
+          )
+        ):
           time.sleep(0.002)
         killed_mid_save = proc.poll() is None
       else:  # after a random number of logged steps and a random delay
         wanted = int(rng.integers(0, 2))
         log = workdir / 'metrics.jsonl'
-        while proc.poll() is None and time.time() < deadline and not (
-            log.exists() and len(log.read_text().splitlines()) > wanted):
+        while (
+          proc.poll() is None
+          and time.time() < deadline
+          and not (log.exists() and len(log.read_text().splitlines()) > wanted)
+        ):
           time.sleep(0.01)
         time.sleep(float(rng.uniform(0, 1.5)))
       assert proc.poll() is None, f'run {attempt} ended before it could be killed'
@@ -360,12 +426,19 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, 
       assert step is None or (ckpt_dir / str(step) / '_CHECKPOINT_METADATA').exists()
   assert killed_mid_save, 'the run ended before a save could be caught in progress'
 
-  rerun = subprocess.run(main_args(data_dir, workdir, num_steps) + extra, cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+  rerun = subprocess.run(
+    main_args(data_dir, workdir, num_steps) + extra,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert not [p for p in os.listdir(ckpt_dir) if 'tmp' in p]
-  (step_a, params_a), (step_b, params_b) = (_restored_params(tmp_path / 'ref', data_dir),
-                                            _restored_params(workdir, data_dir))
+  (step_a, params_a), (step_b, params_b) = (
+    _restored_params(tmp_path / 'ref', data_dir),
+    _restored_params(workdir, data_dir),
+  )
   assert step_a == step_b == num_steps
   jax.tree.map(np.testing.assert_array_equal, params_b, params_a)
   assert _logged(workdir) == _logged(tmp_path / 'ref')

@@ -72,7 +72,8 @@ def test_flip_resize_jitter_normalize():
 def test_protocols():
   for p in transforms.PROTOCOLS.values():
     assert p.train_offsets <= 137 - p.crop and 2 * p.center_offset == 137 - p.crop - (
-        (137 - p.crop) % 2)
+      (137 - p.crop) % 2
+    )
 
 
 def test_pca_lighting_and_channel_permutation():
@@ -80,8 +81,11 @@ def test_pca_lighting_and_channel_permutation():
   x = np.random.default_rng(0).random((4, 4, 3)).astype(np.float32)
   np.testing.assert_array_equal(transforms.pca_lighting(x, (0, 0, 0)), x)
   shifted = transforms.pca_lighting(x, (1.0, 0, 0))  # the first component, scaled by 0.2175
-  np.testing.assert_allclose(shifted - x, np.broadcast_to(
-      [-0.5675 * 0.2175, -0.5808 * 0.2175, -0.5836 * 0.2175], x.shape), atol=1e-6)
+  np.testing.assert_allclose(
+    shifted - x,
+    np.broadcast_to([-0.5675 * 0.2175, -0.5808 * 0.2175, -0.5836 * 0.2175], x.shape),
+    atol=1e-6,
+  )
   perm = transforms.permute_channels(x, (2, 0, 1))
   np.testing.assert_array_equal(perm[..., 0], x[..., 2])
   np.testing.assert_array_equal(perm[..., 1], x[..., 0])

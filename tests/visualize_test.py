@@ -11,7 +11,7 @@ from refine3d_jax import visualize
 
 def volumes(n=4, seed=0):
   g = np.mgrid[:32, :32, :32]
-  sphere = ((g - 15.5) ** 2).sum(0) < 12 ** 2
+  sphere = ((g - 15.5) ** 2).sum(0) < 12**2
   slab = g[1] < 8
   tower = (np.abs(g[0] - 16) < 4) & (np.abs(g[2] - 16) < 4)
   target = np.stack([sphere, slab, tower, np.zeros_like(sphere)][:n])

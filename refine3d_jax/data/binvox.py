@@ -21,8 +21,7 @@ _AXES = (0, 2, 1)  # file order (x, z, y) <-> the peers' order; its own inverse.
 def _parse_header(data: bytes, name: str) -> tuple[dict[str, Any], int]:
   """Parses the text header; returns (header, offset of the first run byte)."""
   if not data.startswith(_MAGIC):
-    raise DataError(f'{name}: not a binvox file (bad magic {data[:12]!r}, '
-                     f'expected {_MAGIC!r})')
+    raise DataError(f'{name}: not a binvox file (bad magic {data[:12]!r}, expected {_MAGIC!r})')
   header: dict[str, Any] = {'translate': (0.0, 0.0, 0.0), 'scale': 1.0}
   offset = data.index(b'\n') + 1 if b'\n' in data else len(data)
   while True:
@@ -62,11 +61,11 @@ def _decode_runs(runs: bytes, dims: tuple[int, int, int], name: str) -> np.ndarr
   counts = pairs[:, 1].astype(np.int64)
   covered = int(counts.sum())
   if covered < total:
-    raise DataError(f'{name}: truncated data (runs cover {covered} of {total} voxels, '
-                     f'dims {dims})')
+    raise DataError(f'{name}: truncated data (runs cover {covered} of {total} voxels, dims {dims})')
   if covered > total:
-    raise DataError(f'{name}: run lengths sum to {covered}, expected {total} = '
-                     f'{"x".join(map(str, dims))}')
+    raise DataError(
+      f'{name}: run lengths sum to {covered}, expected {total} = {"x".join(map(str, dims))}'
+    )
   return np.repeat(pairs[:, 0] > 0, counts).reshape(dims)
 
 
@@ -105,16 +104,22 @@ def _encode_runs(flat: np.ndarray) -> bytes:
   return np.stack([np.asarray(values, np.uint8), np.asarray(counts, np.uint8)], 1).tobytes()
 
 
-def write_binvox(path: str | os.PathLike, voxels: np.ndarray,
-                 translate: Sequence[float] = (0.0, 0.0, 0.0), scale: float = 1.0) -> None:
+def write_binvox(
+  path: str | os.PathLike,
+  voxels: np.ndarray,
+  translate: Sequence[float] = (0.0, 0.0, 0.0),
+  scale: float = 1.0,
+) -> None:
   """Writes bool `voxels` [D, H, W] (peers' order) as a binvox file, atomically."""
   voxels = np.asarray(voxels)
   if voxels.ndim != 3:
     raise ValueError(f'{path}: voxels must be 3-D, got shape {voxels.shape}')
   grid = voxels.astype(bool).transpose(_AXES)
-  header = (f'#binvox 1\ndim {" ".join(map(str, grid.shape))}\n'
-            f'translate {" ".join(repr(float(t)) for t in translate)}\n'
-            f'scale {float(scale)!r}\ndata\n').encode()
+  header = (
+    f'#binvox 1\ndim {" ".join(map(str, grid.shape))}\n'
+    f'translate {" ".join(repr(float(t)) for t in translate)}\n'
+    f'scale {float(scale)!r}\ndata\n'
+  ).encode()
   payload = header + _encode_runs(grid.reshape(-1))
   with report.atomic_write(os.fspath(path), 'wb') as f:
     f.write(payload)

@@ -29,9 +29,11 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
   """The builder class of `dataset`, imported only now (each builder may be absent)."""
   if dataset == 'shapenet_r2n2':
     from refine3d_jax.data.shapenet_r2n2 import ShapenetR2n2  # pylint: disable=g-import-not-at-top
+
     return ShapenetR2n2
   if dataset == 'shapenet_vox':
     from refine3d_jax.data.shapenet_vox import ShapenetVox  # pylint: disable=g-import-not-at-top
+
     return ShapenetVox
   if dataset == 'synthetic_shapes':
     try:
@@ -40,15 +42,22 @@ def builder_class(dataset: str) -> type[tfds.core.DatasetBuilder]:
       if e.name != _SYNTHETIC_MODULE:
         raise
       raise MissingBuilderError(
-          f'--dataset=synthetic_shapes needs the package {_SYNTHETIC_MODULE} (class '
-          'SyntheticShapes), which is not in this checkout yet.', name=e.name) from e
+        f'--dataset=synthetic_shapes needs the package {_SYNTHETIC_MODULE} (class '
+        'SyntheticShapes), which is not in this checkout yet.',
+        name=e.name,
+      ) from e
     return SyntheticShapes
   raise ValueError(f'unknown --dataset={dataset!r}; choose one of {", ".join(DATASETS)}')
 
 
-def build(dataset: str, data_dir: str, builder_config: str | None = None,
-          manual_dir: str | None = None, split_file: str | None = None,
-          force: bool = False) -> dict[str, Any]:
+def build(
+  dataset: str,
+  data_dir: str,
+  builder_config: str | None = None,
+  manual_dir: str | None = None,
+  split_file: str | None = None,
+  force: bool = False,
+) -> dict[str, Any]:
   """Builds `dataset` under `data_dir` (reusing a finished build unless `force`).
 
   Returns {'path', 'config', 'splits': {split: num_examples}, 'skipped': {split: {reason:
@@ -65,29 +74,34 @@ def build(dataset: str, data_dir: str, builder_config: str | None = None,
     kwargs['split_file'] = split_file
   builder = cls(config=builder_config, data_dir=data_dir, file_format='array_record', **kwargs)
   reused = not force and os.path.exists(os.path.join(builder.data_dir, 'dataset_info.json'))
-  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if force
-          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  mode = (
+    tfds.download.GenerateMode.FORCE_REDOWNLOAD
+    if force
+    else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+  )
   start = time.perf_counter()
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, download_mode=mode))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, download_mode=mode)
+  )
   seconds = time.perf_counter() - start
   metadata = builder.info.metadata or {}
   return {
-      'path': os.fspath(builder.data_dir),
-      'config': builder.builder_config.name if builder.builder_config else None,
-      'splits': {name: split.num_examples for name, split in builder.info.splits.items()},
-      'skipped': dict(metadata.get('skipped_counts', {})),
-      'seconds': seconds,
-      'reused': reused,
+    'path': os.fspath(builder.data_dir),
+    'config': builder.builder_config.name if builder.builder_config else None,
+    'splits': {name: split.num_examples for name, split in builder.info.splits.items()},
+    'skipped': dict(metadata.get('skipped_counts', {})),
+    'seconds': seconds,
+    'reused': reused,
   }
 
 
 def format_summary(dataset: str, summary: dict[str, Any]) -> str:
   """Human-readable lines: where the data went, examples and skips per split, time."""
   name = dataset + (f'/{summary["config"]}' if summary['config'] else '')
-  lines = [f'{name} {"already built (reused)" if summary["reused"] else "built"} in '
-           f'{summary["path"]}',
-           f'  read it with tfds.builder_from_directory({summary["path"]!r})']
+  lines = [
+    f'{name} {"already built (reused)" if summary["reused"] else "built"} in {summary["path"]}',
+    f'  read it with tfds.builder_from_directory({summary["path"]!r})',
+  ]
   for split, count in summary['splits'].items():
     skipped = summary['skipped'].get(split) or {}
     skips = ', '.join(f'{r}={n}' for r, n in sorted(skipped.items())) or 'none'
@@ -108,15 +122,24 @@ def main(argv: Sequence[str]) -> None:
 def _define_flags() -> None:
   flags.DEFINE_enum('dataset', None, DATASETS, 'Which dataset to build.', required=True)
   flags.DEFINE_string('data_dir', None, 'TFDS data dir to write into.', required=True)
-  flags.DEFINE_string('builder_config', None,
-                      'Builder config, e.g. shapenet_r2n2: pix2vox (default), r2n2, '
-                      'pix2vox_5class, r2n2_5class; shapenet_vox: pix2vox (default), r2n2.')
-  flags.DEFINE_string('manual_dir', None,
-                      'Dir holding the extracted ShapeNetRendering/ and ShapeNetVox32/ '
-                      '(shapenet_vox: ShapeNetVox32/ only; default <data_dir>/downloads/manual).')
-  flags.DEFINE_string('split_file', None,
-                      'shapenet_r2n2 and shapenet_vox pix2vox configs: a Pix2Vox-format '
-                      'ShapeNet.json to use instead of the shipped one.')
+  flags.DEFINE_string(
+    'builder_config',
+    None,
+    'Builder config, e.g. shapenet_r2n2: pix2vox (default), r2n2, '
+    'pix2vox_5class, r2n2_5class; shapenet_vox: pix2vox (default), r2n2.',
+  )
+  flags.DEFINE_string(
+    'manual_dir',
+    None,
+    'Dir holding the extracted ShapeNetRendering/ and ShapeNetVox32/ '
+    '(shapenet_vox: ShapeNetVox32/ only; default <data_dir>/downloads/manual).',
+  )
+  flags.DEFINE_string(
+    'split_file',
+    None,
+    'shapenet_r2n2 and shapenet_vox pix2vox configs: a Pix2Vox-format '
+    'ShapeNet.json to use instead of the shipped one.',
+  )
   flags.DEFINE_bool('force', False, 'Rebuild even if a finished build exists.')
 
 

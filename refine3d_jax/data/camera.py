@@ -52,13 +52,19 @@ def project(points: np.ndarray, camera: np.ndarray, size: int = features.IMAGE_S
   return np.stack([size / 2 + FOCAL_PX * xy[..., 0], size / 2 - FOCAL_PX * xy[..., 1]], -1)
 
 
-def voxel_silhouettes(voxels: np.ndarray, side: float, camera: np.ndarray,
-                      size: int = features.IMAGE_SIZE, samples: int = 4) -> np.ndarray:
+def voxel_silhouettes(
+  voxels: np.ndarray,
+  side: float,
+  camera: np.ndarray,
+  size: int = features.IMAGE_SIZE,
+  samples: int = 4,
+) -> np.ndarray:
   """[V, size, size] bool masks of the occupied voxels [32, 32, 32] of a grid of `side`."""
   n = voxels.shape[0]
   idx = np.argwhere(voxels).astype(np.float64)
-  off = (np.stack(np.meshgrid(*[np.arange(samples)] * 3, indexing='ij'), -1).reshape(-1, 3)
-         + 0.5) / samples
+  off = (
+    np.stack(np.meshgrid(*[np.arange(samples)] * 3, indexing='ij'), -1).reshape(-1, 3) + 0.5
+  ) / samples
   pts = (idx[:, None] + off[None]).reshape(-1, 3) / n * side - side / 2
   px = np.floor(project(pts, camera, size)).astype(np.int64)
   masks = np.zeros((len(camera), size, size), bool)

@@ -28,19 +28,25 @@ CAMERA_FIELDS = ('azimuth', 'elevation', 'in_plane_rotation', 'distance', 'fov')
 def features(category_names: Sequence[str]) -> tfds.features.FeaturesDict:
   """The FeaturesDict of one object, with `label` over `category_names`."""
   image = tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 4), encoding_format='png')
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       'images': tfds.features.Sequence(image, length=NUM_VIEWS),
       'camera': tfds.features.Tensor(shape=(NUM_VIEWS, len(CAMERA_FIELDS)), dtype=np.float32),
       'voxels': tfds.features.Tensor(shape=(VOXEL_SIZE,) * 3, dtype=np.bool_),
       'label': tfds.features.ClassLabel(names=list(category_names)),
       'synset': tfds.features.Text(),
       'model_id': tfds.features.Text(),
-  })
+    }
+  )
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
-  return (struct.pack('>I', len(data)) + tag + data
-          + struct.pack('>I', zlib.crc32(tag + data) & 0xFFFFFFFF))
+  return (
+    struct.pack('>I', len(data))
+    + tag
+    + data
+    + struct.pack('>I', zlib.crc32(tag + data) & 0xFFFFFFFF)
+  )
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -51,6 +57,9 @@ def encode_png(image: np.ndarray) -> bytes:
   """
   h, w, _ = image.shape
   rows = np.concatenate([np.zeros((h, 1), np.uint8), image.reshape(h, w * 4)], 1)
-  return (b'\x89PNG\r\n\x1a\n'
-          + _chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 6, 0, 0, 0))
-          + _chunk(b'IDAT', zlib.compress(rows.tobytes(), 1)) + _chunk(b'IEND', b''))
+  return (
+    b'\x89PNG\r\n\x1a\n'
+    + _chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 6, 0, 0, 0))
+    + _chunk(b'IDAT', zlib.compress(rows.tobytes(), 1))
+    + _chunk(b'IEND', b'')
+  )

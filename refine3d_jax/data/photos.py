@@ -32,14 +32,14 @@ from refine3d_jax import cli, errors
 from refine3d_jax.data import features, transforms
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
-MAX_SIDE = 1024        # photos are shrunk to this first: the model sees 137 px at most
-OBJECT_FILL = 0.7      # object's longer side / rendering side: median over the 144 ShapeNet
-                       # sample renderings 0.71 (p10-p90 0.56-0.83), synthetic_shapes 0.65
-OBJECT_DROP = 0.035    # object's centre below the rendering's centre / side (the cameras
-                       # look down): ShapeNet sample 0.034, synthetic_shapes 0.028 (means)
-BORDER = 0.03          # --background=auto: the border strip, a fraction of the shorter side
-MIN_TOLERANCE = 24.0   # --background=auto: least RGB distance (of 0..255) from the border
-                       # colour that counts as object
+MAX_SIDE = 1024  # photos are shrunk to this first: the model sees 137 px at most
+OBJECT_FILL = 0.7  # object's longer side / rendering side: median over the 144 ShapeNet
+# sample renderings 0.71 (p10-p90 0.56-0.83), synthetic_shapes 0.65
+OBJECT_DROP = 0.035  # object's centre below the rendering's centre / side (the cameras
+# look down): ShapeNet sample 0.034, synthetic_shapes 0.028 (means)
+BORDER = 0.03  # --background=auto: the border strip, a fraction of the shorter side
+MIN_TOLERANCE = 24.0  # --background=auto: least RGB distance (of 0..255) from the border
+# colour that counts as object
 BACKGROUNDS = ('none', 'auto')
 FRAMINGS = ('object', 'image')
 
@@ -57,8 +57,9 @@ def list_images(args: Sequence[str]) -> list[str]:
     if cli.is_url(arg):
       raise InputError(f'{arg}: a URL; {cli.NO_NETWORK}')
     if os.path.isdir(arg):
-      found = sorted(os.path.join(arg, f) for f in os.listdir(arg)
-                     if f.lower().endswith(IMAGE_EXTENSIONS))
+      found = sorted(
+        os.path.join(arg, f) for f in os.listdir(arg) if f.lower().endswith(IMAGE_EXTENSIONS)
+      )
       if not found:
         raise InputError(f'{arg}: no PNG or JPEG files in this folder')
       paths += found
@@ -96,8 +97,7 @@ def as_rgba(image: np.ndarray) -> np.ndarray:
     raise ValueError(f'need an image [H, W], [H, W, 3] or [H, W, 4]; got shape {x.shape}')
   if x.dtype != np.uint8:
     if not np.issubdtype(x.dtype, np.floating) or x.min() < 0 or x.max() > 1:
-      raise ValueError(f'need uint8 or floats in [0, 1]; got {x.dtype} in '
-                       f'[{x.min()}, {x.max()}]')
+      raise ValueError(f'need uint8 or floats in [0, 1]; got {x.dtype} in [{x.min()}, {x.max()}]')
     x = np.round(x * 255).astype(np.uint8)
   if x.shape[-1] == 1:
     x = np.repeat(x, 3, axis=-1)
@@ -117,11 +117,12 @@ def border_mask(rgb: np.ndarray) -> np.ndarray:
   when nothing is left.
   """
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
+
   x = np.asarray(rgb, np.float32)
   h, w = x.shape[:2]
   b = max(1, min(round(BORDER * min(h, w)), h // 2, w // 2))
   ring = np.ones((h, w), bool)
-  ring[b:h - b, b:w - b] = False
+  ring[b : h - b, b : w - b] = False
   colour = np.median(x[ring], axis=0)
   distance = np.linalg.norm(x - colour, axis=-1)
   tolerance = max(MIN_TOLERANCE, 3 * float(np.median(distance[ring])))
@@ -129,8 +130,10 @@ def border_mask(rgb: np.ndarray) -> np.ndarray:
   edge = np.unique(near[ring])
   objects, count = ndimage.label(~np.isin(near, edge[edge > 0]))
   if not count:
-    raise ValueError(f'--background=auto found no object: every pixel is within '
-                     f'{tolerance:.0f} of the border colour {np.round(colour).astype(int)}')
+    raise ValueError(
+      f'--background=auto found no object: every pixel is within '
+      f'{tolerance:.0f} of the border colour {np.round(colour).astype(int)}'
+    )
   sizes = np.bincount(objects.ravel())[1:]
   keep = np.concatenate([[False], sizes >= 0.01 * sizes.max()])
   return keep[objects]
@@ -144,8 +147,13 @@ def blend(rgba: np.ndarray, alpha: np.ndarray, background: int) -> np.ndarray:
   return np.round(rgb).astype(np.uint8)
 
 
-def frame(rgb: np.ndarray, mask: np.ndarray | None, background: int,
-          fill: float = OBJECT_FILL, drop: float = OBJECT_DROP) -> np.ndarray:
+def frame(
+  rgb: np.ndarray,
+  mask: np.ndarray | None,
+  background: int,
+  fill: float = OBJECT_FILL,
+  drop: float = OBJECT_DROP,
+) -> np.ndarray:
   """uint8 [H, W, 3] -> uint8 [137, 137, 3]: the square around `mask`'s bounding box, its
   side the box's longer side / `fill`, the box's centre `drop` * side below the square's;
   or (no mask, or an empty one) the image's centred square. Padded with `background`
@@ -162,17 +170,20 @@ def frame(rgb: np.ndarray, mask: np.ndarray | None, background: int,
   square = np.full((side, side, 3), background, np.uint8)
   t, l = max(top, 0), max(left, 0)
   b, r = min(top + side, h), min(left + side, w)
-  square[t - top:b - top, l - left:r - left] = rgb[t:b, l:r]
+  square[t - top : b - top, l - left : r - left] = rgb[t:b, l:r]
   return transforms.resize(square, features.IMAGE_SIZE)
 
 
-def to_rendering(image: np.ndarray, test_background: int, background: str = 'none',
-                 framing: str = 'object') -> np.ndarray:
+def to_rendering(
+  image: np.ndarray, test_background: int, background: str = 'none', framing: str = 'object'
+) -> np.ndarray:
   """Any image -> uint8 [137, 137, 4] (opaque) framed and lit like a rendering: steps 2-4
   of the module docstring."""
   if background not in BACKGROUNDS or framing not in FRAMINGS:
-    raise ValueError(f'background must be one of {BACKGROUNDS} and framing one of '
-                     f'{FRAMINGS}; got {background!r}, {framing!r}')
+    raise ValueError(
+      f'background must be one of {BACKGROUNDS} and framing one of '
+      f'{FRAMINGS}; got {background!r}, {framing!r}'
+    )
   rgba = as_rgba(image)
   alpha, mask = rgba[..., 3], None
   if (alpha < 255).any():
@@ -180,6 +191,7 @@ def to_rendering(image: np.ndarray, test_background: int, background: str = 'non
   elif background == 'auto':
     mask = border_mask(rgba[..., :3])
     alpha = np.where(mask, 255, 0).astype(np.uint8)
-  rgb = frame(blend(rgba, alpha, test_background), mask if framing == 'object' else None,
-              test_background)
+  rgb = frame(
+    blend(rgba, alpha, test_background), mask if framing == 'object' else None, test_background
+  )
   return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)

@@ -10,8 +10,9 @@ from typing import Any, Callable, Iterable, Iterator
 MIN_PARALLEL = 200
 
 
-def ordered_map(fn: Callable[..., Any], *iterables: Iterable, num_items: int,
-                chunksize: int = 16) -> Iterator[Any]:
+def ordered_map(
+  fn: Callable[..., Any], *iterables: Iterable, num_items: int, chunksize: int = 16
+) -> Iterator[Any]:
   """`map(fn, *iterables)` in order, over all CPU cores when `num_items` is large, with
   workers started by `start_method()`."""
   if num_items < MIN_PARALLEL or (os.cpu_count() or 1) == 1:

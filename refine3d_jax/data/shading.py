@@ -16,9 +16,9 @@ import numpy as np
 class Light:
   ambient: float
   key: float
-  sky: float                 # fill from above: weight of max(normal . world up, 0)
+  sky: float  # fill from above: weight of max(normal . world up, 0)
   direction: tuple[float, float, float]  # unit key direction, camera frame
-  specular: float = 0.0      # Blinn-Phong highlight weight (white)
+  specular: float = 0.0  # Blinn-Phong highlight weight (white)
   shininess: float = 16.0
 
 
@@ -33,9 +33,14 @@ CAMERA_LIGHT = Light(0.28, 0.52, 0.25, _unit([-0.45, 0.55, -0.70]))
 def sample_light(rng: np.random.Generator) -> Light:
   """A random light: key from the camera's side of the object, above or beside it."""
   direction = _unit([rng.uniform(-1, 1), rng.uniform(-0.2, 1), -rng.uniform(0.3, 1)])
-  return Light(ambient=float(rng.uniform(0.15, 0.4)), key=float(rng.uniform(0.35, 0.75)),
-               sky=float(rng.uniform(0.0, 0.35)), direction=direction,
-               specular=float(rng.uniform(0.0, 0.35)), shininess=float(rng.uniform(6, 40)))
+  return Light(
+    ambient=float(rng.uniform(0.15, 0.4)),
+    key=float(rng.uniform(0.35, 0.75)),
+    sky=float(rng.uniform(0.0, 0.35)),
+    direction=direction,
+    specular=float(rng.uniform(0.0, 0.35)),
+    shininess=float(rng.uniform(6, 40)),
+  )
 
 
 def sample_colour(rng: np.random.Generator) -> np.ndarray:
@@ -45,8 +50,9 @@ def sample_colour(rng: np.random.Generator) -> np.ndarray:
   return np.clip(val * (1 - sat + sat * rgb), 0.05, 1.0)
 
 
-def shade(normals: np.ndarray, views: np.ndarray, rot: np.ndarray, light: Light,
-          colour: np.ndarray) -> np.ndarray:
+def shade(
+  normals: np.ndarray, views: np.ndarray, rot: np.ndarray, light: Light, colour: np.ndarray
+) -> np.ndarray:
   """RGB [N, 3] in [0, 1] of surface points with unit world normals [N, 3] seen in views [N].
 
   rot [V, 3, 3]: world-to-camera rotations (rows right, up, forward); colour [3] or [N, 3].

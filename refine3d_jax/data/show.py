@@ -31,21 +31,25 @@ def dataset_dir(data_dir: str, dataset: str) -> str:
       with open(default) as f:
         path = os.path.join(path, json.load(f)['default_config_name'])
   if os.path.isdir(path) and not version:
-    versions = sorted((d for d in os.listdir(path) if d[0].isdigit()),
-                      key=lambda v: tuple(int(x) for x in v.split('.')))
+    versions = sorted(
+      (d for d in os.listdir(path) if d[0].isdigit()),
+      key=lambda v: tuple(int(x) for x in v.split('.')),
+    )
     version = versions[-1] if versions else ''
   path = os.path.join(path, version) if version else path
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
     raise errors.NotFoundError(
-        f'Dataset {dataset!r} is not built under {data_dir!r} (no {path}/dataset_info.json).'
-        f'{built} '
-        f'Build it with: {BUILD_HINT.format(name=name.split("/")[0], data_dir=data_dir)}')
+      f'Dataset {dataset!r} is not built under {data_dir!r} (no {path}/dataset_info.json).'
+      f'{built} '
+      f'Build it with: {BUILD_HINT.format(name=name.split("/")[0], data_dir=data_dir)}'
+    )
   return path
 
 
 def load_example(data_dir: str, dataset: str, split: str, index: int) -> tuple[dict, list[str]]:
   """(example, category names): images [24, 137, 137, 4] uint8, camera, voxels [32]^3, ..."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   builder = tfds.builder_from_directory(dataset_dir(data_dir, dataset))
   example = builder.as_data_source(split=split)[index]
   example['images'] = np.stack(example['images'])
@@ -56,6 +60,7 @@ def plot(example: dict[str, Any], names: Sequence[str], views: Sequence[int], ou
   """Writes a PNG of the chosen views (on grey, as R2N2 tests) and the voxel grid."""
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   cols = min(6, len(views))
   rows = -(-len(views) // cols)
   fig = plt.figure(figsize=(2 * cols + 4, 2 * max(rows, 2)))
@@ -85,8 +90,14 @@ def plot(example: dict[str, Any], names: Sequence[str], views: Sequence[int], ou
   plt.close(fig)
 
 
-def main(data_dir: str, dataset: str, split: str, index: int, out: str,
-         views: Sequence[int] = tuple(range(24))) -> None:
+def main(
+  data_dir: str,
+  dataset: str,
+  split: str,
+  index: int,
+  out: str,
+  views: Sequence[int] = tuple(range(24)),
+) -> None:
   example, names = load_example(data_dir, dataset, split, index)
   plot(example, names, views, out)
   print(f'wrote {out}: {names[example["label"]]}')
@@ -103,5 +114,13 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', 'example.png', 'Output PNG.')
   flags.DEFINE_list('views', [str(v) for v in range(24)], 'Views to show.')
   FLAGS = flags.FLAGS
-  cli.run(lambda _: main(FLAGS.data_dir, FLAGS.dataset, FLAGS.split, FLAGS.index, FLAGS.out,
-                         [int(v) for v in FLAGS.views]))
+  cli.run(
+    lambda _: main(
+      FLAGS.data_dir,
+      FLAGS.dataset,
+      FLAGS.split,
+      FLAGS.index,
+      FLAGS.out,
+      [int(v) for v in FLAGS.views],
+    )
+  )

@@ -35,6 +35,7 @@ class Protocol:
   axis (0 = always the centre); center_offset: the crop offset at test time (and in
   training when train_offsets is 0); train_flip: random horizontal flip in training.
   """
+
   crop: int
   size: int
   train_offsets: int
@@ -43,9 +44,8 @@ class Protocol:
 
 
 PROTOCOLS = {
-    'r2n2_127': Protocol(crop=127, size=127, train_offsets=9, center_offset=5, train_flip=True),
-    'pix2vox_224': Protocol(crop=128, size=224, train_offsets=0, center_offset=4,
-                            train_flip=True),
+  'r2n2_127': Protocol(crop=127, size=127, train_offsets=9, center_offset=5, train_flip=True),
+  'pix2vox_224': Protocol(crop=128, size=224, train_offsets=0, center_offset=4, train_flip=True),
 }
 
 
@@ -68,7 +68,7 @@ def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
   h, w = image.shape[:2]
   if not (0 <= top <= h - size and 0 <= left <= w - size):
     raise ValueError(f'crop {size}x{size} at ({top}, {left}) leaves the {h}x{w} image')
-  return image[top:top + size, left:left + size]
+  return image[top : top + size, left : left + size]
 
 
 def composite_background(rgba: np.ndarray, color) -> np.ndarray:
@@ -97,8 +97,9 @@ def to_float(rgb: np.ndarray) -> np.ndarray:
   return rgb.astype(np.float32) / np.float32(255)
 
 
-def color_jitter(x: np.ndarray, brightness: float, contrast: float,
-                 saturation: float) -> np.ndarray:
+def color_jitter(
+  x: np.ndarray, brightness: float, contrast: float, saturation: float
+) -> np.ndarray:
   """float32 [H, W, 3] in [0, 1], jittered by multiplicative factors (1 = unchanged), as
   torchvision / Pix2Vox: brightness scales, contrast blends with the mean grey, saturation
   blends with the per-pixel grey; clipped back to [0, 1]."""
@@ -118,8 +119,9 @@ def normalize(x: np.ndarray, mean, std) -> np.ndarray:
 
 # AlexNet's PCA of ImageNet's RGB values, which Pix2Vox's RandomNoise uses.
 PCA_EIGVALS = np.asarray([0.2175, 0.0188, 0.0045], np.float32)
-PCA_EIGVECS = np.asarray([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
-                          [-0.5836, -0.6948, 0.4203]], np.float32)
+PCA_EIGVECS = np.asarray(
+  [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], np.float32
+)
 
 
 def pca_lighting(x: np.ndarray, alpha) -> np.ndarray:

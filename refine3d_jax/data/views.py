@@ -25,29 +25,40 @@ from refine3d_jax.errors import DataError
 @dataclasses.dataclass(frozen=True)
 class ViewOptions:
   """Static preprocessing options of one pipeline (picklable, for grain workers)."""
+
   protocol: str
-  image_size: int          # output side S (config.model.image_size)
+  image_size: int  # output side S (config.model.image_size)
   train: bool
   train_background: tuple[int, int]
   test_background: int
   color_jitter: float
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
-  pca_noise: float = 0.0   # training: AlexNet lighting noise, one draw per object
+  pca_noise: float = 0.0  # training: AlexNet lighting noise, one draw per object
   rgb_permute: bool = False  # training: one random channel order per object
 
 
 def view_options(config: ml_collections.ConfigDict, train: bool) -> ViewOptions:
   """ViewOptions from config.data and config.model.image_size."""
   d = config.data
-  return ViewOptions(d.protocol, config.model.image_size, train, tuple(d.train_background),
-                     d.test_background, float(d.color_jitter), tuple(d.mean), tuple(d.std),
-                     float(d.pca_noise), bool(d.rgb_permute))
+  return ViewOptions(
+    d.protocol,
+    config.model.image_size,
+    train,
+    tuple(d.train_background),
+    d.test_background,
+    float(d.color_jitter),
+    tuple(d.mean),
+    tuple(d.std),
+    float(d.pca_noise),
+    bool(d.rgb_permute),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class ViewParams:
   """The random choices for one view (or the fixed ones at test time)."""
+
   top: int
   left: int
   flip: bool
@@ -79,7 +90,8 @@ def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.n
   straight from the crop to S, also when S differs from the protocol's size)."""
   p = transforms.PROTOCOLS[opts.protocol]
   rgb = transforms.composite_background(
-      transforms.crop(rgba, params.top, params.left, p.crop), params.background)
+    transforms.crop(rgba, params.top, params.left, p.crop), params.background
+  )
   if params.flip:
     rgb = transforms.flip_horizontal(rgb)
   return transforms.resize(rgb, opts.image_size)
@@ -88,8 +100,9 @@ def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.n
 @dataclasses.dataclass(frozen=True)
 class ObjectParams:
   """Random choices shared by all views of one object (Pix2Vox draws these per object)."""
+
   lighting: tuple[float, float, float] | None = None  # PCA lighting alpha, or none
-  perm: tuple[int, int, int] | None = None            # channel order, or unchanged
+  perm: tuple[int, int, int] | None = None  # channel order, or unchanged
 
 
 def sample_object_params(opts: ViewOptions, rng: np.random.Generator | None) -> ObjectParams:
@@ -97,14 +110,14 @@ def sample_object_params(opts: ViewOptions, rng: np.random.Generator | None) -> 
   off, so other configs' random streams stay as they were); none at test time."""
   if rng is None or not opts.train:
     return ObjectParams()
-  lighting = (tuple(float(a) for a in rng.normal(0, opts.pca_noise, 3))
-              if opts.pca_noise else None)
+  lighting = tuple(float(a) for a in rng.normal(0, opts.pca_noise, 3)) if opts.pca_noise else None
   perm = tuple(int(c) for c in rng.permutation(3)) if opts.rgb_permute else None
   return ObjectParams(lighting, perm)
 
 
-def finish_view(rgb: np.ndarray, opts: ViewOptions, params: ViewParams,
-                obj: ObjectParams = ObjectParams()) -> np.ndarray:
+def finish_view(
+  rgb: np.ndarray, opts: ViewOptions, params: ViewParams, obj: ObjectParams = ObjectParams()
+) -> np.ndarray:
   """uint8 [S, S, 3] -> float32 [S, S, 3]: colour jitter (if any), lighting noise (if
   any), mean/std, channel permutation (if any): Pix2Vox's order."""
   x = transforms.to_float(rgb)
@@ -121,8 +134,9 @@ def decode_view(example: dict[str, Any], view: int) -> np.ndarray:
   try:
     return transforms.decode_png(example['images'][view])
   except ValueError as e:
-    raise DataError(f'object {_text(example["synset"])}/{_text(example["model_id"])} '
-                     f'view {view:02d}: {e}') from e
+    raise DataError(
+      f'object {_text(example["synset"])}/{_text(example["model_id"])} view {view:02d}: {e}'
+    ) from e
 
 
 def _text(value: Any) -> str:

@@ -35,7 +35,7 @@ def resolve_impl(impl: str, features: int, backend: str | None = None) -> str:
 
 def same_padding(k: int) -> tuple[int, int]:
   """(before, after) padding of one axis for a SAME, stride-1 kernel of size ``k``."""
-  lo = (k - 1) // 2     # flax/TF 'SAME': the extra pad of an even kernel goes last
+  lo = (k - 1) // 2  # flax/TF 'SAME': the extra pad of an even kernel goes last
   return lo, k - 1 - lo
 
 
@@ -46,11 +46,17 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   if (kh, kw) == (1, 1):
     return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
   if resolve_impl(impl, o) == 'native':
-    return lax.conv_general_dilated(x, kernel, (1, 1), [same_padding(kh), same_padding(kw)],
-                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return lax.conv_general_dilated(
+      x,
+      kernel,
+      (1, 1),
+      [same_padding(kh), same_padding(kw)],
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
   xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
-  patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)],
-                            axis=-1)
+  patches = jnp.concatenate(
+    [xp[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], axis=-1
+  )
   y = jnp.dot(patches.reshape(n * h * w, kh * kw * c), kernel.reshape(kh * kw * c, o))
   return y.reshape(n, h, w, o)
 
@@ -58,6 +64,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
 class SameConv(nn.Module):
   """``flax.linen.Conv`` (stride 1, SAME padding) over ``ndim`` spatial axes, computed by
   ``lower(x, kernel, impl)``: its parameters have flax's names, shapes and initialisers."""
+
   ndim: ClassVar[int]
   lower: ClassVar[Callable[[jax.Array, jax.Array, str], jax.Array]]
   features: int
@@ -81,5 +88,6 @@ class SameConv(nn.Module):
 
 class Conv2D(SameConv):
   """2D ``SameConv``, lowered by ``conv2d``."""
+
   ndim = 2
   lower = staticmethod(conv2d)

@@ -49,19 +49,25 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
     return jnp.einsum('ndhwc,co->ndhwo', x, kernel[0, 0, 0])
   impl = resolve_impl(impl)
   if impl == 'native':
-    return lax.conv_general_dilated(x, kernel, (1, 1, 1), [same_padding(k) for k in (kd, kh, kw)],
-                                    dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
+    return lax.conv_general_dilated(
+      x,
+      kernel,
+      (1, 1, 1),
+      [same_padding(k) for k in (kd, kh, kw)],
+      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+    )
   n, d, h, w, _ = x.shape
   if fold_output(c, o, kd):
     # the kd depth taps as kd * o output channels of one 2D convolution, then summed
     # over depth-shifted slices: y[i] = sum_a z[i + a - lo, a]
     kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
     z = conv2d(x.reshape(n * d, h, w, c), kernel2d, 'native')
-    z = jnp.pad(z.reshape(n, d, h, w, kd, o),
-                ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0), (0, 0)))
-    return sum(z[:, a:a + d, :, :, a] for a in range(kd))
+    z = jnp.pad(
+      z.reshape(n, d, h, w, kd, o), ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0), (0, 0))
+    )
+    return sum(z[:, a : a + d, :, :, a] for a in range(kd))
   xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
-  stacked = jnp.concatenate([xp[:, i:i + d] for i in range(kd)], axis=-1)
+  stacked = jnp.concatenate([xp[:, i : i + d] for i in range(kd)], axis=-1)
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
   y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, 'native')
   return y.reshape(n, d, h, w, o)
@@ -69,5 +75,6 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
 
 class Conv3D(SameConv):
   """3D ``SameConv`` (``flax.linen.Conv``'s parameters), lowered by ``conv3d``."""
+
   ndim = 3
   lower = staticmethod(conv3d)

@@ -39,8 +39,7 @@ from refine3d_jax.models.conv3d import Conv3D
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
   """Nearest-neighbour upsampling of ``[N, D, H, W, C]`` by ``factor`` on each spatial axis."""
   n, d, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :, None, :],
-                       (n, d, factor, h, factor, w, factor, c))
+  x = jnp.broadcast_to(x[:, :, None, :, None, :, None, :], (n, d, factor, h, factor, w, factor, c))
   return x.reshape(n, d * factor, h * factor, w * factor, c)
 
 
@@ -51,7 +50,7 @@ def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
   """``[N, D, H, W, f^3 * C]`` -> ``[N, f*D, f*H, f*W, C]``: channel ``(i, j, k, c)`` goes
   to voxel offset ``(i, j, k)`` of its ``f^3`` block."""
   n, d, h, w, c = x.shape
-  f, co = factor, c // factor ** 3
+  f, co = factor, c // factor**3
   x = x.reshape(n, d, h, w, f, f, f, co).transpose(0, 1, 4, 2, 5, 3, 6, 7)
   return x.reshape(n, d * f, h * f, w * f, co)
 
@@ -60,8 +59,9 @@ def num_upsamplings(volume_size: int, base_size: int) -> int:
   """How many 2x upsamplings take ``base_size`` to ``volume_size`` (must be a power of 2)."""
   ratio = volume_size // base_size
   if base_size <= 0 or volume_size % base_size or ratio & (ratio - 1):
-    raise ValueError('volume_size / base_size must be a power of 2, got '
-                     f'{volume_size} / {base_size}')
+    raise ValueError(
+      f'volume_size / base_size must be a power of 2, got {volume_size} / {base_size}'
+    )
   return int(math.log2(ratio))
 
 
@@ -71,6 +71,7 @@ SHORTCUTS = ('identity', 'conv')
 class ResidualBlock3D(nn.Module):
   """[upsample 2x ->] conv3 -> act -> conv3 (+ shortcut) -> act: ``[N, D, H, W, C]``.
   The shortcut is a 1x1x1 conv when the width changes or ``conv_shortcut``."""
+
   features: int
   upsample: bool
   leaky_slope: float = 0.2
@@ -80,8 +81,9 @@ class ResidualBlock3D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda k, name: Conv3D(self.features, k, impl=self.conv_impl, dtype=self.dtype,
-                                  name=name)
+    conv = lambda k, name: Conv3D(
+      self.features, k, impl=self.conv_impl, dtype=self.dtype, name=name
+    )
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
     if self.upsample:
       x = upsample_nearest(x)
@@ -93,15 +95,16 @@ class ResidualBlock3D(nn.Module):
 
 class Decoder(nn.Module):
   """Latent ``[B, D]`` -> coarse logits ``[B, S, S, S]`` (S = ``volume_size``)."""
+
   widths: Sequence[int] = (128, 128, 128, 64, 64, 32)
   base_size: int = 2
   volume_size: int = 32
   leaky_slope: float = 0.2
-  head: str = 'conv'            # 'conv' or 'shuffle' (see the module doc)
+  head: str = 'conv'  # 'conv' or 'shuffle' (see the module doc)
   occupancy_prior: float = 0.0  # > 0: the logits' initial bias is log(p / (1 - p))
-  conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
+  conv_impl: str = 'auto'  # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
-  shortcuts: str = 'identity'   # 'identity' where the width is unchanged, or 'conv' always
+  shortcuts: str = 'identity'  # 'identity' where the width is unchanged, or 'conv' always
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -112,18 +115,33 @@ class Decoder(nn.Module):
     shuffle = self.head == 'shuffle'
     ups = num_upsamplings(self.volume_size, self.base_size) - shuffle
     if ups > len(self.widths) - 1:
-      raise ValueError(f'{len(self.widths) - 1} decoder blocks cannot upsample {ups} times '
-                       f'from {self.base_size}^3 to {self.volume_size}^3')
+      raise ValueError(
+        f'{len(self.widths) - 1} decoder blocks cannot upsample {ups} times '
+        f'from {self.base_size}^3 to {self.volume_size}^3'
+      )
     b = self.base_size
-    x = nn.Dense(b ** 3 * self.widths[0], dtype=self.dtype, name='stem')(z.astype(self.dtype))
+    x = nn.Dense(b**3 * self.widths[0], dtype=self.dtype, name='stem')(z.astype(self.dtype))
     x = nn.leaky_relu(x, self.leaky_slope).reshape(z.shape[0], b, b, b, self.widths[0])
     for i, width in enumerate(self.widths[1:]):
-      x = ResidualBlock3D(width, upsample=i < ups, leaky_slope=self.leaky_slope,
-                          conv_impl=self.conv_impl, dtype=self.dtype,
-                          conv_shortcut=self.shortcuts == 'conv', name=f'block{i + 1}')(x)
+      x = ResidualBlock3D(
+        width,
+        upsample=i < ups,
+        leaky_slope=self.leaky_slope,
+        conv_impl=self.conv_impl,
+        dtype=self.dtype,
+        conv_shortcut=self.shortcuts == 'conv',
+        name=f'block{i + 1}',
+      )(x)
     p = self.occupancy_prior
-    bias_init = (nn.initializers.constant(math.log(p / (1 - p))) if p > 0 else
-                 nn.initializers.zeros_init())
-    logits = Conv3D(8 if shuffle else 1, 1, impl=self.conv_impl, dtype=self.dtype,
-                    bias_init=bias_init, name='logits')(x)
+    bias_init = (
+      nn.initializers.constant(math.log(p / (1 - p))) if p > 0 else nn.initializers.zeros_init()
+    )
+    logits = Conv3D(
+      8 if shuffle else 1,
+      1,
+      impl=self.conv_impl,
+      dtype=self.dtype,
+      bias_init=bias_init,
+      name='logits',
+    )(x)
     return (depth_to_space(logits) if shuffle else logits)[..., 0]

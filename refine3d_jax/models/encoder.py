@@ -29,18 +29,20 @@ class ResidualBlock2D(nn.Module):
 
   Input ``[N, H, W, C_in]``, output ``[N, ceil(H/2), ceil(W/2), features]``.
   """
+
   features: int
   shortcut: bool
   kernel: int = 3
   leaky_slope: float = 0.2
-  conv_impl: str = 'auto'       # see refine3d_jax/models/conv2d.py
+  conv_impl: str = 'auto'  # see refine3d_jax/models/conv2d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
-    conv = lambda k, name: Conv2D(self.features, k, impl=self.conv_impl, dtype=self.dtype,
-                                  name=name)
+    conv = lambda k, name: Conv2D(
+      self.features, k, impl=self.conv_impl, dtype=self.dtype, name=name
+    )
     y = act(conv(self.kernel, 'conv1')(x))
     y = conv(3, 'conv2')(y)
     if self.shortcut:
@@ -51,12 +53,13 @@ class ResidualBlock2D(nn.Module):
 
 class Encoder(nn.Module):
   """Encodes views ``[N, H, W, 3]`` to latent vectors ``[N, latent_dim]``."""
+
   widths: Sequence[int] = (96, 128, 256, 256, 256, 256)
   shortcuts: Sequence[bool] = (True, True, True, False, True, True)
   latent_dim: int = 1024
   first_kernel: int = 7
   leaky_slope: float = 0.2
-  conv_impl: str = 'auto'       # see refine3d_jax/models/conv2d.py
+  conv_impl: str = 'auto'  # see refine3d_jax/models/conv2d.py
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -64,9 +67,14 @@ class Encoder(nn.Module):
     x = images.astype(self.dtype)
     for i, (width, shortcut) in enumerate(zip(self.widths, self.shortcuts)):
       x = ResidualBlock2D(
-          width, shortcut, kernel=self.first_kernel if i == 0 else 3,
-          leaky_slope=self.leaky_slope, conv_impl=self.conv_impl, dtype=self.dtype,
-          name=f'block{i + 1}')(x)
+        width,
+        shortcut,
+        kernel=self.first_kernel if i == 0 else 3,
+        leaky_slope=self.leaky_slope,
+        conv_impl=self.conv_impl,
+        dtype=self.dtype,
+        name=f'block{i + 1}',
+      )(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.latent_dim, dtype=self.dtype, name='project')(x)
     return nn.leaky_relu(x, self.leaky_slope)

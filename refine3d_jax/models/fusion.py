@@ -38,6 +38,7 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 class SelfAttentionBlock(nn.Module):
   """One pre-norm transformer block over views: ``[B, V, D] -> [B, V, D]``."""
+
   num_heads: int
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
@@ -50,8 +51,11 @@ class SelfAttentionBlock(nn.Module):
     attn_mask = nn.make_attention_mask(jnp.ones_like(mask), mask)
     y = nn.LayerNorm(dtype=self.dtype, name='norm1')(x)
     y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, out_kernel_init=nn.initializers.zeros,
-        name='self_attention')(y, y, mask=attn_mask)
+      num_heads=self.num_heads,
+      dtype=self.dtype,
+      out_kernel_init=nn.initializers.zeros,
+      name='self_attention',
+    )(y, y, mask=attn_mask)
     x = x + y
     y = nn.LayerNorm(dtype=self.dtype, name='norm2')(x)
     y = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp_in')(y))
@@ -63,14 +67,16 @@ class PlainSelfAttention(nn.Module):
   """The paper's text: multi-head self-attention with its output projection W_O, nothing
   else (no LayerNorm, MLP or residual): ``[B, V, D] -> [B, V, D]``. Default initialisers
   (a zero W_O would make the fused vector 0)."""
+
   num_heads: int
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     attn_mask = nn.make_attention_mask(jnp.ones_like(mask), mask)
-    return nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype,
-                                           name='self_attention')(x, x, mask=attn_mask)
+    return nn.MultiHeadDotProductAttention(
+      num_heads=self.num_heads, dtype=self.dtype, name='self_attention'
+    )(x, x, mask=attn_mask)
 
 
 BLOCKS = ('transformer', 'plain')
@@ -79,6 +85,7 @@ BLOCKS = ('transformer', 'plain')
 class SelfAttentionFusion(nn.Module):
   """``num_layers`` self-attention blocks across views, then a masked mean. ``block``:
   'transformer' (SelfAttentionBlock, ours) or 'plain' (PlainSelfAttention, the paper)."""
+
   num_heads: int = 8
   num_layers: int = 1
   mlp_dim: int = 2048
@@ -93,8 +100,9 @@ class SelfAttentionFusion(nn.Module):
       if self.block == 'plain':
         x = PlainSelfAttention(self.num_heads, self.dtype, name=f'block{i + 1}')(x, mask)
       else:
-        x = SelfAttentionBlock(self.num_heads, self.mlp_dim, self.dtype,
-                               name=f'block{i + 1}')(x, mask)
+        x = SelfAttentionBlock(self.num_heads, self.mlp_dim, self.dtype, name=f'block{i + 1}')(
+          x, mask
+        )
     return masked_mean(x, mask)
 
 
@@ -112,6 +120,7 @@ class MeanFusion(nn.Module):
 
 class AttSetsFusion(nn.Module):
   """AttSets' FC attention pooling: ``sum_v softmax_v(Dense(x))_v * x_v``."""
+
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact

@@ -46,6 +46,5 @@ def max_pool2(x: jax.Array) -> jax.Array:
   x = x.reshape(*shape, x.shape[-1])
   # [N, s1, 2, s2, 2, ..., C] -> [N, s1, s2, ..., C, 2, 2, ...] -> windows of 2**d
   order = [0, *range(1, 2 * d, 2), 2 * d + 1, *range(2, 2 * d + 1, 2)]
-  windows = jnp.transpose(x, order).reshape(*[shape[i] for i in order[:d + 1]],
-                                             x.shape[-1], 2 ** d)
-  return _window_max(windows, 2 ** d)
+  windows = jnp.transpose(x, order).reshape(*[shape[i] for i in order[: d + 1]], x.shape[-1], 2**d)
+  return _window_max(windows, 2**d)

@@ -29,6 +29,7 @@ SUBTREES = ('encoder', 'attention', 'decoder', 'refiner')
 
 class Refine3DNet(nn.Module):
   """The whole model; fields mirror `config.model` (see configs/jtso.py)."""
+
   image_size: int = 127
   encoder_widths: Sequence[int] = (96, 128, 256, 256, 256, 256)
   encoder_shortcuts: Sequence[bool] = (True, True, True, False, True, True)
@@ -56,28 +57,54 @@ class Refine3DNet(nn.Module):
   refiner_bn_momentum: float = 0.9
 
   def setup(self):
-    self.encoder = Encoder(self.encoder_widths, self.encoder_shortcuts, self.latent_dim,
-                           self.encoder_first_kernel, self.leaky_slope, self.conv2d,
-                           self.dtype)
+    self.encoder = Encoder(
+      self.encoder_widths,
+      self.encoder_shortcuts,
+      self.latent_dim,
+      self.encoder_first_kernel,
+      self.leaky_slope,
+      self.conv2d,
+      self.dtype,
+    )
     if self.fusion == 'self_attention':
-      self.attention = SelfAttentionFusion(self.num_heads, self.attention_layers,
-                                           self.attention_mlp_dim, self.dtype,
-                                           self.attention_block)
+      self.attention = SelfAttentionFusion(
+        self.num_heads,
+        self.attention_layers,
+        self.attention_mlp_dim,
+        self.dtype,
+        self.attention_block,
+      )
     elif self.fusion == 'attsets':
       self.attention = AttSetsFusion(self.dtype)
     elif self.fusion == 'mean':
       self.attention = MeanFusion()
     else:
-      raise ValueError(f"unknown fusion {self.fusion!r}: use one of {configlib.FUSIONS}")
-    self.decoder = Decoder(self.decoder_widths, self.decoder_base_size, self.volume_size,
-                           self.leaky_slope, self.decoder_head, self.occupancy_prior,
-                           self.conv3d, self.dtype, self.decoder_shortcuts)
-    self.refiner = Refiner(self.refiner_widths, self.refiner_kernel, self.leaky_slope,
-                           self.conv3d, self.dtype, self.refiner_up_activation,
-                           self.refiner_bottleneck, self.refiner_bn_momentum)
+      raise ValueError(f'unknown fusion {self.fusion!r}: use one of {configlib.FUSIONS}')
+    self.decoder = Decoder(
+      self.decoder_widths,
+      self.decoder_base_size,
+      self.volume_size,
+      self.leaky_slope,
+      self.decoder_head,
+      self.occupancy_prior,
+      self.conv3d,
+      self.dtype,
+      self.decoder_shortcuts,
+    )
+    self.refiner = Refiner(
+      self.refiner_widths,
+      self.refiner_kernel,
+      self.leaky_slope,
+      self.conv3d,
+      self.dtype,
+      self.refiner_up_activation,
+      self.refiner_bottleneck,
+      self.refiner_bn_momentum,
+    )
 
-  def __call__(self, images: jax.Array, mask: jax.Array | None = None,
-               train: bool = False) -> dict[str, jax.Array]:
+  def __call__(
+    self, images: jax.Array, mask: jax.Array | None = None, train: bool = False
+  ) -> dict[str, jax.Array]:
     """Reconstructs each object of the batch from its views.
 
     Args:
@@ -100,20 +127,27 @@ class Refine3DNet(nn.Module):
     """`[B, V, H, W, 3]` views -> `[B, V, latent_dim]` features, each view on its own (so
     an evaluation encodes the first 20 views once and fuses the first n of them)."""
     if images.ndim != 5 or images.shape[2:] != (self.image_size, self.image_size, 3):
-      raise ValueError(f'images must be [batch, views, {self.image_size}, {self.image_size}, 3] '
-                       f'(model.image_size = {self.image_size}); got {images.shape}')
+      raise ValueError(
+        f'images must be [batch, views, {self.image_size}, {self.image_size}, 3] '
+        f'(model.image_size = {self.image_size}); got {images.shape}'
+      )
     b, v = images.shape[:2]
     return self.encoder(images.reshape(b * v, *images.shape[2:])).reshape(b, v, -1)
 
-  def reconstruct(self, features: jax.Array, mask: jax.Array,
-                  train: bool = False) -> dict[str, jax.Array]:
+  def reconstruct(
+    self, features: jax.Array, mask: jax.Array, train: bool = False
+  ) -> dict[str, jax.Array]:
     """`encode`'s `[B, V, D]` features and the `[B, V]` mask of real views -> `__call__`'s
     outputs."""
     fused = self.attention(features, mask.astype(bool))
     coarse = self.decoder(fused).astype(jnp.float32)
     refined = self.refiner(coarse, train=train).astype(jnp.float32)
-    return dict(coarse_logits=coarse, refined_logits=refined,
-                coarse=jax.nn.sigmoid(coarse), refined=jax.nn.sigmoid(refined))
+    return dict(
+      coarse_logits=coarse,
+      refined_logits=refined,
+      coarse=jax.nn.sigmoid(coarse),
+      refined=jax.nn.sigmoid(refined),
+    )
 
 
 def create_model(model_config: ml_collections.ConfigDict) -> Refine3DNet:

@@ -37,6 +37,7 @@ ACTIVATIONS = ('leaky_relu', 'relu')
 
 class ConvBNAct(nn.Module):
   """conv (kernel^3) -> BatchNorm -> LeakyReLU (or ReLU) on ``[N, D, H, W, C]``."""
+
   features: int
   kernel: int = 4
   leaky_slope: float = 0.2
@@ -47,22 +48,29 @@ class ConvBNAct(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = Conv3D(self.features, self.kernel, use_bias=False, impl=self.conv_impl,
-               dtype=self.dtype, name='conv')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5,
-                     dtype=self.dtype, name='bn')(x)
+    x = Conv3D(
+      self.features, self.kernel, use_bias=False, impl=self.conv_impl, dtype=self.dtype, name='conv'
+    )(x)
+    x = nn.BatchNorm(
+      use_running_average=not train,
+      momentum=self.bn_momentum,
+      epsilon=1e-5,
+      dtype=self.dtype,
+      name='bn',
+    )(x)
     return nn.relu(x) if self.activation == 'relu' else nn.leaky_relu(x, self.leaky_slope)
 
 
 class Refiner(nn.Module):
   """U-Net over ``volume_size``^3; ``len(widths)`` poolings (S must divide by 2**len)."""
+
   widths: Sequence[int] = (32, 64, 128)
   kernel: int = 4
   leaky_slope: float = 0.2
-  conv_impl: str = 'auto'       # see refine3d_jax/models/conv3d.py
+  conv_impl: str = 'auto'  # see refine3d_jax/models/conv3d.py
   dtype: jnp.dtype = jnp.float32
   up_activation: str = 'leaky_relu'  # or 'relu' (see the module doc)
-  bottleneck: int = 0                # > 0: FC bottleneck width at the lowest resolution
+  bottleneck: int = 0  # > 0: FC bottleneck width at the lowest resolution
   bn_momentum: float = 0.9
 
   @nn.compact
@@ -71,11 +79,12 @@ class Refiner(nn.Module):
     if size % 2 ** len(self.widths):
       raise ValueError(f'refiner: volume size {size} does not divide by 2**{len(self.widths)}')
     if self.up_activation not in ACTIVATIONS:
-      raise ValueError(f'refiner up_activation must be one of {ACTIVATIONS}, got '
-                       f'{self.up_activation!r}')
+      raise ValueError(
+        f'refiner up_activation must be one of {ACTIVATIONS}, got {self.up_activation!r}'
+      )
     block = lambda w, name, act='leaky_relu': ConvBNAct(
-        w, self.kernel, self.leaky_slope, self.conv_impl, self.dtype, act, self.bn_momentum,
-        name=name)
+      w, self.kernel, self.leaky_slope, self.conv_impl, self.dtype, act, self.bn_momentum, name=name
+    )
     x = jax.nn.sigmoid(coarse_logits)[..., None].astype(self.dtype)
     skips = []
     for i, width in enumerate(self.widths):
@@ -88,8 +97,16 @@ class Refiner(nn.Module):
       h = nn.relu(nn.Dense(flat.shape[-1], dtype=self.dtype, name='fc2')(h))
       x = x + h.reshape(x.shape)
     for i in reversed(range(len(self.widths) - 1)):
-      x = block(self.widths[i], f'up{i + 1}', self.up_activation)(upsample_nearest(x),
-                                                                  train) + skips[i]
-    delta = Conv3D(1, self.kernel, impl=self.conv_impl, dtype=self.dtype,
-                   kernel_init=nn.initializers.zeros, name='delta')(upsample_nearest(x))
+      x = (
+        block(self.widths[i], f'up{i + 1}', self.up_activation)(upsample_nearest(x), train)
+        + skips[i]
+      )
+    delta = Conv3D(
+      1,
+      self.kernel,
+      impl=self.conv_impl,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.zeros,
+      name='delta',
+    )(upsample_nearest(x))
     return coarse_logits + delta[..., 0].astype(coarse_logits.dtype)

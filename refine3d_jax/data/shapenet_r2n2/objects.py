@@ -1,8 +1,8 @@
 """Finding, checking and reading one ShapeNet (3D-R2N2) object from the official layout.
 
-  <manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/{00..23}.png,
-      rendering_metadata.txt (24 lines of 5 floats), renderings.txt
-  <manual_dir>/ShapeNetVox32/<synset>/<model_id>/model.binvox (32^3)
+<manual_dir>/ShapeNetRendering/<synset>/<model_id>/rendering/{00..23}.png,
+    rendering_metadata.txt (24 lines of 5 floats), renderings.txt
+<manual_dir>/ShapeNetVox32/<synset>/<model_id>/model.binvox (32^3)
 """
 
 import io
@@ -25,11 +25,11 @@ CAMERA_FILE = 'rendering_metadata.txt'
 
 # Why an object is skipped (these keys go into the dataset's metadata).
 SKIP_REASONS = {
-    'not_in_manual_dir': 'neither its renderings nor its voxels are in the manual dir',
-    'no_renderings': 'its rendering folder is missing or empty',
-    'too_few_views': f'it has fewer than {features.NUM_VIEWS} views',
-    'no_camera': f'its {CAMERA_FILE} is missing',
-    'no_voxels': 'its model.binvox is missing',
+  'not_in_manual_dir': 'neither its renderings nor its voxels are in the manual dir',
+  'no_renderings': 'its rendering folder is missing or empty',
+  'too_few_views': f'it has fewer than {features.NUM_VIEWS} views',
+  'no_camera': f'its {CAMERA_FILE} is missing',
+  'no_voxels': 'its model.binvox is missing',
 }
 
 
@@ -74,11 +74,14 @@ def skip_reason(manual_dir: str, synset: str, model_id: str) -> str | None:
 MAX_MISSING_WARNINGS = 20  # per split; a sample manual dir misses most split ids.
 
 
-def check_objects(dataset: str, manual_dir: str, split: str,
-                  object_ids: Sequence[tuple[str, str]],
-                  reason_of: Callable[[str, str, str], str | None] = skip_reason,
-                  reasons: Mapping[str, str] = SKIP_REASONS
-                  ) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
+def check_objects(
+  dataset: str,
+  manual_dir: str,
+  split: str,
+  object_ids: Sequence[tuple[str, str]],
+  reason_of: Callable[[str, str, str], str | None] = skip_reason,
+  reasons: Mapping[str, str] = SKIP_REASONS,
+) -> tuple[list[tuple[str, str]], dict[str, list[str]]]:
   """Splits `split`'s ids into buildable objects and skipped ones {reason: ['synset/id']}.
 
   `reason_of(manual_dir, synset, model_id)` is a key of `reasons` (its text is logged) or
@@ -93,13 +96,19 @@ def check_objects(dataset: str, manual_dir: str, split: str,
       continue
     skipped.setdefault(reason, []).append(f'{synset}/{model_id}')
     if reason != 'not_in_manual_dir' or len(skipped[reason]) <= MAX_MISSING_WARNINGS:
-      logging.warning('%s %s: skipping %s/%s: %s.', dataset, split, synset, model_id,
-                      reasons[reason])
+      logging.warning(
+        '%s %s: skipping %s/%s: %s.', dataset, split, synset, model_id, reasons[reason]
+      )
   missing = len(skipped.get('not_in_manual_dir', []))
   if missing > MAX_MISSING_WARNINGS:
-    logging.warning('%s %s: skipped %d split ids in all that are not in %s (warned about '
-                    'the first %d).', dataset, split, missing, manual_dir,
-                    MAX_MISSING_WARNINGS)
+    logging.warning(
+      '%s %s: skipped %d split ids in all that are not in %s (warned about the first %d).',
+      dataset,
+      split,
+      missing,
+      manual_dir,
+      MAX_MISSING_WARNINGS,
+    )
   return kept, skipped
 
 
@@ -115,8 +124,10 @@ def read_png(path: str) -> bytes:
     raise DataError(f'{path}: corrupt PNG ({type(e).__name__}: {e})') from e
   expected = (features.IMAGE_SIZE, features.IMAGE_SIZE)
   if fmt != 'PNG' or size != expected or mode != 'RGBA':
-    raise DataError(f'{path}: expected a {expected[0]}x{expected[1]} RGBA PNG, got '
-                     f'{fmt} {size[0]}x{size[1]} {mode}')
+    raise DataError(
+      f'{path}: expected a {expected[0]}x{expected[1]} RGBA PNG, got '
+      f'{fmt} {size[0]}x{size[1]} {mode}'
+    )
   return data
 
 
@@ -130,8 +141,10 @@ def read_camera(path: str) -> np.ndarray:
   except ValueError as e:
     raise DataError(f'{path}: expected {shape[0]} lines of {shape[1]} floats ({e})') from e
   if camera.shape != shape:
-    raise DataError(f'{path}: expected {shape[0]} lines of {shape[1]} floats, got '
-                     f'{len(lines)} lines of {sorted({len(l) for l in lines})} values')
+    raise DataError(
+      f'{path}: expected {shape[0]} lines of {shape[1]} floats, got '
+      f'{len(lines)} lines of {sorted({len(l) for l in lines})} values'
+    )
   return camera
 
 
@@ -139,8 +152,9 @@ def read_voxels(path: str) -> np.ndarray:
   """Occupancy bool [32, 32, 32] in the peers' axis order."""
   voxels, _ = binvox.read_binvox(path)
   if voxels.shape != (features.VOXEL_SIZE,) * 3:
-    raise DataError(f'{path}: expected a {features.VOXEL_SIZE}^3 grid, got '
-                     f'{"x".join(map(str, voxels.shape))}')
+    raise DataError(
+      f'{path}: expected a {features.VOXEL_SIZE}^3 grid, got {"x".join(map(str, voxels.shape))}'
+    )
   return voxels
 
 
@@ -148,12 +162,12 @@ def load_example(manual_dir: str, synset: str, model_id: str, label: int) -> dic
   """One example of features.features(): PNG bytes x24, camera, voxels, label, ids."""
   rdir = rendering_dir(manual_dir, synset, model_id)
   return {
-      'images': [read_png(os.path.join(rdir, name)) for name in VIEW_NAMES],
-      'camera': read_camera(os.path.join(rdir, CAMERA_FILE)),
-      'voxels': read_voxels(voxel_path(manual_dir, synset, model_id)),
-      'label': label,
-      'synset': synset,
-      'model_id': model_id,
+    'images': [read_png(os.path.join(rdir, name)) for name in VIEW_NAMES],
+    'camera': read_camera(os.path.join(rdir, CAMERA_FILE)),
+    'voxels': read_voxels(voxel_path(manual_dir, synset, model_id)),
+    'label': label,
+    'synset': synset,
+    'model_id': model_id,
   }
 
 
@@ -166,7 +180,10 @@ def manual_dir(dl_manager, what: str, folders: tuple[str, ...], instructions: st
     first = str(e).split('. Create it')[0]  # TFDS then repeats our instructions
     raise NotFoundError(f'{what} data not found: {first}.\n{instructions}') from None
   if not any(os.path.isdir(os.path.join(path, d)) for d in folders):
-    has = (f'no {folders[0]}/ folder' if len(folders) == 1
-           else 'neither ' + ' nor '.join(f'{d}/' for d in folders))
+    has = (
+      f'no {folders[0]}/ folder'
+      if len(folders) == 1
+      else 'neither ' + ' nor '.join(f'{d}/' for d in folders)
+    )
     raise NotFoundError(f'{path} has {has}. ' + instructions)
   return path

@@ -43,13 +43,15 @@ e.g. `tar -xzf ShapeNetRendering.tgz -C DIR && tar -xzf ShapeNetVox32.tgz -C DIR
 @dataclasses.dataclass
 class ShapenetR2n2Config(tfds.core.BuilderConfig):
   """split_kind: 'pix2vox' (ShapeNet.json 70/10/20) or 'r2n2' (per class sorted 80/20)."""
+
   split_kind: str = 'pix2vox'
   synsets: tuple[str, ...] = splits.SYNSETS
 
 
 def _config(name: str, split_kind: str, synsets: Sequence[str], what: str) -> ShapenetR2n2Config:
-  return ShapenetR2n2Config(name=name, description=what, split_kind=split_kind,
-                            synsets=tuple(synsets))
+  return ShapenetR2n2Config(
+    name=name, description=what, split_kind=split_kind, synsets=tuple(synsets)
+  )
 
 
 class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
@@ -57,18 +59,26 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
-      '1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.',
-      '1.1.0': 'Splits without validation ids (r2n2, r2n2_5class, a train/test split file) '
-                'get a validation split carved out of train (splits.CARVED_VALIDATION).',
+    '1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.',
+    '1.1.0': 'Splits without validation ids (r2n2, r2n2_5class, a train/test split file) '
+    'get a validation split carved out of train (splits.CARVED_VALIDATION).',
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
-      _config('pix2vox', 'pix2vox', splits.SYNSETS, "13 classes, Pix2Vox's ShapeNet.json split."),
-      _config('r2n2', 'r2n2', splits.SYNSETS, '13 classes, per class first 80% sorted ids train.'),
-      _config('pix2vox_5class', 'pix2vox', splits.FIVE_CLASS,
-              "The paper's 5 classes, Pix2Vox split (labels still over 13 names)."),
-      _config('r2n2_5class', 'r2n2', splits.FIVE_CLASS,
-              "The paper's 5 classes, R2N2 split (labels still over 13 names)."),
+    _config('pix2vox', 'pix2vox', splits.SYNSETS, "13 classes, Pix2Vox's ShapeNet.json split."),
+    _config('r2n2', 'r2n2', splits.SYNSETS, '13 classes, per class first 80% sorted ids train.'),
+    _config(
+      'pix2vox_5class',
+      'pix2vox',
+      splits.FIVE_CLASS,
+      "The paper's 5 classes, Pix2Vox split (labels still over 13 names).",
+    ),
+    _config(
+      'r2n2_5class',
+      'r2n2',
+      splits.FIVE_CLASS,
+      "The paper's 5 classes, R2N2 split (labels still over 13 names).",
+    ),
   ]
 
   def __init__(self, *, split_file: str | os.PathLike | None = None, **kwargs):
@@ -78,40 +88,44 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=_DESCRIPTION,
-        features=features.features(splits.NAMES),
-        homepage='https://cvgl.stanford.edu/3d-r2n2/',
-        citation=_CITATION,
-        metadata=tfds.core.MetadataDict(),
+      builder=self,
+      description=_DESCRIPTION,
+      features=features.features(splits.NAMES),
+      homepage='https://cvgl.stanford.edu/3d-r2n2/',
+      citation=_CITATION,
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = objects.manual_dir(dl_manager, 'ShapeNet', (objects.RENDERING, objects.VOXELS),
-                                    MANUAL_DOWNLOAD_INSTRUCTIONS)
+    manual_dir = objects.manual_dir(
+      dl_manager, 'ShapeNet', (objects.RENDERING, objects.VOXELS), MANUAL_DOWNLOAD_INSTRUCTIONS
+    )
     wanted = self._wanted_ids(manual_dir)
     kept, counts, ids = {}, {}, {}
     for split, object_ids in wanted.items():
-      kept[split], skipped = objects.check_objects('shapenet_r2n2', manual_dir, split,
-                                                   object_ids)
+      kept[split], skipped = objects.check_objects('shapenet_r2n2', manual_dir, split, object_ids)
       counts[split] = {r: len(v) for r, v in skipped.items()}
       ids[split] = {r: v[:_MAX_IDS_IN_METADATA] for r, v in skipped.items()}
     kept, validation_source = splits.with_validation(kept)
-    self.info.metadata.update({
+    self.info.metadata.update(
+      {
         'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
-                        if self.builder_config.split_kind == 'pix2vox' else 'r2n2 80/20',
+        if self.builder_config.split_kind == 'pix2vox'
+        else 'r2n2 80/20',
         'validation_source': validation_source,
         'synsets': list(self.builder_config.synsets),
         'skipped_counts': counts,
         'skipped_ids': ids,
-    })
+      }
+    )
     empty = sorted(s for s, v in kept.items() if not v)
     if empty:
       raise DataError(
-          f'split(s) {empty} of shapenet_r2n2/{self.builder_config.name} would be empty: '
-          f'none of their objects is complete in {manual_dir} (skipped: '
-          f'{ {s: counts[s] for s in empty} }). Check the manual dir layout:\n'
-          + MANUAL_DOWNLOAD_INSTRUCTIONS)
+        f'split(s) {empty} of shapenet_r2n2/{self.builder_config.name} would be empty: '
+        f'none of their objects is complete in {manual_dir} (skipped: '
+        f'{ {s: counts[s] for s in empty} }). Check the manual dir layout:\n'
+        + MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
     return {split: self._generate_examples(manual_dir, v) for split, v in kept.items()}
 
   def _wanted_ids(self, manual_dir: str) -> dict[str, list[splits.ObjectId]]:
@@ -120,13 +134,12 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     if config.split_kind == 'r2n2':
       if self._split_file is not None:
         raise ValueError(f'split_file applies to the pix2vox configs, not {config.name}')
-      return splits.r2n2_split(
-          {s: objects.list_model_ids(manual_dir, s) for s in config.synsets})
-    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE,
-                                  config.synsets)
+      return splits.r2n2_split({s: objects.list_model_ids(manual_dir, s) for s in config.synsets})
+    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE, config.synsets)
 
-  def _generate_examples(self, manual_dir: str,
-                         object_ids: Sequence[splits.ObjectId]) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(
+    self, manual_dir: str, object_ids: Sequence[splits.ObjectId]
+  ) -> Iterator[tuple[str, dict]]:
     """Streams one example per object, reading its files only when it is reached."""
     for synset, model_id in object_ids:
       label = splits.SYNSETS.index(synset)

@@ -11,11 +11,20 @@ from refine3d_jax.errors import DataError
 
 # The 13 R2N2 classes in synset order; label i is CATEGORIES[i] everywhere.
 CATEGORIES = (
-    ('02691156', 'aeroplane'), ('02828884', 'bench'), ('02933112', 'cabinet'),
-    ('02958343', 'car'), ('03001627', 'chair'), ('03211117', 'display'),
-    ('03636649', 'lamp'), ('03691459', 'speaker'), ('04090263', 'rifle'),
-    ('04256520', 'sofa'), ('04379243', 'table'), ('04401088', 'telephone'),
-    ('04530566', 'watercraft'))
+  ('02691156', 'aeroplane'),
+  ('02828884', 'bench'),
+  ('02933112', 'cabinet'),
+  ('02958343', 'car'),
+  ('03001627', 'chair'),
+  ('03211117', 'display'),
+  ('03636649', 'lamp'),
+  ('03691459', 'speaker'),
+  ('04090263', 'rifle'),
+  ('04256520', 'sofa'),
+  ('04379243', 'table'),
+  ('04401088', 'telephone'),
+  ('04530566', 'watercraft'),
+)
 SYNSETS = tuple(s for s, _ in CATEGORIES)
 NAMES = tuple(n for _, n in CATEGORIES)
 # The Refine3DNet paper's 5 classes: aeroplane, bench, watercraft, lamp, chair.
@@ -27,8 +36,10 @@ R2N2_TRAIN_FRACTION = 0.8
 # A split source without validation ids (R2N2's split, a train/test-only file) gets one
 # carved out of train, so that every build trains (training selects checkpoints on it).
 VALIDATION_FRACTION = 0.05
-CARVED_VALIDATION = ('carved from train: per class with 2 or more train objects, the last '
-                     f'{VALIDATION_FRACTION:.0%} (rounded up) of its sorted train model ids')
+CARVED_VALIDATION = (
+  'carved from train: per class with 2 or more train objects, the last '
+  f'{VALIDATION_FRACTION:.0%} (rounded up) of its sorted train model ids'
+)
 # Pix2Vox's datasets/ShapeNet.json (hzxie/Pix2Vox, MIT), ids only, gzipped.
 PIX2VOX_SPLIT_FILE = pathlib.Path(__file__).parent / 'pix2vox_split.json.gz'
 
@@ -39,8 +50,10 @@ def check_synsets(synsets: Iterable[str], where: str) -> None:
   """Raises ValueError naming any synset that is not one of the 13 R2N2 classes."""
   unknown = sorted(set(synsets) - set(SYNSETS))
   if unknown:
-    raise DataError(f'{where}: unknown category id(s) {unknown}; known: '
-                     f'{", ".join(f"{s} {n}" for s, n in CATEGORIES)}')
+    raise DataError(
+      f'{where}: unknown category id(s) {unknown}; known: '
+      f'{", ".join(f"{s} {n}" for s, n in CATEGORIES)}'
+    )
 
 
 def read_split_file(path: str | os.PathLike, synsets: Sequence[str]) -> dict[str, list[ObjectId]]:
@@ -60,8 +73,10 @@ def read_split_file(path: str | os.PathLike, synsets: Sequence[str]) -> dict[str
     raise DataError(f'{path}: not a Pix2Vox-format split file ({e})') from e
   check_synsets(ids, path)
   present = [s for s in SPLITS if any(c.get(s) for c in taxonomies)]
-  return {TFDS_SPLITS[split]: [(s, m) for s in synsets if s in ids for m in ids[s].get(split, [])]
-          for split in present}
+  return {
+    TFDS_SPLITS[split]: [(s, m) for s in synsets if s in ids for m in ids[s].get(split, [])]
+    for split in present
+  }
 
 
 def r2n2_split(model_ids: dict[str, Sequence[str]]) -> dict[str, list[ObjectId]]:
@@ -91,7 +106,7 @@ def with_validation(ids: dict[str, list[ObjectId]]) -> tuple[dict[str, list[Obje
   for synset, model_ids in by_class.items():
     model_ids = sorted(model_ids)
     n = math.ceil(len(model_ids) * VALIDATION_FRACTION) if len(model_ids) >= 2 else 0
-    carved.update((synset, m) for m in model_ids[len(model_ids) - n:])
+    carved.update((synset, m) for m in model_ids[len(model_ids) - n :])
   if not carved:  # no class has 2 train objects: nothing to carve, no validation split
     return ids, 'none (no class has 2 or more train objects to carve one from)'
   out = dict(ids)

@@ -39,6 +39,7 @@ e.g. `tar -xzf ShapeNetVox32.tgz -C DIR`. No renderings are needed: this builder
 class ShapenetVoxConfig(tfds.core.BuilderConfig):
   """split_kind: 'pix2vox' (a ShapeNet.json; --split_file replaces the shipped one) or
   'r2n2' (per class, first 80% of the sorted ids train). seed: cameras, colours, lights."""
+
   split_kind: str = 'pix2vox'
   seed: int = 0
 
@@ -58,17 +59,18 @@ def make_object(manual_dir: str, synset: str, model_id: str, seed: int) -> dict[
   camera = camera_lib.sample_cameras(rng)
   colour, light = shading.sample_colour(rng), shading.sample_light(rng)
   return {
-      'images': render.render(voxels, camera, colour, light),
-      'camera': camera,
-      'voxels': voxels,
-      'label': splits.SYNSETS.index(synset),
-      'synset': synset,
-      'model_id': model_id,
+    'images': render.render(voxels, camera, colour, light),
+    'camera': camera,
+    'voxels': voxels,
+    'label': splits.SYNSETS.index(synset),
+    'synset': synset,
+    'model_id': model_id,
   }
 
 
-def make_example(manual_dir: str, seed: int, object_id: splits.ObjectId
-                 ) -> tuple[str, dict[str, Any]]:
+def make_example(
+  manual_dir: str, seed: int, object_id: splits.ObjectId
+) -> tuple[str, dict[str, Any]]:
   """(key, TFDS example) with PNG-encoded views."""
   obj = make_object(manual_dir, *object_id, seed)
   obj['images'] = [features.encode_png(im) for im in obj['images']]
@@ -80,52 +82,72 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
-      '1.0.0': 'Marching cubes of the blurred grid, random colour and light.',
-      '1.1.0': 'Splits without validation ids (r2n2, a train/test split file) get a '
-                'validation split carved out of train; pix2vox builds are unchanged.',
+    '1.0.0': 'Marching cubes of the blurred grid, random colour and light.',
+    '1.1.0': 'Splits without validation ids (r2n2, a train/test split file) get a '
+    'validation split carved out of train; pix2vox builds are unchanged.',
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
-      ShapenetVoxConfig(name='pix2vox', description="Pix2Vox's split (or --split_file)."),
-      ShapenetVoxConfig(name='r2n2', split_kind='r2n2',
-                        description='Per class, the first 80% of the sorted ids train.'),
+    ShapenetVoxConfig(name='pix2vox', description="Pix2Vox's split (or --split_file)."),
+    ShapenetVoxConfig(
+      name='r2n2',
+      split_kind='r2n2',
+      description='Per class, the first 80% of the sorted ids train.',
+    ),
   ]
   DEFAULT_CONFIG_NAME = 'pix2vox'
 
-  def __init__(self, *, split_file: str | os.PathLike | None = None, file_format=None,
-               **kwargs):
+  def __init__(self, *, split_file: str | os.PathLike | None = None, file_format=None, **kwargs):
     """split_file: a Pix2Vox-format ShapeNet.json (or .json.gz) replacing the shipped one."""
     self._split_file = split_file
     super().__init__(file_format=file_format or 'array_record', **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=__doc__, features=features.features(splits.NAMES),
-        homepage='https://cvgl.stanford.edu/3d-r2n2/', metadata=tfds.core.MetadataDict())
+      builder=self,
+      description=__doc__,
+      features=features.features(splits.NAMES),
+      homepage='https://cvgl.stanford.edu/3d-r2n2/',
+      metadata=tfds.core.MetadataDict(),
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = objects.manual_dir(dl_manager, 'ShapeNetVox32', (objects.VOXELS,),
-                                    MANUAL_DOWNLOAD_INSTRUCTIONS)
+    manual_dir = objects.manual_dir(
+      dl_manager, 'ShapeNetVox32', (objects.VOXELS,), MANUAL_DOWNLOAD_INSTRUCTIONS
+    )
     kept, skipped = {}, {}
     for split, ids in self._wanted_ids(manual_dir).items():
       kept[split], _ = objects.check_objects(
-          'shapenet_vox', manual_dir, split, ids, _reason,
-          {'not_in_manual_dir': 'no model.binvox in the manual dir'})
+        'shapenet_vox',
+        manual_dir,
+        split,
+        ids,
+        _reason,
+        {'not_in_manual_dir': 'no model.binvox in the manual dir'},
+      )
       skipped[split] = {'not_in_manual_dir': len(ids) - len(kept[split])}
     kept, validation_source = splits.with_validation(kept)
-    self.info.metadata.update({
+    self.info.metadata.update(
+      {
         'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
-                        if self.builder_config.split_kind == 'pix2vox' else 'r2n2 80/20',
+        if self.builder_config.split_kind == 'pix2vox'
+        else 'r2n2 80/20',
         'validation_source': validation_source,
         'skipped_counts': skipped,
-        'render': {'sigma': render.SIGMA, 'level': render.LEVEL,
-                   'normal_sigma': render.NORMAL_SIGMA, 'seed': self.builder_config.seed},
-    })
+        'render': {
+          'sigma': render.SIGMA,
+          'level': render.LEVEL,
+          'normal_sigma': render.NORMAL_SIGMA,
+          'seed': self.builder_config.seed,
+        },
+      }
+    )
     empty = sorted(s for s, v in kept.items() if not v)
     if empty:
-      raise DataError(f'split(s) {empty} of shapenet_vox would be empty: none of their '
-                      f'objects has a model.binvox in {manual_dir}.\n'
-                      + MANUAL_DOWNLOAD_INSTRUCTIONS)
+      raise DataError(
+        f'split(s) {empty} of shapenet_vox would be empty: none of their '
+        f'objects has a model.binvox in {manual_dir}.\n' + MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
     return {split: self._generate_examples(manual_dir, ids) for split, ids in kept.items()}
 
   def _wanted_ids(self, manual_dir: str) -> dict[str, list[splits.ObjectId]]:
@@ -133,13 +155,13 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
       if self._split_file is not None:
         raise DataError('--split_file applies to the pix2vox config of shapenet_vox, not r2n2')
       return splits.r2n2_split({s: _model_ids(manual_dir, s) for s in splits.SYNSETS})
-    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE,
-                                  splits.SYNSETS)
+    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE, splits.SYNSETS)
 
   def _generate_examples(self, manual_dir: str, object_ids: Sequence[splits.ObjectId]):
     n = len(object_ids)
-    yield from pool.ordered_map(make_example, [manual_dir] * n,
-                                [self.builder_config.seed] * n, object_ids, num_items=n)
+    yield from pool.ordered_map(
+      make_example, [manual_dir] * n, [self.builder_config.seed] * n, object_ids, num_items=n
+    )
 
 
 def _model_ids(manual_dir: str, synset: str) -> list[str]:

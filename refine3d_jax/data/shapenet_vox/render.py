@@ -26,8 +26,9 @@ _PAD = 2
 def grid_side(voxels: np.ndarray) -> float:
   """The grid's side in the object's frame: ShapeNet objects have a unit bounding-box
   diagonal, so the occupied extent (voxels) e gives side = n / |e|."""
-  extent = [np.ptp(np.flatnonzero(voxels.any(tuple(a for a in range(3) if a != ax)))) + 1
-            for ax in range(3)]
+  extent = [
+    np.ptp(np.flatnonzero(voxels.any(tuple(a for a in range(3) if a != ax)))) + 1 for ax in range(3)
+  ]
   return voxels.shape[0] / float(np.linalg.norm(extent))
 
 
@@ -66,14 +67,24 @@ def _front_faces(verts, faces, normals, centre):
   return np.nonzero(facing)
 
 
-def rasterize(verts: np.ndarray, faces: np.ndarray, normals: np.ndarray, camera: np.ndarray,
-              size: int = features.IMAGE_SIZE) -> tuple[np.ndarray, ...]:
+def rasterize(
+  verts: np.ndarray,
+  faces: np.ndarray,
+  normals: np.ndarray,
+  camera: np.ndarray,
+  size: int = features.IMAGE_SIZE,
+) -> tuple[np.ndarray, ...]:
   """Nearest surface per covered pixel: (flat pixel index into [V, size, size], view,
   unit normal [K, 3]) for the mesh (verts [N, 3], faces [F, 3], normals [N, 3])."""
   centre, rot = camera_lib.frames(camera.astype(np.float64))
   pc = np.einsum('vij,vnj->vni', rot, verts[None] - centre[:, None])  # [V, N, 3]
-  px = np.stack([size / 2 + camera_lib.FOCAL_PX * pc[..., 0] / pc[..., 2],
-                 size / 2 - camera_lib.FOCAL_PX * pc[..., 1] / pc[..., 2]], -1)
+  px = np.stack(
+    [
+      size / 2 + camera_lib.FOCAL_PX * pc[..., 0] / pc[..., 2],
+      size / 2 - camera_lib.FOCAL_PX * pc[..., 1] / pc[..., 2],
+    ],
+    -1,
+  )
   view, face = _front_faces(verts, faces, normals, centre)
   corner = faces[face]  # [M, 3] vertex ids
   tri = px[view[:, None], corner]  # [M, 3, 2]
@@ -99,8 +110,13 @@ def rasterize(verts: np.ndarray, faces: np.ndarray, normals: np.ndarray, camera:
   return pix[keep], v[keep], n
 
 
-def render(voxels: np.ndarray, camera: np.ndarray, colour: np.ndarray, light: shading.Light,
-           size: int = features.IMAGE_SIZE) -> np.ndarray:
+def render(
+  voxels: np.ndarray,
+  camera: np.ndarray,
+  colour: np.ndarray,
+  light: shading.Light,
+  size: int = features.IMAGE_SIZE,
+) -> np.ndarray:
   """RGBA views [V, size, size, 4] uint8 of the grid's smooth surface through cameras [V, 5].
 
   Background transparent (alpha 0, R2N2's convention); covered pixels alpha 255.

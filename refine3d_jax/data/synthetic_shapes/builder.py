@@ -18,10 +18,12 @@ from refine3d_jax.data import pool
 from refine3d_jax.data.synthetic_shapes import generate
 from refine3d_jax.data.synthetic_shapes import shapes
 
+
 @dataclasses.dataclass
 class SyntheticShapesConfig(tfds.core.BuilderConfig):
   """Split sizes (objects), the seed every object is derived from, and the generator
   (`generate.VARIANTS`: 'hard' or 'simple')."""
+
   train: int = 2000
   validation: int = 200
   test: int = 200
@@ -34,23 +36,41 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
-      '1.0.0': 'Five categories of box/cylinder/ellipsoid assemblies.',
-      '1.1.0': "`default` is now the 'hard' variant (one-sided parts, openings, turned "
-               'sub-assemblies, random part counts, per-part colours, random lights); the '
-               "1.0.0 objects are the `simple` config (bit-identical). small/tiny: simple.",
+    '1.0.0': 'Five categories of box/cylinder/ellipsoid assemblies.',
+    '1.1.0': "`default` is now the 'hard' variant (one-sided parts, openings, turned "
+    'sub-assemblies, random part counts, per-part colours, random lights); the '
+    '1.0.0 objects are the `simple` config (bit-identical). small/tiny: simple.',
   }
   BUILDER_CONFIGS = [
-      # simple: ~26 objects/s on 2 cores, ~92 s, 98 MB. hard: ~1.25x simple's time per object
-      # (137 vs 111 ms on one loaded core), so ~2-3 min on 2 workers, ~105 MB.
-      SyntheticShapesConfig(name='default', description='2000/200/200 hard objects.'),
-      SyntheticShapesConfig(name='simple', description='2000/200/200 simple (1.0.0) objects.',
-                            variant='simple'),
-      SyntheticShapesConfig(name='small', description='24/8/8 simple objects, for tests.',
-                            train=24, validation=8, test=8, variant='simple'),
-      SyntheticShapesConfig(name='tiny', description='5/5/5 simple objects, one per category.',
-                            train=5, validation=5, test=5, variant='simple'),
-      SyntheticShapesConfig(name='hard_small', description='24/8/8 hard objects, for tests.',
-                            train=24, validation=8, test=8),
+    # simple: ~26 objects/s on 2 cores, ~92 s, 98 MB. hard: ~1.25x simple's time per object
+    # (137 vs 111 ms on one loaded core), so ~2-3 min on 2 workers, ~105 MB.
+    SyntheticShapesConfig(name='default', description='2000/200/200 hard objects.'),
+    SyntheticShapesConfig(
+      name='simple', description='2000/200/200 simple (1.0.0) objects.', variant='simple'
+    ),
+    SyntheticShapesConfig(
+      name='small',
+      description='24/8/8 simple objects, for tests.',
+      train=24,
+      validation=8,
+      test=8,
+      variant='simple',
+    ),
+    SyntheticShapesConfig(
+      name='tiny',
+      description='5/5/5 simple objects, one per category.',
+      train=5,
+      validation=5,
+      test=5,
+      variant='simple',
+    ),
+    SyntheticShapesConfig(
+      name='hard_small',
+      description='24/8/8 hard objects, for tests.',
+      train=24,
+      validation=8,
+      test=8,
+    ),
   ]
   DEFAULT_CONFIG_NAME = 'default'
 
@@ -60,19 +80,22 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=features.features(shapes.CATEGORY_NAMES),
-        supervised_keys=None,
-        homepage='https://github.com/chrischoy/3D-R2N2',
-        description=__doc__,
+      features=features.features(shapes.CATEGORY_NAMES),
+      supervised_keys=None,
+      homepage='https://github.com/chrischoy/3D-R2N2',
+      description=__doc__,
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split, getattr(self.builder_config, split))
-            for split in generate.SPLITS}
+    return {
+      split: self._generate_examples(split, getattr(self.builder_config, split))
+      for split in generate.SPLITS
+    }
 
   def _generate_examples(self, split: str, num: int):
     # Objects are independent of order, so workers can make them in any order.
     seed, variant = self.builder_config.seed, self.builder_config.variant
-    yield from pool.ordered_map(generate.make_example, [seed] * num, [split] * num, range(num),
-                                [variant] * num, num_items=num)
+    yield from pool.ordered_map(
+      generate.make_example, [seed] * num, [split] * num, range(num), [variant] * num, num_items=num
+    )

@@ -13,8 +13,13 @@ from refine3d_jax.data.synthetic_shapes import shapes
 
 SPLITS = ('train', 'validation', 'test')
 # Base colours per category, jittered per object.
-_COLOURS = {'chair': (0.75, 0.45, 0.25), 'table': (0.55, 0.40, 0.30), 'lamp': (0.85, 0.80, 0.45),
-            'car': (0.70, 0.15, 0.15), 'aeroplane': (0.75, 0.78, 0.85)}
+_COLOURS = {
+  'chair': (0.75, 0.45, 0.25),
+  'table': (0.55, 0.40, 0.30),
+  'lamp': (0.85, 0.80, 0.45),
+  'car': (0.70, 0.15, 0.15),
+  'aeroplane': (0.75, 0.78, 0.85),
+}
 
 
 def object_rng(seed: int, split: str, index: int, variant: str = 'simple') -> np.random.Generator:
@@ -42,8 +47,10 @@ def _hard_look(rng, category, parts):
   return palette[rng.integers(0, len(palette), len(parts))], shading.sample_light(rng)
 
 
-_GENERATORS = {'simple': (shapes.CATEGORIES, _simple_look),
-               'hard': (hard_shapes.CATEGORIES, _hard_look)}
+_GENERATORS = {
+  'simple': (shapes.CATEGORIES, _simple_look),
+  'hard': (hard_shapes.CATEGORIES, _hard_look),
+}
 VARIANTS = tuple(_GENERATORS)
 
 
@@ -61,18 +68,19 @@ def make_object(seed: int, split: str, index: int, variant: str = 'simple') -> d
   camera = camera_lib.sample_cameras(rng)
   colour, light = look(rng, category, parts)
   return {
-      'images': render.render(parts, camera, colour, light=light),
-      'camera': camera,
-      'voxels': render.voxelize(parts, side),
-      'label': category,
-      'synset': category,
-      'model_id': f'{index:06d}',
-      'side': side,
+    'images': render.render(parts, camera, colour, light=light),
+    'camera': camera,
+    'voxels': render.voxelize(parts, side),
+    'label': category,
+    'synset': category,
+    'model_id': f'{index:06d}',
+    'side': side,
   }
 
 
-def make_example(seed: int, split: str, index: int,
-                 variant: str = 'simple') -> tuple[str, dict[str, Any]]:
+def make_example(
+  seed: int, split: str, index: int, variant: str = 'simple'
+) -> tuple[str, dict[str, Any]]:
   """(key, TFDS example) with PNG-encoded views, ready for `features.features`."""
   obj = make_object(seed, split, index, variant)
   obj.pop('side')

@@ -27,8 +27,7 @@ def beam(start, yaw: float, length: float, half_h: float, half_w: float):
   yaw 0 points along +x, pi/2 along -z (as `shapes.rot_y` turns +x).
   """
   rot = rot_y(yaw)
-  return obox(np.asarray(start, float) + rot[:, 0] * length / 2,
-              [length / 2, half_h, half_w], rot)
+  return obox(np.asarray(start, float) + rot[:, 0] * length / 2, [length / 2, half_h, half_w], rot)
 
 
 def _star_base(rng, y, reach, arms):
@@ -66,8 +65,9 @@ def _chair_side(rng, side, w, d, y0):
   if kind == 'rest':
     return parts + [box([x, y0 + arm_h, 0], [0.03, 0.02, d / 2])]
   tw, tl = rng.uniform(0.18, 0.3), rng.uniform(0.25, 0.4)  # a writing tablet, reaching in
-  return parts + [box([x - side * (tw / 2 - 0.03), y0 + arm_h, d / 2 - tl / 2 + 0.08],
-                      [tw / 2, 0.015, tl / 2])]
+  return parts + [
+    box([x - side * (tw / 2 - 0.03), y0 + arm_h, d / 2 - tl / 2 + 0.08], [tw / 2, 0.015, tl / 2])
+  ]
 
 
 def chair(rng: np.random.Generator) -> list:
@@ -119,8 +119,11 @@ def _table_legs(rng, w, d, h, xs):
   """(parts, inset of the leg centres from the top's edges): square legs under a top of
   w x d at the x-sides in xs, reaching height h."""
   leg, inset = rng.uniform(0.03, 0.05), rng.uniform(0.0, 0.08)
-  return [box([sx * (w / 2 - leg - inset), h / 2, sz * (d / 2 - leg - inset)], [leg, h / 2, leg])
-          for sx in xs for sz in (-1, 1)], leg + inset
+  return [
+    box([sx * (w / 2 - leg - inset), h / 2, sz * (d / 2 - leg - inset)], [leg, h / 2, leg])
+    for sx in xs
+    for sz in (-1, 1)
+  ], leg + inset
 
 
 def _desk(rng, w, d, hb, wall, side):
@@ -129,8 +132,9 @@ def _desk(rng, w, d, hb, wall, side):
   cw, cd = w * rng.uniform(0.3, 0.45), d * rng.uniform(0.6, 1.0)
   parts = _cabinet(rng, side * (w - cw) / 2, _sign(rng) * (d - cd) / 2, cw, cd, hb, wall)
   if rng.random() < 0.3:
-    return parts + [box([-side * (w - cw) / 2, hb / 2, _sign(rng) * (d - cd) / 2],
-                        [cw / 2, hb / 2, cd / 2])]
+    return parts + [
+      box([-side * (w - cw) / 2, hb / 2, _sign(rng) * (d - cd) / 2], [cw / 2, hb / 2, cd / 2])
+    ]
   return parts + _table_legs(rng, w, d, hb, [-side])[0]
 
 
@@ -139,13 +143,16 @@ def _legs_and_more(rng, w, d, hb, wall, side):
   block hung from the top towards the x end `side` and a random z edge."""
   parts, inner = _table_legs(rng, w, d, hb, [-1, 1])
   if rng.random() < 0.5:
-    parts.append(box([0, hb * rng.uniform(0.15, 0.4), 0],
-                     [w / 2 - inner, wall / 2, d / 2 - inner]))
+    parts.append(box([0, hb * rng.uniform(0.15, 0.4), 0], [w / 2 - inner, wall / 2, d / 2 - inner]))
   if rng.random() < 0.6:
     dw, dh = w * rng.uniform(0.2, 0.35), hb * rng.uniform(0.15, 0.3)
     dd = d * rng.uniform(0.4, 0.8)
-    parts.append(box([side * (w / 2 - dw / 2 - 0.1), hb - dh / 2, _sign(rng) * (d - dd) / 2],
-                     [dw / 2, dh / 2, dd / 2]))
+    parts.append(
+      box(
+        [side * (w / 2 - dw / 2 - 0.1), hb - dh / 2, _sign(rng) * (d - dd) / 2],
+        [dw / 2, dh / 2, dd / 2],
+      )
+    )
   return parts
 
 
@@ -172,9 +179,11 @@ def _shade(rng, at, direction):
   r, length = rng.uniform(0.1, 0.18), rng.uniform(0.15, 0.3)
   wall, cap = rng.uniform(0.035, 0.05), 0.04
   at, direction = np.asarray(at, float), np.asarray(direction, float)
-  return [cyl(at + direction * cap / 2, direction, r, cap / 2),
-          tube(at + direction * (cap + length / 2), direction, r, r - wall, length / 2),
-          ell(at + direction * (cap + r * 0.35), [r * 0.4] * 3)]
+  return [
+    cyl(at + direction * cap / 2, direction, r, cap / 2),
+    tube(at + direction * (cap + length / 2), direction, r, r - wall, length / 2),
+    ell(at + direction * (cap + r * 0.35), [r * 0.4] * 3),
+  ]
 
 
 def lamp(rng: np.random.Generator) -> list:
@@ -195,8 +204,7 @@ def lamp(rng: np.random.Generator) -> list:
     a = np.cos(elev) * out + [0, np.sin(elev), 0]
     end = top + a * length
     tilt = np.radians(rng.uniform(35, 100))  # from straight down, away from the pole
-    parts += [cyl(top + a * length / 2, a, pole_r, length / 2),
-              ell(end, [pole_r * 1.8] * 3)]
+    parts += [cyl(top + a * length / 2, a, pole_r, length / 2), ell(end, [pole_r * 1.8] * 3)]
     parts += _shade(rng, end, np.sin(tilt) * out - [0, np.cos(tilt), 0])
   return parts
 
@@ -211,7 +219,7 @@ def _car_ends(rng, length, width, body_top, cab, round_cab):
     bl, bh = cab_l * rng.uniform(0.4, 0.8), rng.uniform(0.04, 0.08)
     bx = cab_x + end * (cab_l - bl) / 2 * rng.uniform(0.3, 1.0)
     dx = max(abs(bx - cab_x) - bl / 2, 0.0) / (cab_l / 2)
-    roof_y = body_top + cab_h * (np.sqrt(1 - dx ** 2) if round_cab else 1.0) - 0.01
+    roof_y = body_top + cab_h * (np.sqrt(1 - dx**2) if round_cab else 1.0) - 0.01
     parts.append(box([bx, roof_y + bh / 2, 0], [bl / 2, bh / 2, width * rng.uniform(0.25, 0.4)]))
   if rng.random() < 0.45:
     x, post_h = -end * (length / 2 - 0.06), rng.uniform(0.05, 0.1)
@@ -243,9 +251,11 @@ def _pickup_bed(rng, x0, x1, y, width, wall):
   """An open-top bed on the body between x0 < x1 at height y: floor-less walls."""
   bh = rng.uniform(0.07, 0.12)
   xc, half = (x0 + x1) / 2, (x1 - x0) / 2
-  return [box([xc, y + bh / 2, sz * (width / 2 - wall / 2)], [half, bh / 2, wall / 2])
-          for sz in (-1, 1)] + [box([x, y + bh / 2, 0], [wall / 2, bh / 2, width / 2])
-                                for x in (x0 + wall / 2, x1 - wall / 2)]
+  return [
+    box([xc, y + bh / 2, sz * (width / 2 - wall / 2)], [half, bh / 2, wall / 2]) for sz in (-1, 1)
+  ] + [
+    box([x, y + bh / 2, 0], [wall / 2, bh / 2, width / 2]) for x in (x0 + wall / 2, x1 - wall / 2)
+  ]
 
 
 def car(rng: np.random.Generator) -> list:
@@ -271,8 +281,9 @@ def car(rng: np.random.Generator) -> list:
   axles = [-wheel_x, wheel_x] + ([-wheel_x + 2.2 * wheel_r] if rng.random() < 0.2 else [])
   for x in axles:
     for sz in (-1, 1):
-      parts.append(cyl([x, wheel_r, sz * (width / 2 - 0.02)], [0, 0, 1], wheel_r,
-                       rng.uniform(0.03, 0.05)))
+      parts.append(
+        cyl([x, wheel_r, sz * (width / 2 - 0.02)], [0, 0, 1], wheel_r, rng.uniform(0.03, 0.05))
+      )
   parts += _car_ends(rng, length, width, body_top, (cab_x, cab_l, cab_h), round_cab)
   return parts + _car_sides(rng, length, width, body_top)
 
@@ -293,12 +304,17 @@ def _tail(rng, length, span, chord, fus_r, wing_t):
   tail_x, tail_span = -length / 2 + chord * 0.4, span * rng.uniform(0.25, 0.4)
   fin_h = rng.uniform(0.12, 0.25)
   t_tail = rng.random() < 0.3
-  parts = [box([tail_x, fin_h + fus_r * 0.5 if t_tail else 0, 0],
-               [chord * 0.3, wing_t / 2, tail_span / 2])]
+  parts = [
+    box([tail_x, fin_h + fus_r * 0.5 if t_tail else 0, 0], [chord * 0.3, wing_t / 2, tail_span / 2])
+  ]
   fin_zs = [0.0] if t_tail or rng.random() < 0.7 else [-tail_span / 2, tail_span / 2]
   for z in fin_zs:  # a central fin rises from inside the fuselage, twin ones from the tail
-    parts.append(box([tail_x, fin_h / 2 + fus_r * 0.5 * (z == 0), z],
-                     [chord * 0.35, fin_h / 2 + (wing_t if z else fus_r * 0.3), wing_t / 2]))
+    parts.append(
+      box(
+        [tail_x, fin_h / 2 + fus_r * 0.5 * (z == 0), z],
+        [chord * 0.35, fin_h / 2 + (wing_t if z else fus_r * 0.3), wing_t / 2],
+      )
+    )
   return parts
 
 
@@ -312,15 +328,26 @@ def aeroplane(rng: np.random.Generator) -> list:
   root, half = fus_r * 0.5, span / 2 - fus_r * 0.5
   parts = [ell([0, 0, 0], [length / 2, fus_r, fus_r])]
   for side in (-1, 1):  # wing halves, turned back by the sweep
-    parts.append(beam([wing_x, wing_y, side * root], -side * (np.pi / 2 + sweep),
-                      half / np.cos(sweep), wing_t / 2, chord / 2))
+    parts.append(
+      beam(
+        [wing_x, wing_y, side * root],
+        -side * (np.pi / 2 + sweep),
+        half / np.cos(sweep),
+        wing_t / 2,
+        chord / 2,
+      )
+    )
     parts += _engines(rng, side, wing_x, wing_y, sweep, root, half)
   parts += _tail(rng, length, span, chord, fus_r, wing_t)
   if rng.random() < 0.6:  # a pod or tank under one wing
     s = root + half * rng.uniform(0.5, 0.9)
     pr = rng.uniform(0.04, 0.06)
-    parts.append(ell([wing_x - (s - root) * np.tan(sweep), wing_y - pr, _sign(rng) * s],
-                     [rng.uniform(0.1, 0.2), pr, pr]))
+    parts.append(
+      ell(
+        [wing_x - (s - root) * np.tan(sweep), wing_y - pr, _sign(rng) * s],
+        [rng.uniform(0.1, 0.2), pr, pr],
+      )
+    )
   if rng.random() < 0.6:
     ah = rng.uniform(0.06, 0.12) + fus_r * 0.4  # from inside the fuselage
     x, up = rng.uniform(-0.3, 0.3) * length, _sign(rng)
@@ -329,4 +356,9 @@ def aeroplane(rng: np.random.Generator) -> list:
 
 
 CATEGORIES: dict[str, Callable[[np.random.Generator], list]] = {
-    'chair': chair, 'table': table, 'lamp': lamp, 'car': car, 'aeroplane': aeroplane}
+  'chair': chair,
+  'table': table,
+  'lamp': lamp,
+  'car': car,
+  'aeroplane': aeroplane,
+}

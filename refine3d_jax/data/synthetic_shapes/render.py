@@ -50,8 +50,8 @@ def _cylinder_hit(o, d, p):
   da, oa = _dot(d, a), _dot(oc, a)
   dp, op = d - da[:, None] * a, oc - oa[:, None] * a
   qa = np.maximum(_dot(dp, dp), 1e-18)
-  qb, qc = _dot(op, dp), _dot(op, op) - r ** 2
-  disc = qb ** 2 - qa * qc
+  qb, qc = _dot(op, dp), _dot(op, op) - r**2
+  disc = qb**2 - qa * qc
   sq = np.sqrt(np.maximum(disc, 0.0))
   t0, t1 = (-qb - sq) / qa, (-qb + sq) / qa
   das = np.where(np.abs(da) < 1e-12, 1e-12, da)
@@ -67,7 +67,7 @@ def _ellipsoid_hit(o, d, p):
   """As `_box_hit` for axis-aligned ellipsoids p [N, 6] (centre, radii)."""
   o2, d2 = (o - p[:, :3]) / p[:, 3:], d / p[:, 3:]
   qa, qb, qc = _dot(d2, d2), _dot(o2, d2), _dot(o2, o2) - 1.0
-  disc = qb ** 2 - qa * qc
+  disc = qb**2 - qa * qc
   t = (-qb - np.sqrt(np.maximum(disc, 0.0))) / qa
   n = (o2 + t[:, None] * d2) / p[:, 3:]
   return np.where((disc >= 0) & (t > 0), t, np.inf), n
@@ -95,7 +95,7 @@ def _tube_hit(o, d, p):
   op = oc - _dot(oc, a)[:, None] * a
   qa = np.maximum(_dot(dp, dp), 1e-18)
   qb, qc = _dot(op, dp), _dot(op, op) - p[:, 7] ** 2
-  disc = qb ** 2 - qa * qc
+  disc = qb**2 - qa * qc
   sq = np.sqrt(np.maximum(disc, 0.0))
   u0, u1 = (-qb - sq) / qa, (-qb + sq) / qa
   in_hole = np.isfinite(t) & (disc > 0) & (u0 <= t) & (t <= u1)
@@ -107,8 +107,13 @@ def _tube_hit(o, d, p):
   return t, n
 
 
-_HITS = {'box': _box_hit, 'cylinder': _cylinder_hit, 'ellipsoid': _ellipsoid_hit,
-         'obox': _obox_hit, 'tube': _tube_hit}
+_HITS = {
+  'box': _box_hit,
+  'cylinder': _cylinder_hit,
+  'ellipsoid': _ellipsoid_hit,
+  'obox': _obox_hit,
+  'tube': _tube_hit,
+}
 
 
 def _ray_pairs(lo, hi, camera, size):
@@ -148,9 +153,13 @@ def _hits(parts, camera, size):
   return tuple(np.concatenate(a) for a in zip(*out))
 
 
-def render(parts: list, camera: np.ndarray, colour: np.ndarray,
-           size: int = features.IMAGE_SIZE,
-           light: shading.Light = shading.CAMERA_LIGHT) -> np.ndarray:
+def render(
+  parts: list,
+  camera: np.ndarray,
+  colour: np.ndarray,
+  size: int = features.IMAGE_SIZE,
+  light: shading.Light = shading.CAMERA_LIGHT,
+) -> np.ndarray:
   """RGBA views [V, size, size, 4] uint8 of primitives `parts` through cameras [V, 5].
 
   colour: [3] for the whole object, or [P, 3] per primitive, in `parts` order.
@@ -183,14 +192,19 @@ def _inside(kind, p, pts):
     return np.all(np.abs(q @ p[6:15].reshape(3, 3).T) <= p[3:6], -1)
   if kind in ('cylinder', 'tube'):
     qa = q @ p[3:6]
-    radial = (q * q).sum(-1) - qa ** 2
+    radial = (q * q).sum(-1) - qa**2
     inside = (np.abs(qa) <= p[-1]) & (radial <= p[6] ** 2)
     return inside & (radial >= p[7] ** 2) if kind == 'tube' else inside
   return ((q / p[3:6]) ** 2).sum(-1) <= 1.0
 
 
-def voxelize(parts: list, side: float, size: int = features.VOXEL_SIZE, samples: int = 3,
-             threshold: float = 0.25) -> np.ndarray:
+def voxelize(
+  parts: list,
+  side: float,
+  size: int = features.VOXEL_SIZE,
+  samples: int = 3,
+  threshold: float = 0.25,
+) -> np.ndarray:
   """[size]^3 bool occupancy (axes x, y up, z) of the cube of `side` centred at 0.
 
   A voxel is occupied when at least `threshold` of its samples^3 sub-points are inside.
@@ -205,7 +219,7 @@ def voxelize(parts: list, side: float, size: int = features.VOXEL_SIZE, samples:
     axes = [coord[a:b] for a, b in zip(i0, i1)]
     pts = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
     inside = _inside(kind, p, pts).reshape([len(a) for a in axes])
-    sub[i0[0]:i1[0], i0[1]:i1[1], i0[2]:i1[2]] |= inside
+    sub[i0[0] : i1[0], i0[1] : i1[1], i0[2] : i1[2]] |= inside
   count = sub.reshape(size, samples, size * samples * size, samples).sum(3, dtype=np.uint8)
   count = count.reshape(size, samples, size, samples, size).sum((1, 3), dtype=np.uint8)
-  return count >= threshold * samples ** 3
+  return count >= threshold * samples**3

@@ -81,21 +81,30 @@ def chair(rng: np.random.Generator) -> list:
   leg_h, seat_t = rng.uniform(0.35, 0.50), rng.uniform(0.04, 0.08)
   back_h, back_t = rng.uniform(0.35, 0.65), rng.uniform(0.03, 0.07)
   leg_r = rng.uniform(0.022, 0.04)
-  parts = [box([0, leg_h + seat_t / 2, 0], [w / 2, seat_t / 2, d / 2]),
-           box([0, leg_h + seat_t + back_h / 2, -d / 2 + back_t / 2],
-                [w / 2 * rng.uniform(0.8, 1.0), back_h / 2, back_t / 2])]
+  parts = [
+    box([0, leg_h + seat_t / 2, 0], [w / 2, seat_t / 2, d / 2]),
+    box(
+      [0, leg_h + seat_t + back_h / 2, -d / 2 + back_t / 2],
+      [w / 2 * rng.uniform(0.8, 1.0), back_h / 2, back_t / 2],
+    ),
+  ]
   round_legs = rng.random() < 0.5
   for sx in (-1, 1):
     for sz in (-1, 1):
       c = [sx * (w / 2 - leg_r), leg_h / 2, sz * (d / 2 - leg_r)]
-      parts.append(cyl(c, [0, 1, 0], leg_r, leg_h / 2) if round_legs
-                   else box(c, [leg_r, leg_h / 2, leg_r]))
+      parts.append(
+        cyl(c, [0, 1, 0], leg_r, leg_h / 2) if round_legs else box(c, [leg_r, leg_h / 2, leg_r])
+      )
   if rng.random() < 0.4:
     arm_y = leg_h + seat_t + rng.uniform(0.15, 0.25)
     for sx in (-1, 1):
       parts.append(box([sx * (w / 2 - 0.025), arm_y, 0], [0.025, 0.02, d / 2]))
-      parts.append(box([sx * (w / 2 - 0.025), (arm_y + leg_h + seat_t) / 2, d / 2 - 0.03],
-                        [0.02, (arm_y - leg_h - seat_t) / 2, 0.02]))
+      parts.append(
+        box(
+          [sx * (w / 2 - 0.025), (arm_y + leg_h + seat_t) / 2, d / 2 - 0.03],
+          [0.02, (arm_y - leg_h - seat_t) / 2, 0.02],
+        )
+      )
   return parts
 
 
@@ -110,17 +119,19 @@ def table(rng: np.random.Generator) -> list:
   else:
     parts = [box([0, h - top_t / 2, 0], [w / 2, top_t / 2, d / 2])]
   if round_top or rng.random() < 0.25:
-    parts.append(cyl([0, (h - top_t) / 2, 0], [0, 1, 0], rng.uniform(0.04, 0.08),
-                      (h - top_t) / 2))
+    parts.append(cyl([0, (h - top_t) / 2, 0], [0, 1, 0], rng.uniform(0.04, 0.08), (h - top_t) / 2))
     parts.append(cyl([0, 0.02, 0], [0, 1, 0], rng.uniform(0.18, 0.3), 0.02))
   else:
     leg = rng.uniform(0.025, 0.05)
     inset = rng.uniform(0.0, 0.1)
     for sx in (-1, 1):
       for sz in (-1, 1):
-        parts.append(box([sx * (w / 2 - leg - inset), (h - top_t) / 2,
-                           sz * (d / 2 - leg - inset * d / w)],
-                          [leg, (h - top_t) / 2, leg]))
+        parts.append(
+          box(
+            [sx * (w / 2 - leg - inset), (h - top_t) / 2, sz * (d / 2 - leg - inset * d / w)],
+            [leg, (h - top_t) / 2, leg],
+          )
+        )
   return parts
 
 
@@ -128,8 +139,10 @@ def lamp(rng: np.random.Generator) -> list:
   """Base, pole, optional tilted arm, and a shade (cylinder or ellipsoid)."""
   base_r, base_t = rng.uniform(0.12, 0.22), rng.uniform(0.02, 0.05)
   pole_h, pole_r = rng.uniform(0.5, 1.0), rng.uniform(0.015, 0.03)
-  parts = [cyl([0, base_t / 2, 0], [0, 1, 0], base_r, base_t / 2),
-           cyl([0, base_t + pole_h / 2, 0], [0, 1, 0], pole_r, pole_h / 2)]
+  parts = [
+    cyl([0, base_t / 2, 0], [0, 1, 0], base_r, base_t / 2),
+    cyl([0, base_t + pole_h / 2, 0], [0, 1, 0], pole_r, pole_h / 2),
+  ]
   top = np.array([0.0, base_t + pole_h, 0.0])
   if rng.random() < 0.5:  # desk lamp: an arm tilted towards +x
     ang = np.radians(rng.uniform(20, 70))
@@ -162,8 +175,14 @@ def car(rng: np.random.Generator) -> list:
   wheel_x = length / 2 - wheel_r * rng.uniform(1.2, 1.8)
   for sx in (-1, 1):
     for sz in (-1, 1):
-      parts.append(cyl([sx * wheel_x, wheel_r, sz * (width / 2 - 0.02)], [0, 0, 1],
-                        wheel_r, rng.uniform(0.03, 0.05)))
+      parts.append(
+        cyl(
+          [sx * wheel_x, wheel_r, sz * (width / 2 - 0.02)],
+          [0, 0, 1],
+          wheel_r,
+          rng.uniform(0.03, 0.05),
+        )
+      )
   return parts
 
 
@@ -173,8 +192,10 @@ def aeroplane(rng: np.random.Generator) -> list:
   span, chord = rng.uniform(0.9, 1.6), rng.uniform(0.12, 0.25)
   wing_x, wing_t = rng.uniform(-0.1, 0.1), rng.uniform(0.02, 0.035)
   wing_y = fus_r * rng.uniform(-0.6, 0.6)
-  parts = [ell([0, 0, 0], [length / 2, fus_r, fus_r]),
-           box([wing_x, wing_y, 0], [chord / 2, wing_t / 2, span / 2])]
+  parts = [
+    ell([0, 0, 0], [length / 2, fus_r, fus_r]),
+    box([wing_x, wing_y, 0], [chord / 2, wing_t / 2, span / 2]),
+  ]
   tail_x = -length / 2 + chord * 0.4
   tail_span = span * rng.uniform(0.25, 0.4)
   parts.append(box([tail_x, 0, 0], [chord * 0.3, wing_t / 2, tail_span / 2]))
@@ -184,13 +205,24 @@ def aeroplane(rng: np.random.Generator) -> list:
   for k in range(n_eng):
     z = span / 2 * (0.3 + 0.35 * k)
     for sz in (-1, 1):
-      parts.append(cyl([wing_x + 0.05, wing_y - 0.05, sz * z], [1, 0, 0],
-                        rng.uniform(0.03, 0.05), rng.uniform(0.07, 0.12)))
+      parts.append(
+        cyl(
+          [wing_x + 0.05, wing_y - 0.05, sz * z],
+          [1, 0, 0],
+          rng.uniform(0.03, 0.05),
+          rng.uniform(0.07, 0.12),
+        )
+      )
   return parts
 
 
 CATEGORIES: dict[str, Callable[[np.random.Generator], list]] = {
-    'chair': chair, 'table': table, 'lamp': lamp, 'car': car, 'aeroplane': aeroplane}
+  'chair': chair,
+  'table': table,
+  'lamp': lamp,
+  'car': car,
+  'aeroplane': aeroplane,
+}
 CATEGORY_NAMES = tuple(CATEGORIES)
 
 
@@ -199,7 +231,7 @@ def part_bounds(kind: str, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   c = params[:, :3]
   if kind in ('cylinder', 'tube'):
     a, r, h = params[:, 3:6], params[:, 6:7], params[:, -1:]
-    ext = h * np.abs(a) + r * np.sqrt(np.clip(1 - a ** 2, 0, 1))
+    ext = h * np.abs(a) + r * np.sqrt(np.clip(1 - a**2, 0, 1))
   elif kind == 'obox':  # |W|^T h: each local axis' extent along each world axis
     ext = np.einsum('nij,ni->nj', np.abs(params[:, 6:15].reshape(-1, 3, 3)), params[:, 3:6])
   else:
@@ -214,8 +246,13 @@ def bounds(parts: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 # The lengths in each kind's params, scaled by `normalize` (centres are handled apart).
-_LENGTHS = {'box': slice(3, 6), 'ellipsoid': slice(3, 6), 'obox': slice(3, 6),
-            'cylinder': slice(6, 8), 'tube': slice(6, 9)}
+_LENGTHS = {
+  'box': slice(3, 6),
+  'ellipsoid': slice(3, 6),
+  'obox': slice(3, 6),
+  'cylinder': slice(6, 8),
+  'tube': slice(6, 9),
+}
 
 
 def normalize(parts: list) -> tuple[list, float]:
