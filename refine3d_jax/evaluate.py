@@ -41,7 +41,7 @@ import tqdm
 
 from refine3d_jax import checkpoint, cli, eval_loop, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
-from refine3d_jax import results as results_lib
+from refine3d_jax import eval_tables
 from refine3d_jax import summary, timing, train
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
@@ -266,7 +266,7 @@ def run(
   results['seconds'] = time.perf_counter() - start
   if jax.process_index() == 0:
     out_dir = out_dir or os.path.join(workdir, 'eval')
-    print(results_lib.write_evaluation(results, out_dir))
+    print(eval_tables.write_evaluation(results, out_dir))
     logging.info('Wrote %s', out_dir)
   return results
 

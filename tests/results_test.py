@@ -1,5 +1,4 @@
-"""results.json on tests/fixtures/eval/results.json: schema checks, accessors, captions,
-evaluate's tables and files."""
+"""results.json on tests/fixtures/eval/results.json: schema checks, accessors, captions."""
 
 import copy
 import json
@@ -127,39 +126,6 @@ def test_captions_carry_no_absolute_path(tmp_path):
 def test_views_text_names_the_protocol():
   assert results.views_text({'views': 'random', 'seed': 3}) == 'n random views (seed 3)'
   assert results.views_text({'views': 'first_n', 'seed': 0}) == 'first n views (00..n-1)'
-
-
-def test_tables_of_one_run():
-  run = fixture()
-  header, rows = results.views_table(run)
-  assert header[:3] == ['output', 'views', 'IoU best'] and len(rows) == 2 * len(run['view_counts'])
-  header, rows = results.category_table(run)
-  assert [r[0] for r in rows] == [*run['categories'], 'mean (sample-weighted)', 'mean (class-mean)']
-  assert len(header) == len(rows[0]) == 4 + len(run['view_counts'])
-
-
-def test_checked_in_fixture_renders(tmp_path):
-  """tests/fixtures/eval/results.json (made by evaluate on a tiny model, see its README)
-  still renders: the experiments scripts' tests read it."""
-  text = results.write_evaluation(fixture(), str(tmp_path))
-  assert 'IoU best' in text and os.path.exists(tmp_path / 'iou_vs_views.png')
-  with open(tmp_path / 'results.json') as f:
-    assert json.load(f) == fixture()
-  assert not os.path.exists(tmp_path / 'table_protocols.md')  # the fixture has none
-
-
-def test_protocols_table_and_notes(tmp_path):
-  from refine3d_jax import protocols  # pylint: disable=import-outside-toplevel
-
-  run = fixture()
-  run['protocols'] = protocols.of_results(run)
-  header, rows = results.protocols_table(run)
-  assert header == ['views', 'pix2vox', 'pix2vox t', 'paper', 'paper t', 'retr', 'retr t']
-  assert [r[0] for r in rows] == run['view_counts']
-  assert '(not given: the dataset has no validation split' in results.protocols_text(run)
-  results.write_evaluation(run, str(tmp_path))
-  with open(tmp_path / 'table_protocols.md') as f:
-    assert f.read().startswith('Refined IoU in each named protocol')
 
 
 def test_figures_are_written_and_closed(tmp_path):
