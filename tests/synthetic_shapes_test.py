@@ -13,6 +13,7 @@ from refine3d_jax.data import features
 from refine3d_jax.data.synthetic_shapes import SyntheticShapes
 from refine3d_jax.data import camera as camera_lib
 from refine3d_jax.data.synthetic_shapes import generate
+from refine3d_jax.data.synthetic_shapes import hard_parts
 from refine3d_jax.data.synthetic_shapes import hard_shapes
 from refine3d_jax.data.synthetic_shapes import render
 from refine3d_jax.data.synthetic_shapes import shapes
@@ -203,6 +204,21 @@ def test_obox_and_rotate_y_match_boxes():
   assert (render.voxelize([(kind, p)], 0.8) != render.voxelize([turned], 0.8)).sum() <= 4
   alpha = render.render([(kind, p)], _CAM, np.ones(3))[..., 3] > 0
   assert _iou(alpha, render.render([turned], _CAM, np.ones(3))[..., 3] > 0).min() > 0.97
+
+
+def test_hard_parts_beam_star_base_and_sign():
+  """A beam runs from `start` along +x at yaw 0 and along -z at a quarter turn; a star base
+  has a spoke and a foot per arm; a random sign is +-1."""
+  lo, hi = shapes.bounds([hard_parts.beam([0.1, 0.2, 0.3], 0.0, 0.4, 0.05, 0.02)])
+  np.testing.assert_allclose(lo, [0.1, 0.15, 0.28], atol=1e-12)
+  np.testing.assert_allclose(hi, [0.5, 0.25, 0.32], atol=1e-12)
+  lo, hi = shapes.bounds([hard_parts.beam([0.0, 0.0, 0.0], np.pi / 2, 0.4, 0.05, 0.02)])
+  np.testing.assert_allclose(lo, [-0.02, -0.05, -0.4], atol=1e-12)
+  np.testing.assert_allclose(hi, [0.02, 0.05, 0.0], atol=1e-12)
+  rng = np.random.default_rng(0)
+  base = hard_parts.star_base(rng, 0.04, 0.3, 5)
+  assert [k for k, _ in base] == ['obox', 'ellipsoid'] * 5
+  assert {hard_parts.random_sign(rng) for _ in range(20)} == {-1.0, 1.0}
 
 
 def test_tube_is_open():
