@@ -1,6 +1,6 @@
 """Result files written whole or not at all: JSON, markdown + CSV tables, figures.
 
-The one writer of every file format the tools produce (results.py decides what the
+The one writer of every file format the tools produce (results.py and eval_tables.py decide what the
 tables of results.json say; this module how cells, tables and files are written). Every
 writer goes through `atomic_write` (a temp file in the target folder, then `os.replace`),
 so a crash or a full disk never leaves a half-written result behind. Cells without a
