@@ -42,7 +42,7 @@ import tqdm
 from refine3d_jax import checkpoint, cli, eval_loop, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import results as results_lib
-from refine3d_jax import summary, timing, train
+from refine3d_jax import steps, summary, timing
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
 
@@ -90,7 +90,7 @@ def batch_scores(
   fscore_distance: float,
   fscore: bool = True,
 ) -> dict[int, dict[str, np.ndarray]]:
-  """{n: per-example numbers of count n} of one batch's valid rows, from train.eval_step's
+  """{n: per-example numbers of count n} of one batch's valid rows, from steps.eval_step's
   `out` with `view_counts=counts`: `iou_<output>`, `fscore_<output>` (F-Score of the volume
   thresholded at `fscore_threshold`; each target's surface is sampled once for all counts
   and outputs, and the volumes are dropped here, so memory does not grow with the split)
@@ -131,13 +131,13 @@ def evaluate(
   {'names', 'counts', 'views': {n: score(...)}, 'num_objects'}. Data-parallel over every
   device of every host (each host reads its shard; the outputs are gathered). Under the
   first-n protocol one pass encodes the largest count's views once and scores every count
-  from them (train.eval_step); the random protocol needs one pass per count. IoUs are at
+  from them (steps.eval_step); the random protocol needs one pass per count. IoUs are at
   `eval_thresholds(config)`; `fscore=False` skips the F-scores (they read as NaN)."""
   mesh = parallel.make_mesh()
   variables = parallel.replicate(variables, mesh)
   thresholds = eval_thresholds(config)
   step_fn = jax.jit(
-    functools.partial(train.eval_step, model=model, thresholds=thresholds),
+    functools.partial(steps.eval_step, model=model, thresholds=thresholds),
     static_argnames='view_counts',
   )
   source = input_pipeline.open_source(config.data, split)
@@ -198,7 +198,7 @@ def measure_cost(
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
   backward = jax.jit(
     jax.grad(
-      lambda p, x: train.loss_fn(
+      lambda p, x: steps.loss_fn(
         p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels
       )[0]
     )
