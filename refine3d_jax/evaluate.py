@@ -39,10 +39,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from refine3d_jax import checkpoint, cli, eval_loop, input_pipeline, metrics, parallel
+from refine3d_jax import cli, eval_loop, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
 from refine3d_jax import results as results_lib
-from refine3d_jax import steps, summary, timing
+from refine3d_jax import steps, summary, timing, trained
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
 
@@ -235,7 +235,7 @@ def run(
   evaluates it (and, for `protocols`' val_selected, the validation split without
   F-scores), measures the cost and writes everything; returns results."""
   start = time.perf_counter()
-  config, model, variables, step = checkpoint.restore_trained(workdir, which, config)
+  config, model, variables, step = trained.restore_trained(workdir, which, config)
   scores = evaluate(config, model, variables, split, progress)
   thresholds = list(eval_thresholds(config))
   if split == 'validation':
@@ -276,7 +276,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   parallel.initialize()
   try:
-    checkpoint.parse_which(_CHECKPOINT.value)
+    trained.parse_which(_CHECKPOINT.value)
   except ValueError as e:
     raise app.UsageError(f'--{e}') from None
   cli.check_local(_WORKDIR.value, '--workdir')

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from refine3d_jax import checkpoint, eval_loop, input_pipeline, jtso, metric_writers, resume
-from refine3d_jax import train, train_state
+from refine3d_jax import train, train_state, trained
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -244,7 +244,7 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
     for e, p in zip(jax.tree.leaves(straight.ema_params), jax.tree.leaves(straight.params))
   )
   assert train_state.variables_of(straight)['params'] is straight.ema_params
-  _, _, variables, step = checkpoint.restore_trained(str(tmp_path / 'a'), 'latest')
+  _, _, variables, step = trained.restore_trained(str(tmp_path / 'a'), 'latest')
   assert step == 3
   jax.tree.map(
     np.testing.assert_array_equal,
