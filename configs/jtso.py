@@ -124,7 +124,7 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   config.train.adam_b2 = 0.999
   config.train.adam_eps = 1e-8
   config.train.ema_decay = 0.0  # > 0: validate, evaluate and predict with the moving
-  # average of the weights (train.ema_update)
+  # average of the weights (steps.ema_update)
   # JTSO stages (refine3d_jax/jtso.py): 'jtso' | 'attsets' (two stages) | 'end_to_end'.
   # The paper gives no k1/k2; ours: a third of the epochs per stage.
   config.train.schedule = 'jtso'

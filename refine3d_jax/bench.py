@@ -31,6 +31,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from refine3d_jax import cli, configlib, input_pipeline, jtso, parallel, summary, timing
+from refine3d_jax import steps as steps_lib
 from refine3d_jax import train, train_state
 
 
@@ -104,7 +105,7 @@ def bench_train(
     step_s = timing.median_time(run, steps)
     state = holder['state']
     flops = summary.cpu_flops(
-      lambda s, x: train.train_step(
+      lambda s, x: steps_lib.train_step(
         s,
         x,
         model=model,

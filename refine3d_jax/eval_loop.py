@@ -2,7 +2,7 @@
 
   for counts, batch, out in eval_outputs(config, 'test', step_fn, variables, mesh, source,
                                          (1, 3)):
-    ...  # out: the eval step's outputs (train.eval_step) of every host, `valid` = real rows
+    ...  # out: the eval step's outputs (steps.eval_step) of every host, `valid` = real rows
 
 Under the first-n protocol one pass loads the largest view count and scores every count
 from the first n of its views; the random protocol draws views afresh, one pass per count
@@ -103,7 +103,7 @@ def validate(state: TrainState, config, step_fn, mesh, source) -> tuple[dict, An
 
 
 def eval_inputs(batch: dict, volume_size: int) -> dict:
-  """input_pipeline.model_inputs plus what train.eval_step passes through: `valid` and
+  """input_pipeline.model_inputs plus what steps.eval_step passes through: `valid` and
   `label`."""
   return {
     **input_pipeline.model_inputs(batch, volume_size),

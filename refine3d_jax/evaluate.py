@@ -39,10 +39,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from refine3d_jax import checkpoint, cli, eval_loop, input_pipeline, metrics, parallel
+from refine3d_jax import cli, eval_loop, eval_tables, input_pipeline, metrics, parallel
 from refine3d_jax import protocols as protocols_lib
-from refine3d_jax import eval_tables
-from refine3d_jax import summary, timing, train
+from refine3d_jax import steps, summary, timing, trained
 from refine3d_jax.models import SUBTREES, Refine3DNet
 from refine3d_jax.protocols import OUTPUTS
 
@@ -90,7 +89,7 @@ def batch_scores(
   fscore_distance: float,
   fscore: bool = True,
 ) -> dict[int, dict[str, np.ndarray]]:
-  """{n: per-example numbers of count n} of one batch's valid rows, from train.eval_step's
+  """{n: per-example numbers of count n} of one batch's valid rows, from steps.eval_step's
   `out` with `view_counts=counts`: `iou_<output>`, `fscore_<output>` (F-Score of the volume
   thresholded at `fscore_threshold`; each target's surface is sampled once for all counts
   and outputs, and the volumes are dropped here, so memory does not grow with the split)
@@ -131,13 +130,13 @@ def evaluate(
   {'names', 'counts', 'views': {n: score(...)}, 'num_objects'}. Data-parallel over every
   device of every host (each host reads its shard; the outputs are gathered). Under the
   first-n protocol one pass encodes the largest count's views once and scores every count
-  from them (train.eval_step); the random protocol needs one pass per count. IoUs are at
+  from them (steps.eval_step); the random protocol needs one pass per count. IoUs are at
   `eval_thresholds(config)`; `fscore=False` skips the F-scores (they read as NaN)."""
   mesh = parallel.make_mesh()
   variables = parallel.replicate(variables, mesh)
   thresholds = eval_thresholds(config)
   step_fn = jax.jit(
-    functools.partial(train.eval_step, model=model, thresholds=thresholds),
+    functools.partial(steps.eval_step, model=model, thresholds=thresholds),
     static_argnames='view_counts',
   )
   source = input_pipeline.open_source(config.data, split)
@@ -198,7 +197,7 @@ def measure_cost(
   forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
   backward = jax.jit(
     jax.grad(
-      lambda p, x: train.loss_fn(
+      lambda p, x: steps.loss_fn(
         p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels
       )[0]
     )
@@ -235,7 +234,7 @@ def run(
   evaluates it (and, for `protocols`' val_selected, the validation split without
   F-scores), measures the cost and writes everything; returns results."""
   start = time.perf_counter()
-  config, model, variables, step = checkpoint.restore_trained(workdir, which, config)
+  config, model, variables, step = trained.restore_trained(workdir, which, config)
   scores = evaluate(config, model, variables, split, progress)
   thresholds = list(eval_thresholds(config))
   if split == 'validation':
@@ -276,7 +275,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   parallel.initialize()
   try:
-    checkpoint.parse_which(_CHECKPOINT.value)
+    trained.parse_which(_CHECKPOINT.value)
   except ValueError as e:
     raise app.UsageError(f'--{e}') from None
   cli.check_local(_WORKDIR.value, '--workdir')

@@ -39,7 +39,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from refine3d_jax import checkpoint, cli, errors, metrics, report, visualize
+from refine3d_jax import checkpoint, cli, errors, metrics, report, trained, visualize
 from refine3d_jax.data import binvox, photos
 from refine3d_jax.data import views as views_lib
 from refine3d_jax.models import Refine3DNet
@@ -82,7 +82,7 @@ class Reconstructor:
   def from_workdir(cls, workdir: str, which: str = 'best') -> 'Reconstructor':
     """Checkpoint `which` ('best', 'latest' or a step) of a training workdir, with the
     config saved beside it. Raises FileNotFoundError naming the workdir."""
-    config, model, variables, step = checkpoint.restore_trained(workdir, which)
+    config, model, variables, step = trained.restore_trained(workdir, which)
     return cls(config, model, variables, step, workdir)
 
   @classmethod

@@ -1,10 +1,6 @@
-"""Training: `train_and_evaluate(config, workdir)` and the pure steps it jits.
-
-The step is `(state, batch) -> (state, metrics)`, one compiled version per JTSO stage
-(the stage is static). A batch holds `images [B, n, S, S, 3]`, `mask [B, n]` and
-`voxels [B, 32, 32, 32]`; stages that need a single-view batch take view 0 of it (the
-views are drawn at random, so view 0 is a random view), or with `train.single_views = k`
-its first k views, each its own single-view example (`single_view_batch`).
+"""Training: `train_and_evaluate(config, workdir)`, the driver, and the cache of the
+programs it compiles (`programs`: the model, the optimizer and the jitted steps of
+steps.py, one train step per JTSO stage).
 """
 
 import contextlib
@@ -17,156 +13,22 @@ from typing import Any, NamedTuple
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, eval_loop, input_pipeline, jtso, losses
-from refine3d_jax import metric_writers, metrics, parallel, resume, stopping, visualize
+from refine3d_jax import checkpoint, configlib, eval_loop, input_pipeline, jtso
+from refine3d_jax import metric_writers, parallel, resume, stopping, visualize
+from refine3d_jax import steps as steps_lib
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.models import Refine3DNet, create_model
 from refine3d_jax.train_state import TrainState, create_train_state
 
 
-def ema_update(ema: Any, params: Any, decay: float, step: jax.Array) -> Any:
-  """ema <- d ema + (1 - d) params, d = min(decay, (1 + step) / (10 + step)): the
-  warm-up of TensorFlow's ExponentialMovingAverage, so early steps are not dragged
-  towards the initial weights."""
-  step = step.astype(jnp.float32)
-  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-  return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
-
-
 def views_for(stage: jtso.Stage, config: ml_collections.ConfigDict) -> int:
   """Views per example the data pipeline must deliver in `stage`."""
   return config.train.num_views if stage.multi else config.train.single_views
-
-
-def single_view_batch(
-  images: jax.Array, mask: jax.Array, voxels: jax.Array, k: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """k single-view examples per object: images [B, n, ...] -> [B * k, 1, ...].
-
-  Object b's i-th example is its view i mod n_b (n_b = its real views, the first ones,
-  as the pipeline pads), so a padded slot never becomes an example: an object with fewer
-  than k real views repeats them. k = 1 is view 0, as before the option existed.
-  """
-  real = jnp.maximum(mask.sum(axis=1, keepdims=True), 1)  # [B, 1]
-  index = jnp.arange(k)[None, :] % real  # [B, k]
-  picked = jnp.take_along_axis(
-    images, index.reshape(index.shape + (1,) * (images.ndim - 2)), axis=1
-  )
-  flat = picked.reshape((-1, 1) + images.shape[2:])
-  return flat, jnp.ones(flat.shape[:2], bool), jnp.repeat(voxels, k, axis=0)
-
-
-def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels):
-  """Reconstruction loss of one batch in train mode -> (loss, (terms, new batch_stats))."""
-  outputs, updates = model.apply(
-    {'params': params, 'batch_stats': batch_stats},
-    images,
-    mask,
-    train=True,
-    mutable=['batch_stats'],
-  )
-  loss, terms = losses.reconstruction_loss(outputs, voxels)
-  return loss, (terms, updates['batch_stats'])
-
-
-def train_step(
-  state: TrainState,
-  batch: dict[str, jax.Array],
-  *,
-  model: Refine3DNet,
-  tx: optax.GradientTransformation,
-  stage: jtso.Stage,
-  lr_fn,
-  lr_scale: dict[str, float],
-  single_views: int = 1,
-  ema_decay: float = 0.0,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
-
-  The single-view loss is over `single_views` views per object (`single_view_batch`).
-  With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass.
-  A state with ema_params moves them towards the new params (`ema_update`).
-  """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  run = lambda images, mask, voxels: grad_fn(
-    state.params, state.batch_stats, model, images, mask, voxels
-  )
-  out = {}
-  single = multi = None
-  batch_stats = state.batch_stats
-  if stage.single:
-    (loss, (terms, batch_stats)), single = run(
-      *single_view_batch(batch['images'], batch['mask'], batch['voxels'], single_views)
-    )
-    out.update(loss_single=loss, coarse_single=terms['coarse'], refined_single=terms['refined'])
-  if stage.multi:
-    (loss, (terms, batch_stats)), multi = run(batch['images'], batch['mask'], batch['voxels'])
-    out.update(loss_multi=loss, coarse_multi=terms['coarse'], refined_multi=terms['refined'])
-  grads = jtso.route_gradients(stage, single, multi)
-  lr = lr_fn(state.step)
-  params, opt_state, rates = jtso.apply_updates(
-    tx, stage, state.params, state.opt_state, grads, lr, lr_scale
-  )
-  out.update({f'lr_{g}': rates[g] for g in jtso.GROUPS})
-  out['grad_norm'] = optax.tree.norm(grads)
-  ema = (
-    None
-    if state.ema_params is None
-    else ema_update(state.ema_params, params, ema_decay, state.step)
-  )
-  new_state = state.replace(
-    step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema_params=ema
-  )
-  return new_state, out
-
-
-def eval_step(
-  variables: dict[str, Any],
-  batch: dict[str, jax.Array],
-  *,
-  model: Refine3DNet,
-  thresholds: tuple[float, ...],
-  view_counts: tuple[int, ...],
-) -> dict[str, Any]:
-  """Eval-mode forward of one batch: `valid`, `label` and `voxels` passed through (so that
-  hosts gather them with the outputs) and, for each n of `view_counts`, under
-  `result['views'][str(n)]`, per output `coarse` and `refined` its probabilities and
-  per-example IoU `iou_<output>` [B, T] at each threshold.
-
-  The views are encoded once and each count n reconstructs from the first n of them (views
-  past n masked out, exactly as if absent): the first-n protocol's nesting, so 1..20 views
-  cost 20 encodings per object, not 1 + 2 + ... + 20 (one count per call for the random
-  protocol, see view_passes)."""
-  result = {k: batch[k] for k in ('valid', 'label', 'voxels')}
-
-  def scored(outputs):
-    out = {}
-    for name in ('coarse', 'refined'):
-      out[f'iou_{name}'] = metrics.iou(outputs[name], batch['voxels'], thresholds)
-      out[name] = outputs[name]
-    return out
-
-  features = model.apply(variables, batch['images'], method=Refine3DNet.encode)
-  first = jnp.arange(features.shape[1])
-  result['views'] = {
-    str(n): scored(
-      model.apply(
-        variables,
-        features,
-        batch['mask'] & (first < n),
-        train=False,
-        method=Refine3DNet.reconstruct,
-      )
-    )
-    for n in view_counts
-  }
-  return result
 
 
 # Keys that never change a compiled step: the stage plan, bookkeeping and data (a batch
@@ -232,7 +94,9 @@ def _programs(config_json: str, steps_per_epoch: int | None) -> Programs:
   tx = jtso.optimizer(config)
   steps = make_train_steps(config, model, tx, jtso.learning_rate_fn(config, steps_per_epoch))
   eval_fn = jax.jit(
-    functools.partial(eval_step, model=model, thresholds=eval_loop.validation_thresholds(config)),
+    functools.partial(
+      steps_lib.eval_step, model=model, thresholds=eval_loop.validation_thresholds(config)
+    ),
     static_argnames='view_counts',
   )
   return Programs(model, tx, steps, eval_fn)
@@ -246,7 +110,7 @@ def make_train_steps(
   return {
     name: jax.jit(
       functools.partial(
-        train_step,
+        steps_lib.train_step,
         model=model,
         tx=tx,
         stage=stage,

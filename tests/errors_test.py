@@ -4,7 +4,7 @@ code knows that the user can fix it."""
 import pytest
 
 from refine3d_jax import checkpoint, configlib, errors, input_pipeline, predict, resume
-from refine3d_jax import workdir
+from refine3d_jax import trained, workdir
 from refine3d_jax.data import build, photos
 
 
@@ -30,7 +30,7 @@ def test_user_errors_keep_their_builtin_base(cls, builtin):
 
 def test_missing_things_are_user_errors(tmp_path, tiny_config):
   with pytest.raises(errors.NotFoundError, match='no checkpoints'):
-    checkpoint.restore_trained(str(tmp_path))
+    trained.restore_trained(str(tmp_path))
   with pytest.raises(errors.NotFoundError, match='no such checkpoint'):
     predict.split_checkpoint_path(str(tmp_path / 'checkpoints' / '7'))
   data = tiny_config.data.copy_and_resolve_references()

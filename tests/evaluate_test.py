@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from refine3d_jax import checkpoint, eval_loop, evaluate, input_pipeline, protocols
+from refine3d_jax import eval_loop, evaluate, input_pipeline, protocols
+from refine3d_jax import trained as trained_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +22,7 @@ def trained(tiny_workdir):
 
 @pytest.fixture(scope='module')
 def results(trained):
-  config = checkpoint.load_config(trained)  # the config saved with the checkpoint
+  config = trained_lib.load_config(trained)  # the config saved with the checkpoint
   config.eval.view_counts = (1, 3)
   return evaluate.run(trained, progress=False, config=config), trained
 
@@ -79,7 +80,7 @@ def test_iou_matches_a_direct_computation(results, tiny_data_dir):
   """The sample-weighted IoU of 3 views equals numpy IoU of the model's own outputs on
   views 0, 1, 2 of each test object (first_n)."""
   res, workdir = results
-  config, model, variables, _ = checkpoint.restore_trained(workdir)
+  config, model, variables, _ = trained_lib.restore_trained(workdir)
   ious = []
   for batch in input_pipeline.eval_dataset(config, 'test', 3):
     valid = batch['valid']
@@ -112,7 +113,7 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path):
 def test_one_nested_pass_scores_like_a_pass_per_count(trained, monkeypatch):
   """first_n: one pass encodes 3 views and scores 1 and 3 from them; the same numbers as a
   separate pass per count (what the random protocol does)."""
-  config, model, variables, _ = checkpoint.restore_trained(trained)
+  config, model, variables, _ = trained_lib.restore_trained(trained)
   config.eval.view_counts = (1, 3)
   assert eval_loop.view_passes(config, (1, 3)) == [(3, (1, 3))]
   nested = evaluate.evaluate(config, model, variables, progress=False)
@@ -136,7 +137,7 @@ def test_protocols_are_each_peers_rule(results, trained):
   res, _ = results
   ts = res['thresholds']
   assert set(res['protocols']) == {'pix2vox', 'paper', 'retr', 'val_selected'}
-  config, model, variables, _ = checkpoint.restore_trained(trained)
+  config, model, variables, _ = trained_lib.restore_trained(trained)
   config.eval.view_counts = (1, 3)
   val = evaluate.evaluate(config, model, variables, 'validation', progress=False, fscore=False)
   for n in ('1', '3'):

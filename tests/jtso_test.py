@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import jtso as jtso_config
-from refine3d_jax import jtso, losses, train, train_state
+from refine3d_jax import jtso, losses, steps, train_state
 from refine3d_jax.models import SUBTREES, create_model
 from tests.testutil import perturb
 
@@ -54,7 +54,7 @@ def test_stage_updates_exactly_its_groups(setup, stage_name):
   stage = jtso.STAGES[stage_name]
   step = jax.jit(
     functools.partial(
-      train.train_step,
+      steps.train_step,
       model=model,
       tx=tx,
       stage=stage,
@@ -87,7 +87,7 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
   tx = optax.multi_transform({g: optax.identity() for g in jtso.GROUPS}, jtso.param_labels)
   state = state.replace(opt_state=tx.init(state.params))
   step = functools.partial(
-    train.train_step,
+    steps.train_step,
     model=model,
     tx=tx,
     stage=jtso.STAGES['jtso'],
@@ -99,7 +99,7 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
   moved = jax.tree.map(lambda a, b: a - b, state.params, new.params)
 
   def loss(params, images, mask, voxels):
-    return train.loss_fn(params, state.batch_stats, model, images, mask, voxels)[0]
+    return steps.loss_fn(params, state.batch_stats, model, images, mask, voxels)[0]
 
   grad = jax.jit(jax.grad(loss))
   b, k = batch['images'].shape[0], single_views
@@ -120,20 +120,6 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
   # The two losses really differ for the shared groups (else the test proves nothing).
   assert changed(g_single['decoder'], g_multi['decoder'])
   assert changed(g_single['attention'], jax.tree.map(jnp.zeros_like, g_single['attention']))
-
-
-def test_single_view_batch_takes_real_views_only():
-  images = jnp.arange(3 * 4, dtype=jnp.float32).reshape(3, 4, 1, 1, 1)  # value = 4b + v
-  mask = jnp.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], bool)  # first-n real
-  voxels = jnp.arange(3, dtype=jnp.float32).reshape(3, 1, 1, 1)
-  flat, flat_mask, flat_voxels = train.single_view_batch(images, mask, voxels, 3)
-  assert flat.shape == (9, 1, 1, 1, 1) and bool(flat_mask.all())
-  # object 1 has 2 real views (4, 5), object 2 one (8): cycled, never a padded slot
-  assert flat.ravel().tolist() == [0, 1, 2, 4, 5, 4, 8, 8, 8]
-  assert flat_voxels.ravel().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-  one, _, same = train.single_view_batch(images, mask, voxels, 1)
-  np.testing.assert_array_equal(one, images[:, :1])
-  np.testing.assert_array_equal(same, voxels)
 
 
 def test_refiner_gradient_comes_from_the_refined_term_only(setup):
@@ -195,13 +181,13 @@ def test_bfloat16_mixed_precision_step(setup):
   logits = outputs['coarse_logits']
   assert logits.dtype == jnp.float32
   np.testing.assert_array_equal(logits, logits.astype(jnp.bfloat16).astype(jnp.float32))
-  f32_loss, _ = train.loss_fn(
+  f32_loss, _ = steps.loss_fn(
     state.params, state.batch_stats, f32_model, batch['images'], batch['mask'], batch['voxels']
   )
   for stage_name in ('base', 'att', 'jtso'):
     step = jax.jit(
       functools.partial(
-        train.train_step,
+        steps.train_step,
         model=model,
         tx=tx,
         stage=jtso.STAGES[stage_name],

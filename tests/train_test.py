@@ -7,12 +7,11 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from refine3d_jax import checkpoint, eval_loop, input_pipeline, jtso, metric_writers, resume
-from refine3d_jax import train, train_state
+from refine3d_jax import train, train_state, trained
 from refine3d_jax.models import create_model
 from tests import parallel_test
 from tests.testutil import fill_disk, small_config
@@ -245,7 +244,7 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
     for e, p in zip(jax.tree.leaves(straight.ema_params), jax.tree.leaves(straight.params))
   )
   assert train_state.variables_of(straight)['params'] is straight.ema_params
-  _, _, variables, step = checkpoint.restore_trained(str(tmp_path / 'a'), 'latest')
+  _, _, variables, step = trained.restore_trained(str(tmp_path / 'a'), 'latest')
   assert step == 3
   jax.tree.map(
     np.testing.assert_array_equal,
@@ -256,15 +255,6 @@ def test_ema_weights_are_kept_resumed_and_evaluated(data_dir, tmp_path):
     resume.IncompatibleCheckpointError, match=r'train.ema_decay: saved 0.5, now 0'
   ):
     train.train_and_evaluate(small_config(data_dir, num_steps=4), str(tmp_path / 'a'))
-
-
-def test_ema_update_warms_up():
-  ema, params = {'w': jnp.zeros(2)}, {'w': jnp.ones(2)}
-  # step 0: d = min(0.99, 1/10) = 0.1; step 990: d = min(0.99, 991/1000) = 0.99
-  np.testing.assert_allclose(train.ema_update(ema, params, 0.99, jnp.int32(0))['w'], [0.9, 0.9])
-  np.testing.assert_allclose(
-    train.ema_update(ema, params, 0.99, jnp.int32(990))['w'], [0.01, 0.01], rtol=1e-5
-  )
 
 
 def test_a_checkpoint_of_another_run_resumes_only_when_fine_tuning(data_dir, tmp_path):
