@@ -169,9 +169,5 @@ def aeroplane(rng: np.random.Generator) -> list:
 
 
 CATEGORIES: dict[str, Callable[[np.random.Generator], list]] = {
-  'chair': chair,
-  'table': table,
-  'lamp': lamp,
-  'car': car,
-  'aeroplane': aeroplane,
+  f.__name__: f for f in (chair, table, lamp, car, aeroplane)
 }
