@@ -145,7 +145,7 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
     '(chosen thresholds in the notes)',
   )
   iou_section[2].extend(
-    f'Protocol {name}: {p["note"]}.' for name, p in protocols_lib.PROTOCOLS.items()
+    f'Protocol {name}: {p.note}.' for name, p in protocols_lib.PROTOCOLS.items()
   )
   for row in (r for r in iou_rows if r['source'] == 'ours'):
     chosen = ', '.join(f'{n}v: {row[f"t_{n}"]:g}' for n in views if row[f't_{n}'] is not None)

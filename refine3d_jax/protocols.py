@@ -2,40 +2,51 @@
 one number it publishes (../shared/PROTOCOL.md), so that ours can stand beside each peer
 in that peer's own protocol. Pure python over results.json's structure."""
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 # The two reconstructions in results.json (and every tool that reads the model's outputs).
 OUTPUTS = ('refined', 'coarse')
 
-# Each is reported in results.json's `protocols`: averaging, the thresholds it may pick from,
-# and where it picks (`split`: the best on the evaluated split itself; `validation`: the
-# best on the validation split, then applied to the evaluated split).
+
+class Protocol(NamedTuple):
+  """How one peer publishes: `averaging` (results' AVERAGING), the `thresholds` it may pick
+  from (None: every evaluated one), where it `pick`s (`split`: the best on the evaluated
+  split itself; `validation`: the best on the validation split, then applied to the
+  evaluated split), and a `note` for the reader."""
+
+  averaging: str
+  thresholds: tuple[float, ...] | None
+  pick: str
+  note: str
+
+
+# Each is reported in results.json's `protocols`.
 PROTOCOLS = {
-  'pix2vox': dict(
-    averaging='sample_weighted',
-    thresholds=(0.2, 0.3, 0.4, 0.5),
-    pick='split',
-    note='Pix2Vox, UMIFormer, LRGT: sample-weighted mean, the best '
+  'pix2vox': Protocol(
+    'sample_weighted',
+    (0.2, 0.3, 0.4, 0.5),
+    'split',
+    'Pix2Vox, UMIFormer, LRGT: sample-weighted mean, the best '
     'of t = 0.2/0.3/0.4/0.5 on the evaluated split, per view count',
   ),
-  'paper': dict(
-    averaging='class_mean',
-    thresholds=(0.25,),
-    pick='split',
-    note="Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
+  'paper': Protocol(
+    'class_mean',
+    (0.25,),
+    'split',
+    "Refine3DNet's paper: class mean at t = 0.25 (its Overall 0.689 is the "
     'class mean of its Table 1 row)',
   ),
-  'retr': dict(
-    averaging='class_mean',
-    thresholds=(0.5,),
-    pick='split',
-    note='3D-RETR: class mean (unweighted mean of the category means) at t = 0.5',
+  'retr': Protocol(
+    'class_mean',
+    (0.5,),
+    'split',
+    '3D-RETR: class mean (unweighted mean of the category means) at t = 0.5',
   ),
-  'val_selected': dict(
-    averaging='sample_weighted',
-    thresholds=None,
-    pick='validation',
-    note='ours, the clean number: per view count, the threshold of the '
+  'val_selected': Protocol(
+    'sample_weighted',
+    None,
+    'validation',
+    'ours, the clean number: per view count, the threshold of the '
     'best sample-weighted validation IoU, applied to this split',
   ),
 }
@@ -67,15 +78,15 @@ def report(
   thresholds = [float(t) for t in thresholds]
   out = {}
   for name, spec in PROTOCOLS.items():
-    entry = {'note': spec['note'], 'averaging': spec['averaging']}
-    if spec['pick'] == 'validation' and validation is None:
+    entry = {'note': spec.note, 'averaging': spec.averaging}
+    if spec.pick == 'validation' and validation is None:
       out[name] = {
         **entry,
         'views': None,
         'missing': 'the dataset has no validation split to pick the threshold on',
       }
       continue
-    allowed = spec['thresholds'] or thresholds
+    allowed = spec.thresholds or thresholds
     absent = [t for t in allowed if t not in thresholds]
     if absent:
       out[name] = {**entry, 'views': None, 'missing': f'threshold(s) {absent} not evaluated'}
@@ -84,10 +95,10 @@ def report(
     for n, by_output in scores['views'].items():
       views[n] = {}
       for output in OUTPUTS:
-        ious = by_output[output]['iou'][spec['averaging']]
+        ious = by_output[output]['iou'][spec.averaging]
         picker = (
-          validation['views'][n][output]['iou'][spec['averaging']]
-          if spec['pick'] == 'validation'
+          validation['views'][n][output]['iou'][spec.averaging]
+          if spec.pick == 'validation'
           else ious
         )
         i = max((thresholds.index(t) for t in allowed), key=lambda j: (picker[j], -thresholds[j]))
