@@ -44,33 +44,21 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
     # simple: ~26 objects/s on 2 cores, ~92 s, 98 MB. hard: ~1.25x simple's time per object
     # (137 vs 111 ms on one loaded core), so ~2-3 min on 2 workers, ~105 MB.
-    SyntheticShapesConfig(name='default', description='2000/200/200 hard objects.'),
     SyntheticShapesConfig(
-      name='simple', description='2000/200/200 simple (1.0.0) objects.', variant='simple'
-    ),
-    SyntheticShapesConfig(
-      name='small',
-      description='24/8/8 simple objects, for tests.',
-      train=24,
-      validation=8,
-      test=8,
-      variant='simple',
-    ),
-    SyntheticShapesConfig(
-      name='tiny',
-      description='5/5/5 simple objects, one per category.',
-      train=5,
-      validation=5,
-      test=5,
-      variant='simple',
-    ),
-    SyntheticShapesConfig(
-      name='hard_small',
-      description='24/8/8 hard objects, for tests.',
-      train=24,
-      validation=8,
-      test=8,
-    ),
+      name=name,
+      description=f'{train}/{validation}/{test} {what}',
+      train=train,
+      validation=validation,
+      test=test,
+      variant=variant,
+    )
+    for name, (train, validation, test), variant, what in (
+      ('default', (2000, 200, 200), 'hard', 'hard objects.'),
+      ('simple', (2000, 200, 200), 'simple', 'simple (1.0.0) objects.'),
+      ('small', (24, 8, 8), 'simple', 'simple objects, for tests.'),
+      ('tiny', (5, 5, 5), 'simple', 'simple objects, one per category.'),
+      ('hard_small', (24, 8, 8), 'hard', 'hard objects, for tests.'),
+    )
   ]
   DEFAULT_CONFIG_NAME = 'default'
 
