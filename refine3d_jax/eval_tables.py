@@ -55,44 +55,24 @@ def category_table(results: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     + [f'coarse IoU {first}v', f'F-Score@1% {first}v']
   )
 
-  def row(label, objects, pick_iou, pick_f):
+  def row(label, objects, pick):
     return (
       [label, objects]
+      + [pick(results['views'][str(n)]['refined']['iou'])[best_index(n, 'refined')] for n in counts]
       + [
-        pick_iou(results['views'][str(n)]['refined']['iou'])[best_index(n, 'refined')]
-        for n in counts
-      ]
-      + [
-        pick_iou(results['views'][first]['coarse']['iou'])[best_index(first, 'coarse')],
-        pick_f(results['views'][first]['refined']['fscore']),
+        pick(results['views'][first]['coarse']['iou'])[best_index(first, 'coarse')],
+        pick(results['views'][first]['refined']['fscore']),
       ]
     )
 
   rows = [
-    row(
-      c,
-      results['counts'][c],
-      lambda r, c=c: r['per_category'][c],
-      lambda r, c=c: r['per_category'][c],
-    )
-    for c in results['categories']
+    row(c, results['counts'][c], lambda r, c=c: r['per_category'][c]) for c in results['categories']
   ]
-  rows.append(
-    row(
-      'mean (sample-weighted)',
-      results['num_objects'],
-      lambda r: r['sample_weighted'],
-      lambda r: r['sample_weighted'],
-    )
-  )
-  rows.append(
-    row(
-      'mean (class-mean)',
-      results['num_objects'],
-      lambda r: r['class_mean'],
-      lambda r: r['class_mean'],
-    )
-  )
+  for label, key in (
+    ('mean (sample-weighted)', 'sample_weighted'),
+    ('mean (class-mean)', 'class_mean'),
+  ):
+    rows.append(row(label, results['num_objects'], lambda r, key=key: r[key]))
   return header, rows
 
 
