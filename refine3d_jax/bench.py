@@ -23,7 +23,7 @@ import resource
 import time
 from typing import Any, Sequence
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -310,17 +310,11 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  try:
-    views = [int(v) for v in _VIEWS.value]
-    latency = [int(b) for b in _LATENCY.value]
-    assert views and latency and min(views + latency) > 0 and _BATCH.value > 0
-    assert _STEPS.value > 0
-  except (ValueError, AssertionError):
-    raise app.UsageError(
-      '--views, --latency_batches, --batch and --steps must be positive integers'
-    ) from None
+  cli.no_arguments(argv)
+  error = '--views, --latency_batches, --batch and --steps must be positive integers'
+  views = cli.positive_ints(_VIEWS.value, error)
+  latency = cli.positive_ints(_LATENCY.value, error)
+  cli.positive_ints([_BATCH.value, _STEPS.value], error)
   config = _CONFIG.value
   result = run(config, _BATCH.value, views, _STEPS.value, latency_batches=latency)
   print(format_table(result))

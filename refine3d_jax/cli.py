@@ -35,6 +35,22 @@ def run(main: Callable[[list[str]], Any]) -> None:
   app.run(main_reporting_user_errors, flags_parser=parse_flags)
 
 
+def no_arguments(argv: Sequence[str]) -> None:
+  """A command that takes flags only: any positional argument is a usage error."""
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+
+
+def positive_ints(values: Sequence[Any], message: str) -> list[int]:
+  """`values` as integers, at least one and all positive; otherwise a usage error `message`."""
+  try:
+    ints = [int(v) for v in values]
+    assert ints and min(ints) > 0
+  except (ValueError, AssertionError):
+    raise app.UsageError(message) from None
+  return ints
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with an unknown `--config.KEY=...` reported in one line instead of
   ml_collections' traceback."""

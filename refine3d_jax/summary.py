@@ -10,7 +10,7 @@ paper-size model is summarised in seconds. XLA counts a multiply-add as 2 FLOPs.
 import json
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -96,13 +96,8 @@ def format_table(summary: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  try:
-    views = [int(v) for v in _VIEWS.value]
-    assert views and min(views) > 0
-  except (ValueError, AssertionError):
-    raise app.UsageError(f'--views must be positive integers, got {_VIEWS.value}') from None
+  cli.no_arguments(argv)
+  views = cli.positive_ints(_VIEWS.value, f'--views must be positive integers, got {_VIEWS.value}')
   summary = summarize(_CONFIG.value, views)
   print(json.dumps(summary) if _JSON.value else format_table(summary))
 

@@ -1,9 +1,11 @@
-"""cli.run: a user's mistake is one `error:` line and exit status 1; a bug keeps its traceback."""
+"""cli: a user's mistake is one `error:` line and exit status 1 (a bug keeps its traceback); the
+usage checks commands share."""
 
 import os
 import subprocess
 import sys
 
+from absl import app
 import pytest
 
 from refine3d_jax import cli, errors
@@ -88,3 +90,17 @@ def test_is_url():
   cli.check_local(None, '--out')  # an unset flag is not a URL
   with pytest.raises(errors.UserError, match="^--out = 'gs://b' is a URL; "):
     cli.check_local('gs://b', '--out')
+
+
+def test_no_arguments():
+  cli.no_arguments(['prog'])
+  with pytest.raises(app.UsageError, match=r"unexpected arguments: \['x'\]"):
+    cli.no_arguments(['prog', 'x'])
+
+
+def test_positive_ints():
+  assert cli.positive_ints(['1', '20'], 'bad') == [1, 20]
+  assert cli.positive_ints([4, 10], 'bad') == [4, 10]
+  for values in ([], ['0'], ['1', '-2'], ['x'], ['1.5']):
+    with pytest.raises(app.UsageError, match='^bad$'):
+      cli.positive_ints(values, 'bad')
