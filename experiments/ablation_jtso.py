@@ -25,7 +25,7 @@ from experiments import common  # pylint: disable=g-import-not-at-top,wrong-impo
 from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'ablation_jtso'
-_RESULTS, _OUT, _LABELS = common.define_flags(
+common.define_flags(
   'Comma-separated row labels, one per results file (default: config.train.schedule).'
 )
 _THRESHOLD = common.define_threshold_flag()
@@ -161,16 +161,7 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
 
 def main(argv):
   del argv
-  threshold = _THRESHOLD.value
-  common.run_script(
-    NAME,
-    lambda runs: build(runs, threshold),
-    _RESULTS.value,
-    _OUT.value,
-    _LABELS.value,
-    plot=lambda runs, out: plot(runs, out, threshold),
-    default=schedule_labels,
-  )
+  common.run_script(NAME, build, plot, default=schedule_labels, threshold=_THRESHOLD.value)
 
 
 if __name__ == '__main__':

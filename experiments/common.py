@@ -101,7 +101,7 @@ def define_flags(
   labels_help: str = 'Comma-separated row labels, one per results file '
   '(default: "ours", or workdir@step when several).',
 ):
-  """The flags every script takes: (--results, --out, --labels) holders."""
+  """The flags every script takes: --results, --out, --labels (run_script reads them)."""
   return (
     flags.DEFINE_list('results', None, 'results.json file(s) written by evaluate.', required=True),
     flags.DEFINE_string(
@@ -149,26 +149,21 @@ def load_runs(
   return [{**r, '_label': label} for r, label in zip(runs, labels)]
 
 
-def run_script(
-  name: str,
-  build,
-  paths: Sequence[str],
-  out: str | None,
-  labels: Sequence[str] | None = None,
-  plot=None,
-  default=default_labels,
-) -> None:
-  """Load the runs, print build(runs)'s markdown, write `<name>.md/.csv` and plot's PNG.
+def run_script(name: str, build, plot=None, default=default_labels, **options) -> None:
+  """Load the runs of --results (labelled by --labels, else `default`), print
+  build(runs)'s markdown, write `<name>.md/.csv` into --out and plot's PNG.
 
-  build(runs) -> (markdown, CSV columns, CSV rows); plot(runs, out_dir) -> PNG path. A
-  wrong results file raises ResultsError (a UserError: cli.run prints its one line).
+  build(runs, **options) -> (markdown, CSV columns, CSV rows); plot(runs, out_dir,
+  **options) -> PNG path. A wrong results file raises ResultsError (a UserError: cli.run
+  prints its one line).
   """
-  runs = load_runs(paths, labels, default)
-  markdown, columns, rows = build(runs)
-  out_dir = output_dir(out, paths)
+  paths = flags.FLAGS.results
+  runs = load_runs(paths, flags.FLAGS.labels, default)
+  markdown, columns, rows = build(runs, **options)
+  out_dir = output_dir(flags.FLAGS.out, paths)
   written = write_outputs(out_dir, name, markdown, columns, rows)
   if plot is not None:
-    written.append(plot(runs, out_dir))
+    written.append(plot(runs, out_dir, **options))
   for path in written:
     print(f'wrote {path}')
 

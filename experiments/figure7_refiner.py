@@ -22,7 +22,7 @@ from experiments import common  # pylint: disable=g-import-not-at-top,wrong-impo
 from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'figure7_refiner'
-_RESULTS, _OUT, _LABELS = common.define_flags()
+common.define_flags()
 _THRESHOLD = common.define_threshold_flag()
 COLUMNS = [
   'method',
@@ -149,15 +149,7 @@ def plot(runs: list[dict], out_dir: str, threshold=None) -> str:
 
 def main(argv):
   del argv
-  threshold = _THRESHOLD.value
-  common.run_script(
-    NAME,
-    lambda runs: build(runs, threshold),
-    _RESULTS.value,
-    _OUT.value,
-    _LABELS.value,
-    plot=lambda runs, out: plot(runs, out, threshold),
-  )
+  common.run_script(NAME, build, plot, threshold=_THRESHOLD.value)
 
 
 if __name__ == '__main__':

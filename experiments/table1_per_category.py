@@ -20,7 +20,7 @@ from refine3d_jax import cli, report, results  # pylint: disable=g-import-not-at
 from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table1_per_category'
-_RESULTS, _OUT, _LABELS = common.define_flags()
+common.define_flags()
 
 
 def our_rows(run: dict) -> list[dict]:
@@ -123,7 +123,7 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
 
 def main(argv):
   del argv
-  common.run_script(NAME, build, _RESULTS.value, _OUT.value, _LABELS.value)
+  common.run_script(NAME, build)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import
 from refine3d_jax import protocols as protocols_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table2_views'
-_RESULTS, _OUT, _LABELS = common.define_flags()
+common.define_flags()
 
 
 def view_columns(runs: list[dict]) -> list[int]:
@@ -223,7 +223,7 @@ def plot(runs: list[dict], out_dir: str) -> str:
 
 def main(argv):
   del argv
-  common.run_script(NAME, build, _RESULTS.value, _OUT.value, _LABELS.value, plot=plot)
+  common.run_script(NAME, build, plot)
 
 
 if __name__ == '__main__':

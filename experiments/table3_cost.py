@@ -19,7 +19,7 @@ from experiments import common  # pylint: disable=g-import-not-at-top,wrong-impo
 from refine3d_jax import cli, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'table3_cost'
-_RESULTS, _OUT, _LABELS = common.define_flags()
+common.define_flags()
 SUBTREES = ('encoder', 'attention', 'decoder', 'refiner')
 COLUMNS = [
   'method',
@@ -170,7 +170,7 @@ def build(runs: list[dict]) -> tuple[str, list[str], list[dict]]:
 
 def main(argv):
   del argv
-  common.run_script(NAME, build, _RESULTS.value, _OUT.value, _LABELS.value)
+  common.run_script(NAME, build)
 
 
 if __name__ == '__main__':
