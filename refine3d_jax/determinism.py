@@ -91,8 +91,7 @@ def format_table(result: dict[str, dict[str, Any]], device: str) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   if min(_BATCH.value, _VIEWS.value, _STEPS.value) < 1:
     raise app.UsageError('--batch, --views and --steps must be positive integers')
   result = check(_CONFIG.value, _BATCH.value, _VIEWS.value, _STEPS.value)

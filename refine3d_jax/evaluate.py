@@ -271,8 +271,7 @@ def run(
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   parallel.initialize()
   try:
     trained.parse_which(_CHECKPOINT.value)

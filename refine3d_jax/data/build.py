@@ -11,7 +11,6 @@ import os
 import time
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
@@ -111,8 +110,7 @@ def format_summary(dataset: str, summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   tfds.enable_progress_bar()
   f = flags.FLAGS
   summary = build(f.dataset, f.data_dir, f.builder_config, f.manual_dir, f.split_file, f.force)
