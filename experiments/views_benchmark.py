@@ -35,7 +35,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import cli, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, errors, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'views_benchmark'
 VIEWS = (1, 2, 3, 5, 8, 12, 20)
@@ -216,7 +216,7 @@ def main(argv):
   del argv
   unknown = sorted(set(_ROWS.value) - set(ROWS))
   if unknown:
-    raise SystemExit(f'error: --rows: unknown {unknown}; choose from {list(ROWS)}')
+    raise errors.UserError(f'--rows: unknown {unknown}; choose from {list(ROWS)}')
   for row in _ROWS.value:
     for seed in _SEEDS.value:
       run_row(row, seed)
