@@ -4,7 +4,9 @@
     cli.run(main)
 
 A user's mistake (errors.UserError) ends the command with one line, `error: <message>`, on
-stderr and exit status 1; any other exception is a bug and keeps its traceback. Paths come
+stderr and exit status 1; a run stopped by a signal (errors.Interrupted, after its save)
+with its one line and status 128 + signum; any other exception is a bug and keeps its
+traceback. Paths come
 from local (or mounted) folders only: a URL is refused (`check_local`).
 """
 
@@ -12,7 +14,7 @@ import re
 import sys
 from typing import Any, Callable, Sequence
 
-from absl import app
+from absl import app, logging
 
 from refine3d_jax import errors
 
@@ -24,15 +26,24 @@ NO_NETWORK = (
 
 def run(main: Callable[[list[str]], Any]) -> None:
   """`app.run(main)` with `parse_flags`; a UserError from `main` exits with status 1 and
-  one line `error: <message>` (no traceback)."""
+  one line `error: <message>` (no traceback), an Interrupted with its line and 128 + signum.
+  Orbax's per-save INFO lines (dozens per checkpoint) are dropped; its warnings are kept."""
 
   def main_reporting_user_errors(argv: list[str]) -> Any:
+    logging.get_absl_handler().addFilter(_quiet_orbax)
     try:
       return main(argv)
     except errors.UserError as e:
       raise SystemExit(f'error: {e}') from None
+    except errors.Interrupted as e:
+      print(e, file=sys.stderr)
+      sys.exit(128 + e.signum)
 
   app.run(main_reporting_user_errors, flags_parser=parse_flags)
+
+
+def _quiet_orbax(record) -> bool:
+  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
 
 
 def no_arguments(argv: Sequence[str]) -> None:

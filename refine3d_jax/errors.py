@@ -6,6 +6,8 @@ callers caught before it existed (ValueError, FileNotFoundError, ...). The error
 module live in it (configlib.ConfigError, photos.InputError, ...); these are shared.
 """
 
+import signal
+
 
 class UserError(Exception):
   """A mistake the user can fix, named in one line (what is wrong, and where)."""
@@ -28,3 +30,16 @@ class NotWritableError(UserError, PermissionError):
 class NonFiniteLossError(UserError, FloatingPointError):
   """Training met a NaN or infinite loss; the message names the step and the last good
   checkpoint, which is kept."""
+
+
+class Interrupted(Exception):
+  """Training stopped by SIGTERM or SIGINT after saving a checkpoint of `step` (not a
+  mistake: `cli.run` prints the message and exits with status 128 + signum, as the signal
+  would have)."""
+
+  def __init__(self, signum: int, step: int, workdir: str = ''):
+    super().__init__(
+      f'{workdir}: ' * bool(workdir) + f'stopped by {signal.Signals(signum).name} after step '
+      f'{step}; rerun the same command to resume'
+    )
+    self.signum, self.step = signum, step

@@ -3,7 +3,7 @@
   with stop_requests() as received:               # SIGTERM / SIGINT collected, not fatal
     ...                                           # each step:
     scalars = finite_scalars(metrics, done, stage, checkpoints, workdir)
-    if agreed_stop(received, done, config): ...   # save, then raise Interrupted
+    if agreed_stop(received, done, config): ...   # save, then raise errors.Interrupted
 
 A signal stops the run after the step in flight, with a checkpoint of it (every host
 agrees first: a save is collective); a non-finite loss stops it before anything is logged
@@ -19,17 +19,6 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from refine3d_jax import checkpoint, errors, jtso, parallel
-
-
-class Interrupted(Exception):
-  """Training stopped by SIGTERM or SIGINT, after saving a checkpoint of `step`."""
-
-  def __init__(self, signum: int, step: int):
-    super().__init__(
-      f'stopped by {signal.Signals(signum).name} after step {step}; '
-      'rerun the same command to resume'
-    )
-    self.signum, self.step = signum, step
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import tqdm
 
-from refine3d_jax import checkpoint, configlib, eval_loop, input_pipeline, jtso
+from refine3d_jax import checkpoint, configlib, errors, eval_loop, input_pipeline, jtso
 from refine3d_jax import metric_writers, parallel, resume, stopping, visualize
 from refine3d_jax import steps as steps_lib
 from refine3d_jax import workdir as workdir_lib
@@ -266,5 +266,5 @@ def _train_and_evaluate(
         raise
       logging.error('closing the metric writers in %s: %s', workdir, e)
   if stopped_by is not None:
-    raise stopping.Interrupted(stopped_by, int(state.step))
+    raise errors.Interrupted(stopped_by, int(state.step), workdir)
   return state

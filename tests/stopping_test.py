@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from refine3d_jax import jtso, stopping
+from refine3d_jax import errors, jtso, stopping
 
 
 def test_signals_are_collected_and_the_handlers_restored():
@@ -20,7 +20,7 @@ def test_signals_are_collected_and_the_handlers_restored():
   config = ml_collections.ConfigDict({'train': {'log_every_steps': 10}})
   assert stopping.agreed_stop(received, 3, config)  # one process: at once
   assert not stopping.agreed_stop([], 3, config)
-  error = stopping.Interrupted(signal.SIGTERM, 7)
+  error = errors.Interrupted(signal.SIGTERM, 7)
   assert (error.signum, error.step) == (signal.SIGTERM, 7)
   assert str(error) == 'stopped by SIGTERM after step 7; rerun the same command to resume'
 

@@ -11,10 +11,10 @@ import os
 import time
 from typing import Any, Sequence
 
-from absl import flags
+from absl import flags, logging
 import tensorflow_datasets as tfds
 
-from refine3d_jax import cli, errors
+from refine3d_jax import cli, errors, input_pipeline
 
 DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')
 _SYNTHETIC_MODULE = 'refine3d_jax.data.synthetic_shapes'
@@ -92,6 +92,17 @@ def build(
     'seconds': seconds,
     'reused': reused,
   }
+
+
+def ensure_synthetic(data) -> None:
+  """Builds the synthetic dataset `data` (a config.data) names if it is not built yet: the
+  first run on a fresh machine needs no build step (no download either)."""
+  if data.dataset != 'synthetic_shapes':
+    return
+  path = input_pipeline.dataset_dir(data.dataset, data.builder_config, data.data_dir)
+  if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+    logging.info('Building %s into %s (first run only).', data.dataset, data.data_dir)
+    build(data.dataset, os.path.expanduser(data.data_dir), data.builder_config or None)
 
 
 def format_summary(dataset: str, summary: dict[str, Any]) -> str:
