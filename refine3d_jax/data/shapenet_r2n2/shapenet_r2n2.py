@@ -5,12 +5,10 @@ Builds without TensorFlow into array_record files; read them with
 """
 
 import dataclasses
-import os
 from typing import Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
-from refine3d_jax.data import features
 from refine3d_jax.data.shapenet_r2n2 import objects
 from refine3d_jax.data.shapenet_r2n2 import splits
 from refine3d_jax.errors import DataError
@@ -54,9 +52,11 @@ def _config(name: str, split_kind: str, synsets: Sequence[str], what: str) -> Sh
   )
 
 
-class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
+class ShapenetR2n2(splits.SplitFileBuilder, tfds.core.GeneratorBasedBuilder):
   """ShapeNet (3D-R2N2 renderings and voxels); labels over the 13 classes in every config."""
 
+  DESCRIPTION = _DESCRIPTION
+  CITATION = _CITATION
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
     '1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.',
@@ -81,21 +81,6 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     ),
   ]
 
-  def __init__(self, *, split_file: str | os.PathLike | None = None, **kwargs):
-    """split_file: a Pix2Vox-format ShapeNet.json (or .json.gz) replacing the shipped one."""
-    self._split_file = split_file
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=_DESCRIPTION,
-      features=features.features(splits.NAMES),
-      homepage='https://cvgl.stanford.edu/3d-r2n2/',
-      citation=_CITATION,
-      metadata=tfds.core.MetadataDict(),
-    )
-
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = objects.manual_dir(
       dl_manager, 'ShapeNet', (objects.RENDERING, objects.VOXELS), MANUAL_DOWNLOAD_INSTRUCTIONS
@@ -109,9 +94,7 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
     kept, validation_source = splits.with_validation(kept)
     self.info.metadata.update(
       {
-        'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
-        if self.builder_config.split_kind == 'pix2vox'
-        else 'r2n2 80/20',
+        'split_source': splits.split_source(self.builder_config.split_kind, self._split_file),
         'validation_source': validation_source,
         'synsets': list(self.builder_config.synsets),
         'skipped_counts': counts,
@@ -131,11 +114,13 @@ class ShapenetR2n2(tfds.core.GeneratorBasedBuilder):
   def _wanted_ids(self, manual_dir: str) -> dict[str, list[splits.ObjectId]]:
     config = self.builder_config
     splits.check_synsets(config.synsets, f'builder config {config.name}')
-    if config.split_kind == 'r2n2':
-      if self._split_file is not None:
-        raise ValueError(f'split_file applies to the pix2vox configs, not {config.name}')
-      return splits.r2n2_split({s: objects.list_model_ids(manual_dir, s) for s in config.synsets})
-    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE, config.synsets)
+    return splits.wanted_ids(
+      config.split_kind,
+      self._split_file,
+      config.synsets,
+      lambda synset: objects.list_model_ids(manual_dir, synset),
+      'shapenet_r2n2',
+    )
 
   def _generate_examples(
     self, manual_dir: str, object_ids: Sequence[splits.ObjectId]

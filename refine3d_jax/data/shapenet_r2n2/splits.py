@@ -5,8 +5,11 @@ import json
 import math
 import os
 import pathlib
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+import tensorflow_datasets as tfds
+
+from refine3d_jax.data import features
 from refine3d_jax.errors import DataError
 
 # The 13 R2N2 classes in synset order; label i is CATEGORIES[i] everywhere.
@@ -93,6 +96,30 @@ def r2n2_split(model_ids: dict[str, Sequence[str]]) -> dict[str, list[ObjectId]]
   return out
 
 
+def wanted_ids(
+  split_kind: str,
+  split_file: str | os.PathLike | None,
+  synsets: Sequence[str],
+  list_ids: Callable[[str], Sequence[str]],
+  dataset: str,
+) -> dict[str, list[ObjectId]]:
+  """The ids each split asks for, before any is checked: `split_kind` 'r2n2' splits each
+  synset's ids (`list_ids(synset)`) 80/20 (`r2n2_split`); 'pix2vox' reads `split_file`
+  (default: the shipped ShapeNet.json). A split file with 'r2n2' is a DataError."""
+  if split_kind == 'r2n2':
+    if split_file is not None:
+      raise DataError(f'--split_file applies to the pix2vox configs of {dataset}, not r2n2')
+    return r2n2_split({s: list_ids(s) for s in synsets})
+  return read_split_file(split_file or PIX2VOX_SPLIT_FILE, synsets)
+
+
+def split_source(split_kind: str, split_file: str | os.PathLike | None) -> str:
+  """Where a build's split came from, for its metadata."""
+  if split_kind == 'r2n2':
+    return 'r2n2 80/20'
+  return os.fspath(split_file or 'shipped Pix2Vox ShapeNet.json')
+
+
 def with_validation(ids: dict[str, list[ObjectId]]) -> tuple[dict[str, list[ObjectId]], str]:
   """(`ids` with a 'validation' split, where it came from). A split source's own validation
   ids are kept; otherwise validation is CARVED_VALIDATION (deterministic; train keeps the
@@ -113,3 +140,27 @@ def with_validation(ids: dict[str, list[ObjectId]]) -> tuple[dict[str, list[Obje
   out['train'] = [x for x in ids['train'] if x not in carved]
   out['validation'] = [x for x in ids['train'] if x in carved]
   return out, CARVED_VALIDATION
+
+
+class SplitFileBuilder:
+  """What the ShapeNet builders share, mixed in before tfds' GeneratorBasedBuilder: the
+  `split_file` argument (a Pix2Vox-format ShapeNet.json, or .json.gz, replacing the shipped
+  one), array_record files by default, and the info (features over the 13 R2N2 classes,
+  the class's DESCRIPTION and CITATION)."""
+
+  DESCRIPTION = ''
+  CITATION = ''
+
+  def __init__(self, *, split_file: str | os.PathLike | None = None, file_format=None, **kwargs):
+    self._split_file = split_file
+    super().__init__(file_format=file_format or 'array_record', **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      description=self.DESCRIPTION,
+      features=features.features(NAMES),
+      homepage='https://cvgl.stanford.edu/3d-r2n2/',
+      citation=self.CITATION,
+      metadata=tfds.core.MetadataDict(),
+    )

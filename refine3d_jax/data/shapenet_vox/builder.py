@@ -77,9 +77,10 @@ def make_example(
   return f'{obj["synset"]}_{obj["model_id"]}', obj
 
 
-class ShapenetVox(tfds.core.GeneratorBasedBuilder):
+class ShapenetVox(splits.SplitFileBuilder, tfds.core.GeneratorBasedBuilder):
   """ShapeNetVox32 shapes rendered with smooth shading; labels over the 13 R2N2 classes."""
 
+  DESCRIPTION = __doc__
   VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
     '1.0.0': 'Marching cubes of the blurred grid, random colour and light.',
@@ -96,20 +97,6 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
     ),
   ]
   DEFAULT_CONFIG_NAME = 'pix2vox'
-
-  def __init__(self, *, split_file: str | os.PathLike | None = None, file_format=None, **kwargs):
-    """split_file: a Pix2Vox-format ShapeNet.json (or .json.gz) replacing the shipped one."""
-    self._split_file = split_file
-    super().__init__(file_format=file_format or 'array_record', **kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      description=__doc__,
-      features=features.features(splits.NAMES),
-      homepage='https://cvgl.stanford.edu/3d-r2n2/',
-      metadata=tfds.core.MetadataDict(),
-    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = objects.manual_dir(
@@ -129,9 +116,7 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
     kept, validation_source = splits.with_validation(kept)
     self.info.metadata.update(
       {
-        'split_source': os.fspath(self._split_file or 'shipped Pix2Vox ShapeNet.json')
-        if self.builder_config.split_kind == 'pix2vox'
-        else 'r2n2 80/20',
+        'split_source': splits.split_source(self.builder_config.split_kind, self._split_file),
         'validation_source': validation_source,
         'skipped_counts': skipped,
         'render': {
@@ -151,11 +136,13 @@ class ShapenetVox(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(manual_dir, ids) for split, ids in kept.items()}
 
   def _wanted_ids(self, manual_dir: str) -> dict[str, list[splits.ObjectId]]:
-    if self.builder_config.split_kind == 'r2n2':
-      if self._split_file is not None:
-        raise DataError('--split_file applies to the pix2vox config of shapenet_vox, not r2n2')
-      return splits.r2n2_split({s: _model_ids(manual_dir, s) for s in splits.SYNSETS})
-    return splits.read_split_file(self._split_file or splits.PIX2VOX_SPLIT_FILE, splits.SYNSETS)
+    return splits.wanted_ids(
+      self.builder_config.split_kind,
+      self._split_file,
+      splits.SYNSETS,
+      lambda synset: _model_ids(manual_dir, synset),
+      'shapenet_vox',
+    )
 
   def _generate_examples(self, manual_dir: str, object_ids: Sequence[splits.ObjectId]):
     n = len(object_ids)
