@@ -442,3 +442,41 @@ def test_views_benchmark_without_runs_is_one_line(tmp_path):
   result = views_benchmark(tmp_path)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == f'error: no finished run in {tmp_path}'
+
+
+def test_views_benchmark_rows_build_their_models():
+  # Every row's overrides are config keys with valid values: each row's model builds (tiny
+  # widths), and the paper's options change the parameter count.
+  rows = json.loads(
+    subprocess.run(
+      [
+        sys.executable,
+        '-c',
+        'import json; from experiments import views_benchmark as v; print(json.dumps(v.ROWS))',
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      check=True,
+      timeout=60,
+    ).stdout
+  )
+  totals = {}
+  for row in ('jtso', 'paper_options'):
+    config, sets = rows[row]
+    out = subprocess.run(
+      [
+        sys.executable,
+        '-m',
+        'refine3d_jax.summary',
+        f'--config={config}:tiny',
+        *(f'--config.{k}={v}' for k, v in sets.items()),
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    totals[row] = re.search(r'^total\s+([0-9,]+)', out.stdout, re.M).group(1)
+  assert totals['jtso'] != totals['paper_options'], totals
