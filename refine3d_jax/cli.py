@@ -10,6 +10,7 @@ traceback. Paths come
 from local (or mounted) folders only: a URL is refused (`check_local`).
 """
 
+import logging as std_logging
 import re
 import sys
 from typing import Any, Callable, Sequence
@@ -42,8 +43,9 @@ def run(main: Callable[[list[str]], Any]) -> None:
   app.run(main_reporting_user_errors, flags_parser=parse_flags)
 
 
-def _quiet_orbax(record) -> bool:
-  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+def _quiet_orbax(record: std_logging.LogRecord) -> bool:
+  # std_logging's level: absl.logging.WARNING is absl's own scale (1), which every record passes.
+  return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def no_arguments(argv: Sequence[str]) -> None:

@@ -1,6 +1,7 @@
 """cli: a user's mistake is one `error:` line and exit status 1 (a bug keeps its traceback); the
 usage checks commands share."""
 
+import logging as std_logging
 import os
 import subprocess
 import sys
@@ -104,3 +105,13 @@ def test_positive_ints():
   for values in ([], ['0'], ['1', '-2'], ['x'], ['1.5']):
     with pytest.raises(app.UsageError, match='^bad$'):
       cli.positive_ints(values, 'bad')
+
+
+def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
+  def record(path, level):
+    return std_logging.LogRecord('absl', level, path, 1, 'msg', None, None)
+
+  orbax = '/site-packages/orbax/checkpoint/_src/checkpointers/checkpointer.py'
+  assert not cli._quiet_orbax(record(orbax, std_logging.INFO))
+  assert cli._quiet_orbax(record(orbax, std_logging.WARNING))
+  assert cli._quiet_orbax(record('/work/refine3d_jax/train.py', std_logging.INFO))
