@@ -117,7 +117,7 @@ def run_row(row: str, seed: str) -> None:
     seconds[name] = time.time() - start
   # A resumed run's 'train' counts only this call's part; metrics.jsonl has every step's time.
   with open(os.path.join(w, 'wall_seconds.json'), 'w') as f:
-    json.dump({**seconds, 'machine': _cpu_name(), 'cpus': os.cpu_count()}, f)
+    json.dump({**seconds, 'machine': _cpu_name(), 'cpus': _cpus()}, f)
 
 
 def finished() -> dict[str, list[tuple[int, str]]]:
@@ -133,6 +133,14 @@ def finished() -> dict[str, list[tuple[int, str]]]:
     if found:
       out[row] = sorted(found)
   return out
+
+
+def _cpus() -> int:
+  """The cores this process may run on (a `taskset` pinning counts), not the machine's."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
 
 
 def _cpu_name() -> str:
