@@ -30,12 +30,13 @@ class ResidualBlock2D(nn.Module):
   Input ``[N, H, W, C_in]``, output ``[N, ceil(H/2), ceil(W/2), features]``.
   """
 
+  # No defaults: the Encoder, its one user, owns them and passes every field.
   features: int
   shortcut: bool
-  kernel: int = 3
-  leaky_slope: float = 0.2
-  conv_impl: str = 'auto'  # see refine3d_jax/models/conv2d.py
-  dtype: jnp.dtype = jnp.float32
+  kernel: int
+  leaky_slope: float
+  conv_impl: str
+  dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
