@@ -6,8 +6,8 @@
 A user's mistake (errors.UserError) ends the command with one line, `error: <message>`, on
 stderr and exit status 1; a run stopped by a signal (errors.Interrupted, after its save)
 with its one line and status 128 + signum; any other exception is a bug and keeps its
-traceback. Paths come
-from local (or mounted) folders only: a URL is refused (`check_local`).
+traceback. Paths come from local (or mounted) folders only: a URL is refused
+(`check_local`).
 """
 
 import logging as std_logging

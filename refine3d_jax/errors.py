@@ -38,8 +38,9 @@ class Interrupted(Exception):
   would have)."""
 
   def __init__(self, signum: int, step: int, workdir: str = ''):
+    where = f'{workdir}: ' if workdir else ''
     super().__init__(
-      f'{workdir}: ' * bool(workdir) + f'stopped by {signal.Signals(signum).name} after step '
-      f'{step}; rerun the same command to resume'
+      f'{where}stopped by {signal.Signals(signum).name} after step {step}; '
+      'rerun the same command to resume'
     )
     self.signum, self.step = signum, step

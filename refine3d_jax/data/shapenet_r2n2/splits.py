@@ -1,4 +1,5 @@
-"""ShapeNet (3D-R2N2) categories and train/val/test splits, keyed on (synset, model_id)."""
+"""ShapeNet (3D-R2N2) categories and train/val/test splits, keyed on (synset, model_id),
+and what the two ShapeNet builders share about them (`SplitFileBuilder`)."""
 
 import gzip
 import json
