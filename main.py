@@ -34,9 +34,8 @@ def main(argv):
   config_file = config_flags.get_config_filename(flags.FLAGS['config'])
   workdir = _WORKDIR.value or workdir_lib.default_workdir(config_file, config.preset)
   cli.check_local(workdir, '--workdir')
-  logging.info(
-    'JAX devices: %s (process %d); workdir %s', jax.devices(), jax.process_index(), workdir
-  )
+  n, i = jax.process_count(), jax.process_index()
+  logging.info('JAX devices: %s (process %d of %d); workdir %s', jax.devices(), i, n, workdir)
   if jax.process_index() == 0:  # one builder; the other hosts wait for it
     build.ensure_synthetic(config.data)
   parallel.barrier('synthetic data built')
