@@ -116,16 +116,11 @@ class Reconstructor:
       inputs.append(views_lib.finish_view(pixels, self.options, params))
     return np.stack(inputs), np.stack(pictures)
 
-  def predict(
-    self,
-    images: Sequence[np.ndarray],
-    background: str = 'none',
-    framing: str = 'object',
-    names: Sequence[str] | None = None,
-  ) -> dict[str, np.ndarray]:
+  def predict(self, images: Sequence[np.ndarray], **photo_options) -> dict[str, np.ndarray]:
     """{'refined', 'coarse': float32 [S, S, S] probabilities, 'views': uint8 pictures
-    [V, S, S, 3] in the given order}."""
-    inputs, pictures = self.views(images, background, framing, names)
+    [V, S, S, 3] in the given order}; `photo_options` (background, framing, names) as in
+    `views`."""
+    inputs, pictures = self.views(images, **photo_options)
     order = sorted(range(len(inputs)), key=lambda i: hashlib.sha1(inputs[i].tobytes()).digest())
     out = self._forward(self.variables, inputs[np.asarray(order)][None])
     return {**{k: np.asarray(out[k][0]) for k in OUTPUTS}, 'views': pictures}
@@ -141,7 +136,7 @@ class Reconstructor:
     object shown by `images` (uint8 or [0, 1] float arrays [H, W], [H, W, 3], [H, W, 4])."""
     if output not in OUTPUTS:
       raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
-    return self.predict(images, background, framing)[output]
+    return self.predict(images, background=background, framing=framing)[output]
 
 
 def surface_mesh(probs: np.ndarray, threshold: float):
@@ -259,7 +254,9 @@ def main(argv: Sequence[str]) -> None:
   images = [photos.read_image(p) for p in paths]
   reconstructor = load(_WORKDIR.value, _CHECKPOINT.value)
   loaded = time.perf_counter()
-  result = reconstructor.predict(images, _BACKGROUND.value, _FRAMING.value, names=paths)
+  result = reconstructor.predict(
+    images, background=_BACKGROUND.value, framing=_FRAMING.value, names=paths
+  )
   predicted = time.perf_counter()
   config = reconstructor.config
   threshold = config.eval.threshold if _THRESHOLD.value is None else _THRESHOLD.value

@@ -57,11 +57,9 @@ class ShapenetR2n2(splits.SplitFileBuilder, tfds.core.GeneratorBasedBuilder):
 
   DESCRIPTION = _DESCRIPTION
   CITATION = _CITATION
-  VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
     '1.0.0': 'First release: array_record, PNG bytes, Pix2Vox and R2N2 splits.',
-    '1.1.0': 'Splits without validation ids (r2n2, r2n2_5class, a train/test split file) '
-    'get a validation split carved out of train (splits.CARVED_VALIDATION).',
+    **splits.SplitFileBuilder.RELEASE_NOTES,
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [

@@ -151,6 +151,11 @@ class SplitFileBuilder:
 
   DESCRIPTION = ''
   CITATION = ''
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.1.0': 'Splits without validation ids (r2n2 configs, a train/test split file) get a '
+    'validation split carved out of train (CARVED_VALIDATION); Pix2Vox-split builds are unchanged.',
+  }
 
   def __init__(self, *, split_file: str | os.PathLike | None = None, file_format=None, **kwargs):
     self._split_file = split_file

@@ -81,11 +81,9 @@ class ShapenetVox(splits.SplitFileBuilder, tfds.core.GeneratorBasedBuilder):
   """ShapeNetVox32 shapes rendered with smooth shading; labels over the 13 R2N2 classes."""
 
   DESCRIPTION = __doc__
-  VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES = {
     '1.0.0': 'Marching cubes of the blurred grid, random colour and light.',
-    '1.1.0': 'Splits without validation ids (r2n2, a train/test split file) get a '
-    'validation split carved out of train; pix2vox builds are unchanged.',
+    **splits.SplitFileBuilder.RELEASE_NOTES,
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
