@@ -15,7 +15,8 @@ modules alone, forward and backward on the multi-view batch's shapes, with its s
 their summed time. The input pipeline is timed on the config's dataset when it is built
 (the training protocol, `--views` views) and reported as a ratio to the examples per
 second the slowest stage consumes. Peak memory: device statistics where the backend has
-them, and the process's peak RSS.
+them, and the process's peak RSS. Last, the wall time of the config's whole run (training,
+validations, evaluation) at these rates (`projection.py`; the paper run needs no data).
 """
 
 import json
@@ -30,9 +31,10 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import cli, configlib, input_pipeline, jtso, parallel, summary, timing
+from refine3d_jax import cli, configlib, input_pipeline, jtso, parallel, projection, summary, timing
 from refine3d_jax import steps as steps_lib
 from refine3d_jax import train, train_state
+from refine3d_jax.errors import UserError
 
 
 # Square matmul sides whose best GFLOP/s is the ceiling. One 4096^3 bf16 matmul takes
@@ -241,6 +243,14 @@ def run(
     s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
   slowest = min(s['examples_per_s'] for s in stages.values())
   pipeline = bench_input(config, multi_views, input_batches)
+  inference = bench_inference(config, max(3, steps // 2), latency_batches)
+  b = max(latency_batches)
+  latency = {v: inference[f'{v}v_b{b}_ms_per_object'] for v in (1, 20)}
+  rates = {k: s['examples_per_s'] for k, s in stages.items()}
+  try:
+    run_time = projection.project(config, rates, latency, projection.split_sizes(config.data))
+  except (UserError, ValueError) as e:  # not built, or a schedule with an untimed stage
+    run_time = dict(note=str(e))
   if pipeline['examples_per_s'] is not None:
     pipeline['ratio_to_step'] = pipeline['examples_per_s'] / slowest
   return dict(
@@ -256,7 +266,8 @@ def run(
     matmul_size=ceiling_sizes,
     train=stages,
     modules=modules,
-    inference=bench_inference(config, max(3, steps // 2), latency_batches),
+    inference=inference,
+    run_time=run_time,
     input_pipeline=pipeline,
     memory=memory(),
   )
@@ -301,6 +312,7 @@ def format_table(r: dict[str, Any]) -> str:
       else p['note']
     )
   )
+  lines.append('a whole run of this config at these rates: ' + projection.describe(r['run_time']))
   m = r['memory']
   lines.append(
     f'memory: host peak RSS {m["host_peak_rss_mb"]:.0f} MB'

@@ -66,6 +66,12 @@ def test_bench_emits_every_field(tiny_data_dir):
   assert r['memory']['host_peak_rss_mb'] > 0 and r['matmul_gflops']['float32'] > 0
   assert r['matmul_size'] == {'float32': r['matmul_size']['float32']}
   assert r['matmul_size']['float32'] in (1024, 2048)
+  # the tiny run projected from these rates: one epoch (2 steps) of the 5 tiny objects, all
+  # in stage 1 (stage 2 starts at epoch 80)
+  t = r['run_time']
+  assert list(t['train_s']) == ['base'] and t['steps'] == t['steps_per_epoch'] == 2
+  assert t['total_s'] == sum(t['train_s'].values()) + t['validate_s'] + t['evaluate_s'] > 0
+  assert 'a whole run of this config at these rates: ' in proc.stdout
 
 
 def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
