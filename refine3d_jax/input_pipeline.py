@@ -267,6 +267,16 @@ def steps_per_epoch(
   return (num_examples // shard_count) // per_host_batch(config.train.batch_size, shard_count)
 
 
+def run_steps(
+  config: ml_collections.ConfigDict, num_examples: int, shard_count: int = 1
+) -> tuple[int, int]:
+  """(steps per epoch, steps of the whole run) of config.train over a training split of
+  `num_examples`: `train.steps_per_epoch` and `train.num_steps` where set (> 0)."""
+  t = config.train
+  per_epoch = t.steps_per_epoch or steps_per_epoch(config, num_examples, shard_count)
+  return per_epoch, t.num_steps or t.num_epochs * per_epoch
+
+
 def eval_dataset(
   config: ml_collections.ConfigDict,
   split: str,

@@ -56,8 +56,7 @@ def project(
   `examples_per_s[name]` objects/s and evaluates at `latency_ms[1]` and `[20]` ms per
   object. Raises ValueError naming a stage the schedule needs but the rates lack."""
   t = config.train
-  steps_per_epoch = t.steps_per_epoch or input_pipeline.steps_per_epoch(config, sizes['train'])
-  num_steps = t.num_steps or round(t.num_epochs * steps_per_epoch)
+  steps_per_epoch, num_steps = input_pipeline.run_steps(config, sizes['train'])
   plan = [(s, n) for s, n in jtso.schedule(config, steps_per_epoch) if s < num_steps]
   ends = [s for s, _ in plan[1:]] + [num_steps]
   untimed = [name for _, name in plan if name not in examples_per_s]

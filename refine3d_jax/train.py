@@ -168,10 +168,9 @@ def _train_and_evaluate(
   mesh = parallel.make_mesh()
   train_source = input_pipeline.open_source(config.data, 'train')
   val_source = input_pipeline.open_source(config.data, 'validation')
-  steps_per_epoch = config.train.steps_per_epoch or input_pipeline.steps_per_epoch(
+  steps_per_epoch, num_steps = input_pipeline.run_steps(
     config, len(train_source), jax.process_count()
   )
-  num_steps = config.train.num_steps or config.train.num_epochs * steps_per_epoch
   plan = jtso.schedule(config, steps_per_epoch)
   model, tx, steps, eval_fn = programs(config, steps_per_epoch)
 
