@@ -190,6 +190,11 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
     # seed 0); at 1e-4 it rose to 0.318, and ended 0.355 against 0.342 (README, "What the
     # benchmarks show").
     config.train.lr_scale.att = 0.1
+    # Validate, evaluate and predict with a moving average of the weights: on the chairs
+    # it lifted test IoU by 0.019 at 1, 5 and 20 views (mean of 2 seeds; +0.012-0.016 in
+    # seed 0, +0.022-0.026 in seed 1) and removed the validation dips (README, "What the
+    # benchmarks show"). `--config.train.ema_decay=0` is the recipe before it.
+    config.train.ema_decay = 0.999
     config.train.num_epochs = 7
     config.train.k1_epochs = 2.8
     config.train.k2_epochs = 3.5
