@@ -125,7 +125,8 @@ def get_config(preset: str = 'quick') -> ml_collections.ConfigDict:
   config.train.adam_eps = 1e-8
   config.train.ema_decay = 0.0  # > 0: validate, evaluate and predict with the moving
   # average of the weights (steps.ema_update)
-  # JTSO stages (refine3d_jax/jtso.py): 'jtso' | 'attsets' (two stages) | 'end_to_end'.
+  # JTSO stages (refine3d_jax/jtso.py): 'jtso' | 'attsets' (two stages) | 'end_to_end' |
+  # 'jtso_joint' (stages 1-2, then end to end).
   # The paper gives no k1/k2; ours: a third of the epochs per stage.
   config.train.schedule = 'jtso'
   config.train.k1_epochs = 80.0  # stage 2 (attention on view sets) starts here

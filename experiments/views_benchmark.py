@@ -45,6 +45,8 @@ ROWS = {
   'end_to_end': ('configs/end_to_end.py', {}),
   'attsets': ('configs/jtso.py', {'model.fusion': 'attsets'}),
   'mean': ('configs/jtso.py', {'model.fusion': 'mean'}),
+  # JTSO's stages 1 and 2, then end to end (every group on the multi-view loss) from k2.
+  'jtso_joint': ('configs/jtso.py', {'train.schedule': 'jtso_joint'}),
   # The paper preset's model options (configs/jtso.py, README "The paper preset") at the
   # quick widths; the bottleneck keeps the paper's 4:1 (8192 -> 2048): 1024 -> 256 here.
   'paper_options': (
@@ -63,6 +65,7 @@ LABELS = {
   'end_to_end': 'end-to-end, self-attention',
   'attsets': 'JTSO, AttSets pooling',
   'mean': 'JTSO, mean of views',
+  'jtso_joint': 'JTSO stages 1-2, then end to end',
   'paper_options': "JTSO, the paper's model options",
 }
 

@@ -15,7 +15,7 @@ from refine3d_jax import cli
 from refine3d_jax.errors import UserError
 
 FUSIONS = ('self_attention', 'attsets', 'mean')
-SCHEDULES = ('jtso', 'attsets', 'end_to_end')  # refine3d_jax/jtso.py
+SCHEDULES = ('jtso', 'attsets', 'end_to_end', 'jtso_joint')  # refine3d_jax/jtso.py
 DATASETS = ('shapenet_r2n2', 'shapenet_vox', 'synthetic_shapes')  # data.build.DATASETS
 PROTOCOLS = ('r2n2_127', 'pix2vox_224')  # refine3d_jax.data.transforms.PROTOCOLS
 EVAL_VIEWS = ('first_n', 'random')

@@ -11,7 +11,9 @@ The model's subtrees form three groups: `base` (encoder + decoder), `att` (atten
   joint  multi-view batches; every group learns from the multi-view loss (end-to-end)
 
 Schedules: 'jtso' = base, att from k1, jtso from k2 (the paper); 'attsets' = base, att
-from k1 (AttSets' two-stage FASet); 'end_to_end' = joint throughout (the ablation).
+from k1 (AttSets' two-stage FASet); 'end_to_end' = joint throughout (the ablation);
+'jtso_joint' = base, att from k1, joint from k2 (stages 1-2, then the decoder learns on
+fused features too: a recipe variant, not the paper's).
 
 The optimizer is always `multi_transform({group: scale_by_adam})` over the same labels, so
 its state has one structure in every stage and a checkpoint of any stage restores in any
@@ -75,6 +77,8 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> list[tu
     return [(0, 'base'), (k1, 'att'), (k2, 'jtso')]
   if t.schedule == 'attsets':
     return [(0, 'base'), (k1, 'att')]
+  if t.schedule == 'jtso_joint':
+    return [(0, 'base'), (k1, 'att'), (k2, 'joint')]
   if t.schedule == 'end_to_end':
     return [(0, 'joint')]
   raise ValueError(f'config.train.schedule = {t.schedule!r}: must be one of {SCHEDULES}')

@@ -156,6 +156,10 @@ def test_schedules():
   assert jtso.stage_at(1000, jtso.schedule(config, 10)).name == 'att'
   config.train.schedule = 'end_to_end'
   assert jtso.stage_at(0, jtso.schedule(config, 10)).trainable == frozenset(jtso.GROUPS)
+  config.train.schedule = 'jtso_joint'
+  plan = jtso.schedule(config, 10)
+  assert plan == [(0, 'base'), (10, 'att'), (25, 'joint')]
+  assert jtso.stage_at(25, plan).multi == jtso.GROUPS
 
 
 def test_learning_rate_decay():

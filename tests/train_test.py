@@ -88,6 +88,16 @@ def test_tiny_run_learns(data_dir, tmp_path):
   assert val and 0 <= val[-1]['val_iou_1v'] <= val[-1]['val_iou_best_1v'] <= 1
 
 
+def test_jtso_joint_ends_end_to_end(data_dir, tmp_path):
+  """'jtso_joint': stages 1 and 2, then every group on the multi-view loss."""
+  train.train_and_evaluate(
+    small_config(data_dir, num_steps=4, schedule='jtso_joint'), str(tmp_path)
+  )
+  logged = [m for m in _logged(tmp_path) if 'stage' in m]
+  assert [m['stage'] for m in logged] == [1, 1, 2, 0]
+  assert 'loss_single' not in logged[-1] and logged[-1]['lr_base'] > 0
+
+
 def main_args(data_dir, workdir, num_steps):
   """`python main.py` on the tiny preset at 16^3, like small_config."""
   return [
