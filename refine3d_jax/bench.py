@@ -2,7 +2,7 @@ r"""Benchmark: the machine's matmul ceiling, the training step per JTSO stage, i
 latency, the input pipeline and memory, on whatever devices are present.
 
   python -m refine3d_jax.bench --config=configs/jtso.py:paper [--views=1,3] [--batch=4]
-      [--steps=10] [--latency_batches=1,32] [--json]
+      [--steps=10] [--latency_batches=1,32] [--json] [--train_only]
 
 Training steps run on random batches of the config's shapes (the data never limits them)
 over every local device, the batch sharded as in training; times are medians of `--steps`
@@ -224,8 +224,10 @@ def run(
   steps: int,
   input_batches: int = 10,
   latency_batches: Sequence[int] = (1, 32),
+  train_only: bool = False,
 ) -> dict[str, Any]:
-  """Every measurement, as one JSON-ready dict."""
+  """Every measurement, as one JSON-ready dict; `train_only`: the ceiling and the
+  training steps, for A/B runs (the other entries are then absent)."""
   configlib.validate(config)
   device = jax.devices()[0]
   gpu = device.platform != 'cpu'
@@ -237,8 +239,24 @@ def run(
   config = config.copy_and_resolve_references()
   config.train.num_views = multi_views
   stages = bench_train(config, batch, multi_views, steps)
-  modules = bench_modules(config, batch, multi_views, max(3, steps // 2))
+  header = dict(
+    date=time.strftime('%Y-%m-%d'),
+    device=timing.device_name(device),
+    devices=jax.device_count(),
+    preset=config.get('preset', ''),
+    dtype=config.model.dtype,
+    image_size=config.model.image_size,
+    batch=batch,
+    views=multi_views,
+    matmul_gflops=ceilings,
+    matmul_size=ceiling_sizes,
+  )
   ceiling = ceilings['bfloat16' if config.model.dtype == 'bfloat16' else 'float32']
+  if train_only:
+    for s in stages.values():
+      s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
+    return dict(**header, train=stages, memory=memory())
+  modules = bench_modules(config, batch, multi_views, max(3, steps // 2))
   for s in [*stages.values(), *modules.values()]:
     s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
   slowest = min(s['examples_per_s'] for s in stages.values())
@@ -254,16 +272,7 @@ def run(
   if pipeline['examples_per_s'] is not None:
     pipeline['ratio_to_step'] = pipeline['examples_per_s'] / slowest
   return dict(
-    date=time.strftime('%Y-%m-%d'),
-    device=timing.device_name(device),
-    devices=jax.device_count(),
-    preset=config.get('preset', ''),
-    dtype=config.model.dtype,
-    image_size=config.model.image_size,
-    batch=batch,
-    views=multi_views,
-    matmul_gflops=ceilings,
-    matmul_size=ceiling_sizes,
+    **header,
     train=stages,
     modules=modules,
     inference=inference,
@@ -291,6 +300,8 @@ def format_table(r: dict[str, Any]) -> str:
       f'{s["examples_per_s"]:>9.1f}{s["gflops_per_step"]:>12.2f}'
       f'{s["gflops_per_s"]:>9.1f}{s["fraction_of_ceiling"]:>10.0%}'
     )
+  if 'modules' not in r:  # --train_only
+    return '\n'.join(lines)
   lines.append(f'modules alone, forward + backward, batch {r["batch"]} x {r["views"]} views:')
   lines.append(f'{"module":<10}{"ms":>10}{"GFLOP":>9}{"GFLOP/s":>9}{"of ceiling":>11}{"share":>7}')
   for name, m in r['modules'].items():
@@ -328,7 +339,9 @@ def main(argv: Sequence[str]) -> None:
   latency = cli.positive_ints(_LATENCY.value, error)
   cli.positive_ints([_BATCH.value, _STEPS.value], error)
   config = _CONFIG.value
-  result = run(config, _BATCH.value, views, _STEPS.value, latency_batches=latency)
+  result = run(
+    config, _BATCH.value, views, _STEPS.value, latency_batches=latency, train_only=_TRAIN_ONLY.value
+  )
   print(format_table(result))
   if _JSON.value:
     print(json.dumps(result))
@@ -347,4 +360,7 @@ if __name__ == '__main__':
     'latency_batches', ['1', '32'], 'Batch sizes of the inference latency (1 and 20 views each).'
   )
   _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line with every figure.')
+  _TRAIN_ONLY = flags.DEFINE_bool(
+    'train_only', False, 'Only the ceiling and the training steps (for A/B runs).'
+  )
   cli.run(main)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from refine3d_jax import layer_bench
+from configs import jtso as jtso_config
+from refine3d_jax import bench, layer_bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,3 +85,15 @@ def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
   assert ' 4^3   2->  3 k3:  native' in out and 'fold' in out
   with pytest.raises(SystemExit, match='usage: python -m refine3d_jax.layer_bench'):
     layer_bench.main(['layer_bench', 'conv4d'])
+
+
+def test_bench_train_only_skips_the_rest():
+  config = jtso_config.get_config('tiny')
+  config.model.volume_size = 16
+  config.model.refiner_widths = (4, 4)
+  r = bench.run(config, batch=2, views=(1, 2), steps=1, train_only=True)
+  assert set(r['train']) == {'base', 'att', 'jtso'}
+  assert all(s['fraction_of_ceiling'] > 0 for s in r['train'].values())
+  assert not {'modules', 'inference', 'input_pipeline', 'run_time'} & set(r)
+  table = bench.format_table(r)
+  assert 'of ceiling' in table and 'modules alone' not in table
