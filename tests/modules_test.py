@@ -130,6 +130,37 @@ def test_conv3d_fold_equals_native_and_flax(kernel, channels):
   check_lowerings(flax_conv, x, [Conv3D(o, kernel, impl=impl) for impl in ('fold', 'native')])
 
 
+class _UpsampledFlaxConv(nn.Module):
+  """flax.linen.Conv of the 2x nearest-upsampled input: the reference of UpConv3D."""
+
+  features: int
+  kernel: int
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.Conv(self.features, (self.kernel,) * 3, name='conv')(upsample_nearest(x))
+
+
+class _Named(nn.Module):
+  """`conv` (a field, so named 'conv'): its parameters sit where _UpsampledFlaxConv's do."""
+
+  conv: nn.Module
+
+  def __call__(self, x):
+    return self.conv(x)
+
+
+@pytest.mark.parametrize('kernel', [1, 2, 3, 4, 5])
+@pytest.mark.parametrize('channels', [(3, 2), (4, 1)])
+def test_upconv3d_equals_upsample_then_conv(kernel, channels):
+  # conv3d_up2 works on the coarse grid (8 output phases, depth-to-space) yet gives the
+  # values and gradients of upsampling first, with flax.linen.Conv's parameters.
+  c, o = channels
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 2, c))
+  ours = [_Named(conv3d_lib.UpConv3D(o, kernel, impl=impl)) for impl in ('fold', 'native')]
+  check_lowerings(_UpsampledFlaxConv(o, kernel), x, ours)
+
+
 def test_conv3d_impl_choice():
   assert resolve_impl('auto', backend='cpu') == 'fold'
   assert resolve_impl('auto', backend='gpu') == 'fold'

@@ -14,7 +14,9 @@ The paper describes "five residual blocks" with six widths (128, 128, 128, 64, 6
 Upsampling is nearest-neighbour resize followed by the block's 3x3x3 convolution (and the
 shortcut's 1x1x1 one), not ``ConvTranspose``: 3D transposed convolutions run at
 1-2 GFLOP/s on XLA:CPU, while resize + conv runs as an ordinary convolution (lowered as
-``conv_impl`` says: refine3d_jax/models/conv3d.py).
+``conv_impl`` says: refine3d_jax/models/conv3d.py). Both are computed on the coarse grid,
+equal to resizing first: the 3x3x3 one by ``conv3d.conv3d_up2``, the shortcut before the
+resize.
 ``head='shuffle'`` (an option, off in the paper preset) replaces the last 2x upsampling and
 its block by a 1x1x1 convolution to 8 logits per voxel at half the size, rearranged into
 the 2x2x2 voxels they cover (3D depth-to-space, the "sub-pixel convolution" of ESPCN): no
@@ -33,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refine3d_jax.models.conv3d import Conv3D
+from refine3d_jax.models.conv3d import Conv3D, UpConv3D
 
 
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
@@ -81,15 +83,17 @@ class ResidualBlock3D(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = lambda k, name: Conv3D(
+    conv = lambda k, name, cls=Conv3D: cls(
       self.features, k, impl=self.conv_impl, dtype=self.dtype, name=name
     )
     act = lambda y: nn.leaky_relu(y, self.leaky_slope)
-    if self.upsample:
-      x = upsample_nearest(x)
-    y = conv(3, 'conv2')(act(conv(3, 'conv1')(x)))
+    # conv1 of the upsampled input runs on the input's grid (conv3d.conv3d_up2), and the
+    # 1x1x1 shortcut before the upsampling: both equal to upsampling first
+    y = conv(3, 'conv2')(act(conv(3, 'conv1', UpConv3D if self.upsample else Conv3D)(x)))
     if self.conv_shortcut or x.shape[-1] != self.features:
       x = conv(1, 'shortcut')(x)
+    if self.upsample:
+      x = upsample_nearest(x)
     return act(x + y)
 
 

@@ -16,7 +16,8 @@ code's (and Pix2Vox's) fully connected bottleneck at the lowest resolution, x + 
 ReLU(FC_h(flatten x)))) (8192 -> 2048 -> 8192 at 4^3 x 128), or 0 for none; ``bn_momentum``
 0.99 (the authors' framework's default) or 0.9 (the running statistics' decay, Flax's
 convention: new = momentum * old + (1 - momentum) * batch).
-Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU).
+Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU); each
+resize + conv is computed on the coarse grid (``conv3d.conv3d_up2``, the same function).
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
 """
@@ -27,8 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refine3d_jax.models.conv3d import Conv3D
-from refine3d_jax.models.decoder import upsample_nearest
+from refine3d_jax.models.conv3d import Conv3D, UpConv3D
 from refine3d_jax.models.pooling import max_pool2
 
 
@@ -45,10 +45,11 @@ class ConvBNAct(nn.Module):
   dtype: jnp.dtype = jnp.float32
   activation: str = 'leaky_relu'
   bn_momentum: float = 0.9
+  upsample: bool = False  # convolve the 2x nearest-upsampled input (conv3d.conv3d_up2)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = Conv3D(
+    x = (UpConv3D if self.upsample else Conv3D)(
       self.features, self.kernel, use_bias=False, impl=self.conv_impl, dtype=self.dtype, name='conv'
     )(x)
     x = nn.BatchNorm(
@@ -82,8 +83,16 @@ class Refiner(nn.Module):
       raise ValueError(
         f'refiner up_activation must be one of {ACTIVATIONS}, got {self.up_activation!r}'
       )
-    block = lambda w, name, act='leaky_relu': ConvBNAct(
-      w, self.kernel, self.leaky_slope, self.conv_impl, self.dtype, act, self.bn_momentum, name=name
+    block = lambda w, name, act='leaky_relu', up=False: ConvBNAct(
+      w,
+      self.kernel,
+      self.leaky_slope,
+      self.conv_impl,
+      self.dtype,
+      act,
+      self.bn_momentum,
+      up,
+      name=name,
     )
     x = jax.nn.sigmoid(coarse_logits)[..., None].astype(self.dtype)
     skips = []
@@ -97,16 +106,13 @@ class Refiner(nn.Module):
       h = nn.relu(nn.Dense(flat.shape[-1], dtype=self.dtype, name='fc2')(h))
       x = x + h.reshape(x.shape)
     for i in reversed(range(len(self.widths) - 1)):
-      x = (
-        block(self.widths[i], f'up{i + 1}', self.up_activation)(upsample_nearest(x), train)
-        + skips[i]
-      )
-    delta = Conv3D(
+      x = block(self.widths[i], f'up{i + 1}', self.up_activation, up=True)(x, train) + skips[i]
+    delta = UpConv3D(
       1,
       self.kernel,
       impl=self.conv_impl,
       dtype=self.dtype,
       kernel_init=nn.initializers.zeros,
       name='delta',
-    )(upsample_nearest(x))
+    )(x)
     return coarse_logits + delta[..., 0].astype(coarse_logits.dtype)
