@@ -4,6 +4,7 @@ both ways, on the default device. Results and their commands are in BENCHMARKS.m
 
   python -m refine3d_jax.layer_bench conv2d [quick|paper] [batch]
   python -m refine3d_jax.layer_bench conv3d [quick|paper] [batch] [dtype] [parts]
+  python -m refine3d_jax.layer_bench up3d [quick|paper] [batch]
 
 `parts` times the forward, the input gradient and the kernel gradient apart, each as a
 fraction of a 2048^3 matmul measured first.
@@ -16,7 +17,8 @@ import jax.numpy as jnp
 
 from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
-from refine3d_jax.models.conv3d import conv3d
+from refine3d_jax.models.conv3d import conv3d, conv3d_up2
+from refine3d_jax.models.decoder import upsample_nearest
 
 # The layer tables, a few layers a row (ruff format would put every number on a line).
 # fmt: off
@@ -37,6 +39,14 @@ CONV3D_LAYERS = {
             (16, 64, 32, 4), (32, 32, 1, 4), (4, 128, 128, 3), (8, 128, 128, 3),
             (16, 128, 64, 3), (16, 64, 64, 3), (32, 64, 64, 3), (32, 64, 32, 3),
             (32, 32, 32, 3)],
+}
+# 3D layers that convolve a 2x upsampled input (output side, channels in, channels out,
+# kernel): the decoder's upsampling blocks' first conv and the refiner's up path.
+UP3D_LAYERS = {
+  'quick': [(4, 64, 64, 3), (8, 64, 32, 3), (16, 32, 16, 3), (8, 16, 8, 4), (16, 8, 4, 4),
+            (32, 4, 1, 4)],
+  'paper': [(4, 128, 128, 3), (8, 128, 128, 3), (16, 128, 64, 3), (32, 64, 64, 3),
+            (8, 128, 64, 4), (16, 64, 32, 4), (32, 32, 1, 4)],
 }
 # fmt: on
 
@@ -108,10 +118,35 @@ def conv3d_layers(
     print(row, flush=True)
 
 
+def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
+  """Times forward + gradient of `preset`'s convolutions of a 2x upsampled input, as
+  upsampling then the folded convolution, and as `conv3d_up2` on the coarse grid."""
+  time = lambda f, *a: timing.median_time(lambda: f(*a), 20, budget_s=10.0)
+  print(
+    f'{timing.device_name(jax.devices()[0])}; {preset} upsampling layers, batch {batch}: '
+    'ms forward + gradient, upsample + conv / on the coarse grid'
+  )
+  ways = {
+    'upsample+conv': lambda x, w: conv3d(upsample_nearest(x), w, 'fold'),
+    'coarse': lambda x, w: conv3d_up2(x, w, 'fold'),
+  }
+  for s, ci, co, k in UP3D_LAYERS[preset]:
+    x = jax.random.normal(jax.random.key(0), (batch, s // 2, s // 2, s // 2, ci))
+    w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co))
+    row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
+    times = []
+    for name, f in ways.items():
+      grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+      times.append(time(grad, x, w))
+      row += f'  {name} {times[-1] * 1e3:9.3f}'
+    print(f'{row}  ({times[0] / times[1]:.2f}x)', flush=True)
+
+
 def main(argv: list[str]) -> None:
   commands = {
     'conv2d': (conv2d_layers, (str, int)),
     'conv3d': (conv3d_layers, (str, int, str, str)),
+    'up3d': (up3d_layers, (str, int)),
   }
   if len(argv) < 2 or argv[1] not in commands:
     sys.exit(f'usage: python -m refine3d_jax.layer_bench {{{"|".join(commands)}}} [preset] ...')

@@ -80,9 +80,12 @@ def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
   monkeypatch.setitem(layer_bench.CONV3D_LAYERS, 'tiny', [(4, 2, 3, 3)])
   layer_bench.main(['layer_bench', 'conv2d', 'tiny', '1'])
   layer_bench.main(['layer_bench', 'conv3d', 'tiny', '1'])
+  monkeypatch.setitem(layer_bench.UP3D_LAYERS, 'tiny', [(4, 2, 3, 4)])
+  layer_bench.main(['layer_bench', 'up3d', 'tiny', '1'])
   out = capsys.readouterr().out
   assert '4 px   3->  8 k3:  native' in out and 'matmul' in out
   assert ' 4^3   2->  3 k3:  native' in out and 'fold' in out
+  assert ' 4^3   2->  3 k4:  upsample+conv' in out and 'coarse' in out
   with pytest.raises(SystemExit, match='usage: python -m refine3d_jax.layer_bench'):
     layer_bench.main(['layer_bench', 'conv4d'])
 
