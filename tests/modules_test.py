@@ -11,7 +11,7 @@ from refine3d_jax.models import conv3d as conv3d_lib
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import Decoder, depth_to_space, num_upsamplings, upsample_nearest
 from refine3d_jax.models.encoder import Encoder
-from refine3d_jax.models.pooling import max_pool2
+from refine3d_jax.models.pooling import max_over_phases, max_pool2
 from refine3d_jax.models.refiner import Refiner
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
 from tests.testutil import perturb
@@ -168,6 +168,37 @@ def test_upconv3d_grid_choice():
   assert conv3d_lib.up2_on_coarse_grid(4, 4, backend='cpu')
   assert not conv3d_lib.up2_on_coarse_grid(2, 4, backend='cpu')
   assert not conv3d_lib.up2_on_coarse_grid(16, 4, backend='gpu')  # not measured there
+
+
+@pytest.mark.parametrize('kernel', [2, 3, 4])
+def test_conv3d_phases_equals_conv_then_space_to_depth(kernel):
+  # On the coarse grid (1 -> 4 channels, as the quick refiner's first layer) or convolved
+  # at full size, then rearranged: the same values and gradients.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 6, 4, 1))
+  w = jax.random.normal(jax.random.PRNGKey(1), (kernel,) * 3 + (1, 4))
+  assert conv3d_lib.phases_on_coarse_grid(1, 4, backend='cpu')
+  reference = lambda x, w: conv3d_lib.space_to_depth(conv3d_lib.conv3d(x, w, 'native'))
+  ours = lambda x, w: conv3d_lib.conv3d_phases(x, w, 'fold')
+  np.testing.assert_allclose(ours(x, w), reference(x, w), atol=1e-5)
+  grads = [
+    jax.grad(lambda x, w, f=f: jnp.sum(jnp.sin(f(x, w))), (0, 1))(x, w) for f in (ours, reference)
+  ]
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+  assert not conv3d_lib.phases_on_coarse_grid(4, 8, backend='cpu')  # measured slower
+
+
+def test_space_to_depth_and_max_over_phases_equal_max_pool2():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 6, 2, 3))
+  phases = conv3d_lib.space_to_depth(x)
+  assert phases.shape == (2, 2, 3, 1, 8, 3)
+  np.testing.assert_array_equal(phases[0, 1, 2, 0, 5], x[0, 3, 4, 1])  # offset (1, 0, 1)
+  np.testing.assert_array_equal(max_over_phases(phases), max_pool2(x))
+  x = jnp.round(x)  # ties: the gradient goes to the same (first) maximum
+  g = lambda pool: jax.grad(lambda x: jnp.sum(jnp.arange(18.0) @ pool(x).reshape(18, -1)))(x)
+  np.testing.assert_array_equal(
+    g(lambda x: max_over_phases(conv3d_lib.space_to_depth(x))), g(max_pool2)
+  )
 
 
 def test_conv3d_impl_choice():

@@ -48,3 +48,10 @@ def max_pool2(x: jax.Array) -> jax.Array:
   order = [0, *range(1, 2 * d, 2), 2 * d + 1, *range(2, 2 * d + 1, 2)]
   windows = jnp.transpose(x, order).reshape(*[shape[i] for i in order[: d + 1]], x.shape[-1], 2**d)
   return _window_max(windows, 2**d)
+
+
+def max_over_phases(x: jax.Array) -> jax.Array:
+  """``[..., 8, C]`` -> ``[..., C]``: the max over the 2x2x2 block of a volume in
+  ``conv3d.space_to_depth``'s layout, equal in value and gradient to ``max_pool2`` of the
+  volume (the same window order, the gradient to the first maximum)."""
+  return _window_max(jnp.moveaxis(x, -2, -1), x.shape[-2])

@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refine3d_jax.models.conv3d import Conv3D, UpConv3D
-from refine3d_jax.models.pooling import max_pool2
+from refine3d_jax.models.conv3d import Conv3D, PhaseConv3D, UpConv3D
+from refine3d_jax.models.pooling import max_over_phases
 
 
 ACTIVATIONS = ('leaky_relu', 'relu')
@@ -46,10 +46,12 @@ class ConvBNAct(nn.Module):
   activation: str = 'leaky_relu'
   bn_momentum: float = 0.9
   upsample: bool = False  # convolve the 2x nearest-upsampled input (conv3d.conv3d_up2)
+  phases: bool = False  # output in 2x2x2 blocks [N, D/2, H/2, W/2, 8, C] (conv3d_phases)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = (UpConv3D if self.upsample else Conv3D)(
+    conv = PhaseConv3D if self.phases else UpConv3D if self.upsample else Conv3D
+    x = conv(
       self.features, self.kernel, use_bias=False, impl=self.conv_impl, dtype=self.dtype, name='conv'
     )(x)
     x = nn.BatchNorm(
@@ -83,7 +85,7 @@ class Refiner(nn.Module):
       raise ValueError(
         f'refiner up_activation must be one of {ACTIVATIONS}, got {self.up_activation!r}'
       )
-    block = lambda w, name, act='leaky_relu', up=False: ConvBNAct(
+    block = lambda w, name, act='leaky_relu', up=False, phases=False: ConvBNAct(
       w,
       self.kernel,
       self.leaky_slope,
@@ -92,13 +94,15 @@ class Refiner(nn.Module):
       act,
       self.bn_momentum,
       up,
+      phases,
       name=name,
     )
     x = jax.nn.sigmoid(coarse_logits)[..., None].astype(self.dtype)
     skips = []
     for i, width in enumerate(self.widths):
-      x = block(width, f'down{i + 1}')(x, train)
-      x = max_pool2(x)
+      # conv -> BN -> act in 2x2x2 blocks (BatchNorm's statistics are the same), so the
+      # max-pool is a max over the block (conv3d.conv3d_phases)
+      x = max_over_phases(block(width, f'down{i + 1}', phases=True)(x, train))
       skips.append(x)
     if self.bottleneck:
       flat = x.reshape(x.shape[0], -1)
