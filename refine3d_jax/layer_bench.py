@@ -5,6 +5,7 @@ both ways, on the default device. Results and their commands are in BENCHMARKS.m
   python -m refine3d_jax.layer_bench conv2d [quick|paper] [batch]
   python -m refine3d_jax.layer_bench conv3d [quick|paper] [batch] [dtype] [parts]
   python -m refine3d_jax.layer_bench up3d [quick|paper] [batch]
+  python -m refine3d_jax.layer_bench phases3d [quick|paper] [batch]
 
 `parts` times the forward, the input gradient and the kernel gradient apart, each as a
 fraction of a 2048^3 matmul measured first.
@@ -17,7 +18,12 @@ import jax.numpy as jnp
 
 from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
-from refine3d_jax.models.conv3d import conv3d, conv3d_up2
+from refine3d_jax.models.conv3d import (
+  conv3d,
+  conv3d_phases_coarse,
+  conv3d_up2_coarse,
+  space_to_depth,
+)
 from refine3d_jax.models.decoder import upsample_nearest
 
 # The layer tables, a few layers a row (ruff format would put every number on a line).
@@ -47,6 +53,12 @@ UP3D_LAYERS = {
             (32, 4, 1, 4)],
   'paper': [(4, 128, 128, 3), (8, 128, 128, 3), (16, 128, 64, 3), (32, 64, 64, 3),
             (8, 128, 64, 4), (16, 64, 32, 4), (32, 32, 1, 4)],
+}
+# 3D layers followed by a 2x max-pool (side, channels in, channels out, kernel): the
+# refiner's down path.
+PHASE3D_LAYERS = {
+  'quick': [(32, 1, 4, 4), (16, 4, 8, 4), (8, 8, 16, 4)],
+  'paper': [(32, 1, 32, 4), (16, 32, 64, 4), (8, 64, 128, 4)],
 }
 # fmt: on
 
@@ -128,10 +140,34 @@ def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
   )
   ways = {
     'upsample+conv': lambda x, w: conv3d(upsample_nearest(x), w, 'fold'),
-    'coarse': lambda x, w: conv3d_up2(x, w, 'fold'),
+    'coarse': lambda x, w: conv3d_up2_coarse(x, w, 'fold'),
   }
   for s, ci, co, k in UP3D_LAYERS[preset]:
     x = jax.random.normal(jax.random.key(0), (batch, s // 2, s // 2, s // 2, ci))
+    w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co))
+    row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
+    times = []
+    for name, f in ways.items():
+      grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+      times.append(time(grad, x, w))
+      row += f'  {name} {times[-1] * 1e3:9.3f}'
+    print(f'{row}  ({times[0] / times[1]:.2f}x)', flush=True)
+
+
+def phases3d_layers(preset: str = 'quick', batch: int = 16) -> None:
+  """Times forward + gradient of `preset`'s convolutions before a max-pool, as the folded
+  convolution then ``space_to_depth``, and as ``conv3d_phases`` on the coarse grid."""
+  time = lambda f, *a: timing.median_time(lambda: f(*a), 20, budget_s=10.0)
+  print(
+    f'{timing.device_name(jax.devices()[0])}; {preset} layers before a max-pool, batch '
+    f'{batch}: ms forward + gradient, conv + space_to_depth / on the coarse grid'
+  )
+  ways = {
+    'conv+s2d': lambda x, w: space_to_depth(conv3d(x, w, 'fold')),
+    'coarse': lambda x, w: conv3d_phases_coarse(x, w, 'fold'),
+  }
+  for s, ci, co, k in PHASE3D_LAYERS[preset]:
+    x = jax.random.normal(jax.random.key(0), (batch, s, s, s, ci))
     w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co))
     row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
     times = []
@@ -147,6 +183,7 @@ def main(argv: list[str]) -> None:
     'conv2d': (conv2d_layers, (str, int)),
     'conv3d': (conv3d_layers, (str, int, str, str)),
     'up3d': (up3d_layers, (str, int)),
+    'phases3d': (phases3d_layers, (str, int)),
   }
   if len(argv) < 2 or argv[1] not in commands:
     sys.exit(f'usage: python -m refine3d_jax.layer_bench {{{"|".join(commands)}}} [preset] ...')

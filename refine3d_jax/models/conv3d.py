@@ -112,6 +112,12 @@ def conv3d_up2(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array
   kd, kh, kw, c, o = kernel.shape
   if resolve_impl(impl) == 'native' or not up2_on_coarse_grid(min(x.shape[1:4]), max(kd, kh, kw)):
     return conv3d(_upsample2(x), kernel, impl)
+  return conv3d_up2_coarse(x, kernel, impl)
+
+
+def conv3d_up2_coarse(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
+  """``conv3d_up2`` on the coarse grid, whatever the layer."""
+  kd, kh, kw, c, o = kernel.shape
   mats = [jnp.asarray(_phase_taps(k)[1], kernel.dtype) for k in (kd, kh, kw)]
   # K'[a, b, e, c, (p, q, r, o)] = sum_{t, u, v} A[p, a, t] A[q, b, u] A[r, e, v] K[t, u, v]
   low = jnp.einsum('pat,qbu,rev,tuvco->abecpqro', *mats, kernel)
@@ -150,6 +156,13 @@ def conv3d_phases(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Ar
   n, d, h, w, _ = x.shape
   if resolve_impl(impl) == 'native' or not phases_on_coarse_grid(c, o):
     return space_to_depth(conv3d(x, kernel, impl))
+  return conv3d_phases_coarse(x, kernel, impl)
+
+
+def conv3d_phases_coarse(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
+  """``conv3d_phases`` on the coarse grid, whatever the layer."""
+  kd, kh, kw, c, o = kernel.shape
+  n, d, h, w, _ = x.shape
   mats = []
   for k in (kd, kh, kw):
     r0, taps = _phase_taps(k)  # taps[p, j, t]: output phase p, tap t reads coarse m + r0 + j
