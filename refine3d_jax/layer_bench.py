@@ -130,20 +130,14 @@ def conv3d_layers(
     print(row, flush=True)
 
 
-def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
-  """Times forward + gradient of `preset`'s convolutions of a 2x upsampled input, as
-  upsampling then the folded convolution, and as `conv3d_up2` on the coarse grid."""
+def _two_ways(title: str, layers, input_side, ways: dict, batch: int) -> None:
+  """Prints forward + gradient ms of each of `ways` (two lowerings of one function) on
+  every layer (side, channels in, channels out, kernel), the input of side
+  `input_side(side)`, and the first's time over the second's."""
   time = lambda f, *a: timing.median_time(lambda: f(*a), 20, budget_s=10.0)
-  print(
-    f'{timing.device_name(jax.devices()[0])}; {preset} upsampling layers, batch {batch}: '
-    'ms forward + gradient, upsample + conv / on the coarse grid'
-  )
-  ways = {
-    'upsample+conv': lambda x, w: conv3d(upsample_nearest(x), w, 'fold'),
-    'coarse': lambda x, w: conv3d_up2_coarse(x, w, 'fold'),
-  }
-  for s, ci, co, k in UP3D_LAYERS[preset]:
-    x = jax.random.normal(jax.random.key(0), (batch, s // 2, s // 2, s // 2, ci))
+  print(f'{timing.device_name(jax.devices()[0])}; {title}', flush=True)
+  for s, ci, co, k in layers:
+    x = jax.random.normal(jax.random.key(0), (batch,) + (input_side(s),) * 3 + (ci,))
     w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co))
     row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
     times = []
@@ -152,30 +146,34 @@ def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
       times.append(time(grad, x, w))
       row += f'  {name} {times[-1] * 1e3:9.3f}'
     print(f'{row}  ({times[0] / times[1]:.2f}x)', flush=True)
+
+
+def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
+  """Times forward + gradient of `preset`'s convolutions of a 2x upsampled input, as
+  upsampling then the folded convolution, and as `conv3d_up2` on the coarse grid."""
+  ways = {
+    'upsample+conv': lambda x, w: conv3d(upsample_nearest(x), w, 'fold'),
+    'coarse': lambda x, w: conv3d_up2_coarse(x, w, 'fold'),
+  }
+  title = (
+    f'{preset} upsampling layers, batch {batch}: ms forward + gradient, upsample + conv / '
+    'on the coarse grid'
+  )
+  _two_ways(title, UP3D_LAYERS[preset], lambda s: s // 2, ways, batch)
 
 
 def phases3d_layers(preset: str = 'quick', batch: int = 16) -> None:
   """Times forward + gradient of `preset`'s convolutions before a max-pool, as the folded
   convolution then ``space_to_depth``, and as ``conv3d_phases`` on the coarse grid."""
-  time = lambda f, *a: timing.median_time(lambda: f(*a), 20, budget_s=10.0)
-  print(
-    f'{timing.device_name(jax.devices()[0])}; {preset} layers before a max-pool, batch '
-    f'{batch}: ms forward + gradient, conv + space_to_depth / on the coarse grid'
-  )
   ways = {
     'conv+s2d': lambda x, w: space_to_depth(conv3d(x, w, 'fold')),
     'coarse': lambda x, w: conv3d_phases_coarse(x, w, 'fold'),
   }
-  for s, ci, co, k in PHASE3D_LAYERS[preset]:
-    x = jax.random.normal(jax.random.key(0), (batch, s, s, s, ci))
-    w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co))
-    row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
-    times = []
-    for name, f in ways.items():
-      grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
-      times.append(time(grad, x, w))
-      row += f'  {name} {times[-1] * 1e3:9.3f}'
-    print(f'{row}  ({times[0] / times[1]:.2f}x)', flush=True)
+  title = (
+    f'{preset} layers before a max-pool, batch {batch}: ms forward + gradient, '
+    'conv + space_to_depth / on the coarse grid'
+  )
+  _two_ways(title, PHASE3D_LAYERS[preset], lambda s: s, ways, batch)
 
 
 def main(argv: list[str]) -> None:
