@@ -11,6 +11,9 @@ summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 layer of the quick and paper models, and stays native elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
 refine3d_jax.layer_bench conv3d ...``), are in BENCHMARKS.md.
+Around a 2x resize, ``conv3d_up2`` (a convolution of the upsampled input) and
+``conv3d_phases`` (a convolution whose output a 2x max-pool follows) work on the coarse
+grid where measured faster (``UpConv3D``, ``PhaseConv3D``).
 Parameters (``kernel [k, k, k, C, O]``, ``bias [O]``) have the names, shapes
 and initialisers of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
 """
