@@ -16,8 +16,10 @@ code's (and Pix2Vox's) fully connected bottleneck at the lowest resolution, x + 
 ReLU(FC_h(flatten x)))) (8192 -> 2048 -> 8192 at 4^3 x 128), or 0 for none; ``bn_momentum``
 0.99 (the authors' framework's default) or 0.9 (the running statistics' decay, Flax's
 convention: new = momentum * old + (1 - momentum) * batch).
-Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU); each
-resize + conv is computed on the coarse grid (``conv3d.conv3d_up2``, the same function).
+Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU), computed
+on the coarse grid where measured faster (``conv3d.conv3d_up2``, the same function); the
+down path's conv -> BN -> act runs in 2x2x2 blocks, so its pool is a max over the block
+(``conv3d.conv3d_phases``).
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
 """
