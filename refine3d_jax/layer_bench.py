@@ -18,13 +18,8 @@ import jax.numpy as jnp
 
 from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
-from refine3d_jax.models.conv3d import (
-  conv3d,
-  conv3d_phases_coarse,
-  conv3d_up2_coarse,
-  space_to_depth,
-)
-from refine3d_jax.models.decoder import upsample_nearest
+from refine3d_jax.models.conv3d import conv3d, conv3d_phases_coarse, conv3d_up2_coarse
+from refine3d_jax.models.resample import space_to_depth, upsample_nearest
 
 # The layer tables, a few layers a row (ruff format would put every number on a line).
 # fmt: off

@@ -9,7 +9,8 @@ import pytest
 from refine3d_jax.models import conv2d as conv2d_lib
 from refine3d_jax.models import conv3d as conv3d_lib
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
-from refine3d_jax.models.decoder import Decoder, depth_to_space, num_upsamplings, upsample_nearest
+from refine3d_jax.models.decoder import Decoder, num_upsamplings
+from refine3d_jax.models.resample import depth_to_space, space_to_depth, upsample_nearest
 from refine3d_jax.models.encoder import Encoder
 from refine3d_jax.models.pooling import max_over_phases, max_pool2
 from refine3d_jax.models.refiner import Refiner
@@ -177,7 +178,7 @@ def test_conv3d_phases_equals_conv_then_space_to_depth(kernel):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 6, 4, 1))
   w = jax.random.normal(jax.random.PRNGKey(1), (kernel,) * 3 + (1, 4))
   assert conv3d_lib.phases_on_coarse_grid(1, 4, backend='cpu')
-  reference = lambda x, w: conv3d_lib.space_to_depth(conv3d_lib.conv3d(x, w, 'native'))
+  reference = lambda x, w: space_to_depth(conv3d_lib.conv3d(x, w, 'native'))
   ours = lambda x, w: conv3d_lib.conv3d_phases(x, w, 'fold')
   np.testing.assert_allclose(ours(x, w), reference(x, w), atol=1e-5)
   grads = [
@@ -190,15 +191,13 @@ def test_conv3d_phases_equals_conv_then_space_to_depth(kernel):
 
 def test_space_to_depth_and_max_over_phases_equal_max_pool2():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 6, 2, 3))
-  phases = conv3d_lib.space_to_depth(x)
+  phases = space_to_depth(x)
   assert phases.shape == (2, 2, 3, 1, 8, 3)
   np.testing.assert_array_equal(phases[0, 1, 2, 0, 5], x[0, 3, 4, 1])  # offset (1, 0, 1)
   np.testing.assert_array_equal(max_over_phases(phases), max_pool2(x))
   x = jnp.round(x)  # ties: the gradient goes to the same (first) maximum
   g = lambda pool: jax.grad(lambda x: jnp.sum(jnp.arange(18.0) @ pool(x).reshape(18, -1)))(x)
-  np.testing.assert_array_equal(
-    g(lambda x: max_over_phases(conv3d_lib.space_to_depth(x))), g(max_pool2)
-  )
+  np.testing.assert_array_equal(g(lambda x: max_over_phases(space_to_depth(x))), g(max_pool2))
 
 
 def test_conv3d_impl_choice():

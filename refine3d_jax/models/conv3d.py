@@ -24,6 +24,7 @@ from jax import lax
 import numpy as np
 
 from refine3d_jax.models.conv2d import SameConv, conv2d, same_padding
+from refine3d_jax.models.resample import depth_to_space, space_to_depth, upsample_nearest
 
 IMPLS = ('auto', 'fold', 'native')
 
@@ -112,9 +113,9 @@ def conv3d_up2(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array
   one of ``W^3`` taps (W = 3 for k = 3 or 4) and ``8 * O`` outputs, rearranged by
   depth-to-space. Never builds the 8x larger input; for k = 4, 27 taps per phase instead
   of 64. ``impl='native'`` always upsamples, then convolves."""
-  kd, kh, kw, c, o = kernel.shape
-  if resolve_impl(impl) == 'native' or not up2_on_coarse_grid(min(x.shape[1:4]), max(kd, kh, kw)):
-    return conv3d(_upsample2(x), kernel, impl)
+  coarse = up2_on_coarse_grid(min(x.shape[1:4]), max(kernel.shape[:3]))
+  if resolve_impl(impl) == 'native' or not coarse:
+    return conv3d(upsample_nearest(x), kernel, impl)
   return conv3d_up2_coarse(x, kernel, impl)
 
 
@@ -125,18 +126,7 @@ def conv3d_up2_coarse(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> ja
   # K'[a, b, e, c, (p, q, r, o)] = sum_{t, u, v} A[p, a, t] A[q, b, u] A[r, e, v] K[t, u, v]
   low = jnp.einsum('pat,qbu,rev,tuvco->abecpqro', *mats, kernel)
   low = low.reshape(*low.shape[:3], c, 8 * o)
-  y = conv3d(x, low, impl)
-  n, d, h, w, _ = y.shape
-  y = y.reshape(n, d, h, w, 2, 2, 2, o).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-  return y.reshape(n, 2 * d, 2 * h, 2 * w, o)
-
-
-def space_to_depth(x: jax.Array) -> jax.Array:
-  """``[N, D, H, W, C]`` (even sides) -> ``[N, D/2, H/2, W/2, 8, C]``: the 2x2x2 block of
-  each coarse voxel on axis -2, offsets ``(i, j, k)`` in row-major order."""
-  n, d, h, w, c = x.shape
-  x = x.reshape(n, d // 2, 2, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4, 6, 7)
-  return x.reshape(n, d // 2, h // 2, w // 2, 8, c)
+  return depth_to_space(conv3d(x, low, impl))
 
 
 def phases_on_coarse_grid(c: int, o: int, backend: str | None = None) -> bool:
@@ -155,8 +145,7 @@ def conv3d_phases(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Ar
   of ``W^3`` taps, ``8 * C`` inputs and ``8 * O`` outputs (W = 3 for k = 3 or 4), which
   XLA:CPU runs far faster than a few-channel convolution at full size (the refiner's
   first layer, 32^3 1 -> 4). ``impl='native'`` convolves, then rearranges."""
-  kd, kh, kw, c, o = kernel.shape
-  n, d, h, w, _ = x.shape
+  c, o = kernel.shape[-2:]
   if resolve_impl(impl) == 'native' or not phases_on_coarse_grid(c, o):
     return space_to_depth(conv3d(x, kernel, impl))
   return conv3d_phases_coarse(x, kernel, impl)
@@ -182,13 +171,6 @@ def conv3d_phases_coarse(x: jax.Array, kernel: jax.Array, impl: str = 'auto') ->
   low = low.reshape(*low.shape[:3], 8 * c, 8 * o)
   y = conv3d(space_to_depth(x).reshape(n, d // 2, h // 2, w // 2, 8 * c), low, impl)
   return y.reshape(n, d // 2, h // 2, w // 2, 8, o)
-
-
-def _upsample2(x: jax.Array) -> jax.Array:
-  """Nearest 2x upsampling of ``[N, D, H, W, C]`` (as models/decoder.py's)."""
-  n, d, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :, None, :], (n, d, 2, h, 2, w, 2, c))
-  return x.reshape(n, 2 * d, 2 * h, 2 * w, c)
 
 
 class Conv3D(SameConv):

@@ -36,25 +36,10 @@ import jax
 import jax.numpy as jnp
 
 from refine3d_jax.models.conv3d import Conv3D, UpConv3D
-
-
-def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
-  """Nearest-neighbour upsampling of ``[N, D, H, W, C]`` by ``factor`` on each spatial axis."""
-  n, d, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :, None, :], (n, d, factor, h, factor, w, factor, c))
-  return x.reshape(n, d * factor, h * factor, w * factor, c)
+from refine3d_jax.models.resample import depth_to_space, upsample_nearest
 
 
 HEADS = ('conv', 'shuffle')
-
-
-def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
-  """``[N, D, H, W, f^3 * C]`` -> ``[N, f*D, f*H, f*W, C]``: channel ``(i, j, k, c)`` goes
-  to voxel offset ``(i, j, k)`` of its ``f^3`` block."""
-  n, d, h, w, c = x.shape
-  f, co = factor, c // factor**3
-  x = x.reshape(n, d, h, w, f, f, f, co).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-  return x.reshape(n, d * f, h * f, w * f, co)
 
 
 def num_upsamplings(volume_size: int, base_size: int) -> int:

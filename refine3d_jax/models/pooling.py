@@ -52,6 +52,6 @@ def max_pool2(x: jax.Array) -> jax.Array:
 
 def max_over_phases(x: jax.Array) -> jax.Array:
   """``[..., 8, C]`` -> ``[..., C]``: the max over the 2x2x2 block of a volume in
-  ``conv3d.space_to_depth``'s layout, equal in value and gradient to ``max_pool2`` of the
+  ``resample.space_to_depth``'s layout, equal in value and gradient to ``max_pool2`` of the
   volume (the same window order, the gradient to the first maximum)."""
   return _window_max(jnp.moveaxis(x, -2, -1), x.shape[-2])
