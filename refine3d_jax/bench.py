@@ -252,12 +252,12 @@ def run(
     matmul_size=ceiling_sizes,
   )
   ceiling = ceilings['bfloat16' if config.model.dtype == 'bfloat16' else 'float32']
+  for s in stages.values():
+    s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
   if train_only:
-    for s in stages.values():
-      s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
     return dict(**header, train=stages, memory=memory())
   modules = bench_modules(config, batch, multi_views, max(3, steps // 2))
-  for s in [*stages.values(), *modules.values()]:
+  for s in modules.values():
     s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
   slowest = min(s['examples_per_s'] for s in stages.values())
   pipeline = bench_input(config, multi_views, input_batches)
