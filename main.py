@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from refine3d_jax import cli, configlib, parallel, train
 from refine3d_jax import workdir as workdir_lib
 from refine3d_jax.data import build
+from refine3d_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/jtso.py', 'Experiment config.')
 _WORKDIR = flags.DEFINE_string(
@@ -24,12 +25,23 @@ _FINE_TUNE = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Multi-host: process 0 HOST:PORT.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Multi-host: this process (0-based).')
+_CPU_DEVICES = flags.DEFINE_integer(
+  'cpu_devices',
+  0,
+  'One host, CPU only: split the CPU into this many JAX devices, data-parallel '
+  '(0: one per core, as many as divide the batch; 1: one device). parallel.use_cpu_cores.',
+)
 
 
 def main(argv):
   cli.no_arguments(argv)
-  parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = _CONFIG.value
+  if (_NUM_PROCESSES.value or 1) == 1:
+    try:
+      parallel.use_cpu_cores(config.train.batch_size, _CPU_DEVICES.value)
+    except ValueError as e:
+      raise UserError(str(e)) from None
+  parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   configlib.validate(config)
   config_file = config_flags.get_config_filename(flags.FLAGS['config'])
   workdir = _WORKDIR.value or workdir_lib.default_workdir(config_file, config.preset)

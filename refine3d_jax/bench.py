@@ -338,6 +338,10 @@ def main(argv: Sequence[str]) -> None:
   views = cli.positive_ints(_VIEWS.value, error)
   latency = cli.positive_ints(_LATENCY.value, error)
   cli.positive_ints([_BATCH.value, _STEPS.value], error)
+  try:
+    parallel.use_cpu_cores(_BATCH.value, _CPU_DEVICES.value)
+  except ValueError as e:
+    raise UserError(str(e)) from None
   config = _CONFIG.value
   result = run(
     config, _BATCH.value, views, _STEPS.value, latency_batches=latency, train_only=_TRAIN_ONLY.value
@@ -358,6 +362,9 @@ if __name__ == '__main__':
   _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per stage (median).')
   _LATENCY = flags.DEFINE_list(
     'latency_batches', ['1', '32'], 'Batch sizes of the inference latency (1 and 20 views each).'
+  )
+  _CPU_DEVICES = flags.DEFINE_integer(
+    'cpu_devices', 0, 'CPU devices as main.py splits them (0: one per core; 1: one device).'
   )
   _JSON = flags.DEFINE_bool('json', False, 'Also print one JSON line with every figure.')
   _TRAIN_ONLY = flags.DEFINE_bool(

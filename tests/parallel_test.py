@@ -171,3 +171,35 @@ def test_one_device_helpers():
   assert jax.random.key_data(rep['key']).tolist() == jax.random.key_data(tree['key']).tolist()
   with pytest.raises(ValueError, match='same leading'):
     parallel.shard_batch(dict(a=np.zeros((2, 1)), b=np.zeros((3, 1))), mesh)
+
+
+def test_cpu_devices_is_the_largest_divisor_of_the_batch_up_to_the_cores():
+  assert [parallel.cpu_devices(b, 2) for b in (16, 4, 2, 5, 1)] == [2, 2, 2, 1, 1]
+  assert [parallel.cpu_devices(b, 4) for b in (16, 6, 2, 9)] == [4, 3, 2, 3]
+  assert parallel.cpu_devices(16) == max(d for d in (1, 2, 4, 8, 16) if d <= os.cpu_count())
+
+
+def split_cpu(args, xla_flags='--xla_backend_optimization_level=0'):
+  """use_cpu_cores(*args) in a fresh process -> (its return, jax.device_count())."""
+  code = (
+    'import sys; from refine3d_jax import parallel; import jax\n'
+    f'n = parallel.use_cpu_cores(*{args!r})\n'
+    'print("RESULT", n, jax.device_count())'
+  )
+  env = dict(worker_env(1), XLA_FLAGS=xla_flags)
+  proc = subprocess.run(
+    [sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [int(v) for v in proc.stdout.split('RESULT')[-1].split()]
+
+
+def test_use_cpu_cores_splits_the_cpu_unless_told_otherwise():
+  assert split_cpu((6, 3)) == [3, 3]
+  assert split_cpu((6, 1)) == [1, 1]
+  # an explicit XLA device count wins
+  assert split_cpu((6, 3), '--xla_force_host_platform_device_count=2') == [0, 2]
+  with pytest.raises(ValueError, match='--cpu_devices=4 does not divide'):
+    parallel.use_cpu_cores(6, 4)
+  jax.devices()  # this process's JAX has started: left alone
+  assert parallel.use_cpu_cores(6, 1) == 0

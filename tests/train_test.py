@@ -131,6 +131,11 @@ def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
     '"num_steps" instead of "num_step"?'
   )
   assert 'Traceback' not in typo.stderr
+  split = subprocess.run(args + ['--cpu_devices=3'], capture_output=True, text=True, timeout=300)
+  assert split.returncode == 1
+  assert split.stderr.strip().splitlines()[-1] == (
+    'error: --cpu_devices=3 does not divide config.train.batch_size = 2'
+  )
 
 
 @pytest.mark.slow
