@@ -38,7 +38,7 @@ def paper_model() -> ml_collections.ConfigDict:
       volume_size=32,
       leaky_slope=0.2,
       conv2d='auto',  # lowering of the encoder's 2D convs: 'auto' (per layer
-      # and device), 'matmul' or 'native' (models/conv2d.py)
+      # and device), 'matmul', 'native' or 'mixed' (models/conv2d.py)
       conv3d='auto',  # lowering of 3D convs: 'auto' (per layer and device),
       # 'fold' or 'native'; same parameters (models/conv3d.py)
       dtype='float32',  # compute dtype; 'bfloat16' for mixed precision

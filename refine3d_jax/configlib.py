@@ -122,7 +122,7 @@ MODEL_CHECKS: list[Row] = [
   *_positive_ints('model.refiner_widths'),
   ('model.refiner_kernel', *POSITIVE_INT),
   ('model.leaky_slope', *_fraction()),
-  ('model.conv2d', *_one_of(('auto', 'matmul', 'native'))),  # models/conv2d.py
+  ('model.conv2d', *_one_of(('auto', 'matmul', 'native', 'mixed'))),  # models/conv2d.py
   ('model.conv3d', *_one_of(('auto', 'fold', 'native'))),  # models/conv3d.py
   ('model.attention_block', *_one_of(('transformer', 'plain'))),  # models/fusion.py
   ('model.decoder_shortcuts', *_one_of(('identity', 'conv'))),  # models/decoder.py

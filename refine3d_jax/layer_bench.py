@@ -1,6 +1,6 @@
 r"""Per-layer timing of the convolution lowerings (models/conv2d.py, models/conv3d.py):
 forward + gradient of each encoder (2D) or decoder and refiner (3D) layer of a preset,
-both ways, on the default device. Results and their commands are in BENCHMARKS.md.
+each way (2D: the forward alone too), on the default device. Results and their commands are in BENCHMARKS.md.
 
   python -m refine3d_jax.layer_bench conv2d [quick|paper] [batch]
   python -m refine3d_jax.layer_bench conv3d [quick|paper] [batch] [dtype] [parts]
@@ -59,23 +59,25 @@ PHASE3D_LAYERS = {
 
 
 def conv2d_layers(preset: str = 'quick', batch: int = 128) -> None:
-  """Times forward + gradient (input and kernel) of `preset`'s encoder layers both ways."""
+  """Times the forward alone and forward + gradient (input and kernel) of `preset`'s
+  encoder layers in each lowering."""
   time = lambda f, *a: timing.median_time(lambda: f(*a), 10, budget_s=10.0)
   print(
     f'{timing.device_name(jax.devices()[0])}; {preset} encoder layers, batch {batch}: '
-    'ms forward + gradient (GFLOP/s)'
+    'ms forward / forward + gradient (GFLOP/s of the latter)'
   )
   for s, ci, co, k in CONV2D_LAYERS[preset]:
     x = jax.random.normal(jax.random.key(0), (batch, s, s, ci))
     w = jax.random.normal(jax.random.key(1), (k, k, ci, co))
     flops = 2 * batch * s * s * k * k * ci * co
     row = f'{s:3d} px {ci:3d}->{co:3d} k{k}:'
-    for impl in ('native', 'matmul'):
+    for impl in ('native', 'matmul', 'mixed'):
+      forward = jax.jit(lambda x, w, impl=impl: conv2d(x, w, impl))
       grad = jax.jit(
         jax.grad(lambda x, w, impl=impl: jnp.sum(conv2d(x, w, impl) ** 2), argnums=(0, 1))
       )
-      t = time(grad, x, w)
-      row += f'  {impl} {t * 1e3:8.1f} ({3 * flops / t / 1e9:6.1f})'
+      f, t = time(forward, x, w), time(grad, x, w)
+      row += f'  {impl} {f * 1e3:6.1f} / {t * 1e3:6.1f} ({3 * flops / t / 1e9:5.1f})'
     print(row, flush=True)
 
 

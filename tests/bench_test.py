@@ -85,7 +85,7 @@ def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
   monkeypatch.setitem(layer_bench.PHASE3D_LAYERS, 'tiny', [(4, 1, 2, 4)])
   layer_bench.main(['layer_bench', 'phases3d', 'tiny', '1'])
   out = capsys.readouterr().out
-  assert '4 px   3->  8 k3:  native' in out and 'matmul' in out
+  assert '4 px   3->  8 k3:  native' in out and 'matmul' in out and 'mixed' in out
   assert ' 4^3   2->  3 k3:  native' in out and 'fold' in out
   assert ' 4^3   2->  3 k4:  upsample+conv' in out and 'coarse' in out
   assert ' 4^3   1->  2 k4:  conv+s2d' in out

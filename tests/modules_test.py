@@ -114,8 +114,9 @@ def check_lowerings(flax_conv: nn.Module, x: jax.Array, ours: list[nn.Module]) -
   grads = [
     jax.grad(lambda v, x, c=c: jnp.sum(jnp.sin(c.apply(v, x))), (0, 1))(variables, x) for c in ours
   ]
-  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)  # sums of thousands of terms
+  for other in grads[1:]:
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(other)):
+      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)  # sums of thousands of terms
 
 
 @pytest.mark.parametrize('kernel', [1, 3, 4])
@@ -210,21 +211,22 @@ def test_conv3d_impl_choice():
 
 
 @pytest.mark.parametrize('kernel', [1, 3, 4, 5])
-def test_conv2d_matmul_equals_native_and_flax(kernel):
+def test_conv2d_lowerings_equal_flax(kernel):
   # The encoder's lowerings: same output and gradients, flax.linen.Conv's parameters.
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 3))
   flax_conv = nn.Conv(4, (kernel, kernel))
-  check_lowerings(
-    flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in ('matmul', 'native')]
-  )
+  impls = ('matmul', 'native', 'mixed')
+  check_lowerings(flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in impls])
 
 
 def test_conv2d_impl_choice():
   features = conv2d_lib.MATMUL_MIN_FEATURES
-  assert conv2d_lib.resolve_impl('auto', features, backend='cpu') == 'matmul'
-  assert conv2d_lib.resolve_impl('auto', features - 1, backend='cpu') == 'native'
-  assert conv2d_lib.resolve_impl('auto', 256, backend='gpu') == 'native'
-  assert conv2d_lib.resolve_impl('native', 8, backend='cpu') == 'native'
+  side = conv2d_lib.MIXED_MIN_SIDE
+  assert conv2d_lib.resolve_impl('auto', features, side, backend='cpu') == 'mixed'
+  assert conv2d_lib.resolve_impl('auto', features, side - 1, backend='cpu') == 'matmul'
+  assert conv2d_lib.resolve_impl('auto', features - 1, side, backend='cpu') == 'native'
+  assert conv2d_lib.resolve_impl('auto', 256, 127, backend='gpu') == 'native'
+  assert conv2d_lib.resolve_impl('native', 8, 64, backend='cpu') == 'native'
   with pytest.raises(ValueError, match='impl'):
     conv2d_lib.resolve_impl('winograd', 8)
 

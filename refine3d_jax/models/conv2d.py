@@ -3,10 +3,15 @@
 ``impl='matmul'`` computes the convolution as one matrix product: the ``k*k`` shifted
 copies of the padded input are stacked on the channel axis (im2col), so
 ``[N, H, W, C] * [k, k, C, O]`` becomes ``[N*H*W, k*k*C] @ [k*k*C, O]``. ``impl='native'``
-is ``lax.conv_general_dilated``. ``impl='auto'`` uses the matmul on CPUs for layers of at
-least ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core
-AMD EPYC (narrower layers were not), and stays native elsewhere (GPUs and the Intel CPU
-kind: not measured). Figures and commands (``python -m refine3d_jax.layer_bench conv2d
+is ``lax.conv_general_dilated``. ``impl='mixed'`` is native forward and the matmul's
+gradient (a custom VJP): on XLA:CPU the native forward is the fastest (2.5-8x the matmul's
+for the quick encoder's 16-32 px layers) but the native kernel gradient the slowest, and the
+encoder runs forward only in every multi-view pass of stages 2 and 3 and at evaluation.
+``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
+``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
+EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
+(no faster forward there to gain); native elsewhere (GPUs and the Intel CPU kind: not
+measured). Figures and commands (``python -m refine3d_jax.layer_bench conv2d
 ...``) are in BENCHMARKS.md.
 Parameters (``kernel [k, k, C, O]``, ``bias [O]``) have the names, shapes and initialisers
 of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
@@ -19,18 +24,22 @@ import jax.numpy as jnp
 from jax import lax
 import flax.linen as nn
 
-IMPLS = ('auto', 'matmul', 'native')
+IMPLS = ('auto', 'matmul', 'native', 'mixed')
 MATMUL_MIN_FEATURES = 32
+MIXED_MIN_SIDE = 16
 
 
-def resolve_impl(impl: str, features: int, backend: str | None = None) -> str:
-  """The lowering of a layer with ``features`` output channels: ``impl`` unless 'auto'."""
+def resolve_impl(impl: str, features: int, side: int = 0, backend: str | None = None) -> str:
+  """The lowering of a layer with ``features`` output channels on inputs of ``side``
+  pixels (the smaller of height and width): ``impl`` unless 'auto'."""
   if impl not in IMPLS:
     raise ValueError(f'conv2d impl must be one of {IMPLS}, got {impl!r}')
   if impl != 'auto':
     return impl
   cpu = (backend or jax.default_backend()) == 'cpu'
-  return 'matmul' if cpu and features >= MATMUL_MIN_FEATURES else 'native'
+  if not cpu or features < MATMUL_MIN_FEATURES:
+    return 'native'
+  return 'mixed' if side >= MIXED_MIN_SIDE else 'matmul'
 
 
 def same_padding(k: int) -> tuple[int, int]:
@@ -41,24 +50,49 @@ def same_padding(k: int) -> tuple[int, int]:
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   """SAME, stride-1 convolution of ``x [N, H, W, C]`` by ``kernel [k, k, C, O]``."""
-  kh, kw, c, o = kernel.shape
-  n, h, w, _ = x.shape
+  kh, kw, _, o = kernel.shape
   if (kh, kw) == (1, 1):
     return jnp.einsum('nhwc,co->nhwo', x, kernel[0, 0])
-  if resolve_impl(impl, o) == 'native':
-    return lax.conv_general_dilated(
-      x,
-      kernel,
-      (1, 1),
-      [same_padding(kh), same_padding(kw)],
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-    )
+  lower = {'native': _native, 'matmul': _matmul, 'mixed': _mixed}
+  return lower[resolve_impl(impl, o, min(x.shape[1:3]))](x, kernel)
+
+
+def _native(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  kh, kw = kernel.shape[:2]
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    (1, 1),
+    [same_padding(kh), same_padding(kw)],
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+
+
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  kh, kw, c, o = kernel.shape
+  n, h, w, _ = x.shape
   xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
   patches = jnp.concatenate(
     [xp[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], axis=-1
   )
   y = jnp.dot(patches.reshape(n * h * w, kh * kw * c), kernel.reshape(kh * kw * c, o))
   return y.reshape(n, h, w, o)
+
+
+@jax.custom_vjp
+def _mixed(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return _native(x, kernel)
+
+
+def _mixed_fwd(x, kernel):
+  return _native(x, kernel), (x, kernel)
+
+
+def _mixed_bwd(residuals, dy):
+  return jax.vjp(_matmul, *residuals)[1](dy)
+
+
+_mixed.defvjp(_mixed_fwd, _mixed_bwd)
 
 
 class SameConv(nn.Module):
