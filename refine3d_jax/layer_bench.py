@@ -1,6 +1,7 @@
 r"""Per-layer timing of the convolution lowerings (models/conv2d.py, models/conv3d.py):
 forward + gradient of each encoder (2D) or decoder and refiner (3D) layer of a
-preset, each way (2D: the forward alone too), on the default device. Results and their commands are in BENCHMARKS.md.
+preset, each way (2D: the forward alone too), on the default device. Results and their
+commands are in BENCHMARKS.md.
 
   python -m refine3d_jax.layer_bench conv2d [quick|paper] [batch]
   python -m refine3d_jax.layer_bench conv3d [quick|paper] [batch] [dtype] [parts]
