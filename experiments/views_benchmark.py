@@ -35,7 +35,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from experiments import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from refine3d_jax import cli, errors, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from refine3d_jax import cli, errors, parallel, plots, report, results  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 NAME = 'views_benchmark'
 VIEWS = (1, 2, 3, 5, 8, 12, 20)
@@ -120,7 +120,7 @@ def run_row(row: str, seed: str) -> None:
     seconds[name] = time.time() - start
   # A resumed run's 'train' counts only this call's part; metrics.jsonl has every step's time.
   with open(os.path.join(w, 'wall_seconds.json'), 'w') as f:
-    json.dump({**seconds, 'machine': _cpu_name(), 'cpus': _cpus()}, f)
+    json.dump({**seconds, 'machine': _cpu_name(), 'cpus': parallel.usable_cores()}, f)
 
 
 def finished() -> dict[str, list[tuple[int, str]]]:
@@ -136,14 +136,6 @@ def finished() -> dict[str, list[tuple[int, str]]]:
     if found:
       out[row] = sorted(found)
   return out
-
-
-def _cpus() -> int:
-  """The cores this process may run on (a `taskset` pinning counts), not the machine's."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # not on Linux
-    return os.cpu_count() or 1
 
 
 def _cpu_name() -> str:

@@ -339,7 +339,7 @@ def main(argv: Sequence[str]) -> None:
   latency = cli.positive_ints(_LATENCY.value, error)
   cli.positive_ints([_BATCH.value, _STEPS.value], error)
   try:
-    parallel.use_cpu_cores(_BATCH.value, _CPU_DEVICES.value)
+    parallel.use_cpu_cores(_BATCH.value, _CPU_DEVICES.value, '--batch')
   except ValueError as e:
     raise UserError(str(e)) from None
   config = _CONFIG.value

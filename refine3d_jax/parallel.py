@@ -78,29 +78,37 @@ def initialize(
   return True
 
 
+def usable_cores() -> int:
+  """The cores this process may run on (a `taskset` pinning counts), not the machine's."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
 def cpu_devices(batch_size: int, cores: int | None = None) -> int:
   """The CPU device count `use_cpu_cores` picks: the most, up to `cores` (default: the
   cores this process may run on), that divide `batch_size`."""
-  cores = cores or len(os.sched_getaffinity(0))
+  cores = cores or usable_cores()
   return max(d for d in range(1, cores + 1) if batch_size % d == 0)
 
 
-def use_cpu_cores(batch_size: int, devices: int = 0) -> int:
+def use_cpu_cores(
+  batch_size: int, devices: int = 0, batch_name: str = 'config.train.batch_size'
+) -> int:
   """Makes the CPU `devices` JAX devices (0: `cpu_devices(batch_size)`, one per core), so
   that a CPU-only run is data-parallel over its cores like a multi-GPU one. XLA:CPU keeps
   2 cores busier with two half batches than with one whole (2-core AMD EPYC, quick preset,
-  batch 16: stage 1 798-895 -> 624 ms per step, `bench --cpu_devices=1` against the
-  default; the math is the same, tests/parallel_test.py). Must run before any JAX
-  computation. Leaves the CPU alone (returns 0) in multi-process runs, where another setting
-  (XLA_FLAGS' --xla_force_host_platform_device_count, jax_num_cpu_devices) chose already,
+  batch 16: stage 1 of the training loop 1.39x, BENCHMARKS.md 2026-12-01; the math is
+  the same, tests/parallel_test.py). Must run before any JAX computation. Leaves the CPU
+  alone (returns 0) in multi-process runs, where another setting (XLA_FLAGS'
+  --xla_force_host_platform_device_count, jax_num_cpu_devices) chose already,
   or once JAX has started; otherwise returns the count it set. Accelerators are unaffected.
   """
   if devices < 0:
     raise ValueError(f'--cpu_devices must be >= 0 (0 = one per core), got {devices}')
   if devices and batch_size % devices:
-    raise ValueError(
-      f'--cpu_devices={devices} does not divide config.train.batch_size = {batch_size}'
-    )
+    raise ValueError(f'--cpu_devices={devices} does not divide {batch_name} = {batch_size}')
   chosen = (
     'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')
     or jax.config.jax_num_cpu_devices != -1

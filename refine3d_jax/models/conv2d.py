@@ -4,9 +4,10 @@
 copies of the padded input are stacked on the channel axis (im2col), so
 ``[N, H, W, C] * [k, k, C, O]`` becomes ``[N*H*W, k*k*C] @ [k*k*C, O]``. ``impl='native'``
 is ``lax.conv_general_dilated``. ``impl='mixed'`` is native forward and the matmul's
-gradient (a custom VJP): on XLA:CPU the native forward is the fastest (2.5-8x the matmul's
-for the quick encoder's 16-32 px layers) but the native kernel gradient the slowest, and the
-encoder runs forward only in every multi-view pass of stages 2 and 3 and at evaluation.
+gradient (a custom VJP): on XLA:CPU the native forward is the fastest (2.7-4.1x the
+matmul's for the quick encoder's 16-32 px layers, 'mixed' against 'matmul') but the
+native kernel gradient the slowest, and the encoder runs forward only in every
+multi-view pass of stages 2 and 3 and at evaluation.
 ``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
 ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
 EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
