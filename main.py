@@ -4,6 +4,8 @@ An existing workdir resumes from its latest checkpoint. The embedded synthetic d
 built on first use (about 1.5 min on 2 cores); ShapeNet must be built first (README).
 Multi-host: one process per host with --coordinator_address=HOST:PORT --num_processes=N
 --process_id=I (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+On one CPU-only host the batch is split over one JAX device per core (--cpu_devices=N to
+choose, 1 for one device; parallel.use_cpu_cores).
 """
 
 from absl import flags, logging
@@ -36,13 +38,15 @@ _CPU_DEVICES = flags.DEFINE_integer(
 def main(argv):
   cli.no_arguments(argv)
   config = _CONFIG.value
+  configlib.validate(config)
+  if (_NUM_PROCESSES.value or 1) > 1 and _CPU_DEVICES.value:
+    raise UserError('--cpu_devices is for one process; drop it with --num_processes > 1')
   if (_NUM_PROCESSES.value or 1) == 1:
     try:
       parallel.use_cpu_cores(config.train.batch_size, _CPU_DEVICES.value)
     except ValueError as e:
       raise UserError(str(e)) from None
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  configlib.validate(config)
   config_file = config_flags.get_config_filename(flags.FLAGS['config'])
   workdir = _WORKDIR.value or workdir_lib.default_workdir(config_file, config.preset)
   cli.check_local(workdir, '--workdir')

@@ -17,6 +17,7 @@ leading axis is split over all devices, in process order.
 """
 
 import os
+import re
 from typing import Any
 
 import jax
@@ -100,28 +101,41 @@ def use_cpu_cores(
   that a CPU-only run is data-parallel over its cores like a multi-GPU one. XLA:CPU keeps
   2 cores busier with two half batches than with one whole (2-core AMD EPYC, quick preset,
   batch 16: stage 1 of the training loop 1.39x, BENCHMARKS.md 2026-12-01; the math is
-  the same, tests/parallel_test.py). Must run before any JAX computation. Leaves the CPU
-  alone (returns 0) in multi-process runs, where another setting (XLA_FLAGS'
-  --xla_force_host_platform_device_count, jax_num_cpu_devices) chose already,
-  or once JAX has started; otherwise returns the count it set. Accelerators are unaffected.
+  the same, tests/parallel_test.py; machines of more cores are not measured). Must run
+  before any JAX computation. With devices = 0 it leaves the CPU alone (returns 0) in
+  multi-process runs, where another setting (XLA_FLAGS'
+  --xla_force_host_platform_device_count, jax_num_cpu_devices) chose already, or once JAX
+  has started; an explicit count that cannot take effect is a ValueError. Otherwise
+  returns the count it set. Accelerators are unaffected.
   """
   if devices < 0:
     raise ValueError(f'--cpu_devices must be >= 0 (0 = one per core), got {devices}')
   if devices and batch_size % devices:
     raise ValueError(f'--cpu_devices={devices} does not divide {batch_name} = {batch_size}')
-  chosen = (
-    'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')
-    or jax.config.jax_num_cpu_devices != -1
-    or (_env_int('JAX_NUM_PROCESSES') or 1) > 1
-  )
-  if chosen:
+  flag = re.search(r'--xla_force_host_platform_device_count=(\d+)', os.environ.get('XLA_FLAGS', ''))
+  chosen = {
+    'XLA_FLAGS --xla_force_host_platform_device_count': int(flag.group(1)) if flag else -1,
+    'jax_num_cpu_devices': jax.config.jax_num_cpu_devices,
+  }
+  for name, count in chosen.items():
+    if count != -1:
+      if devices and devices != count:
+        raise ValueError(f'--cpu_devices={devices} conflicts with {name}={count}; drop one')
+      return 0
+  if (_env_int('JAX_NUM_PROCESSES') or 1) > 1:
+    if devices:
+      raise ValueError(f'--cpu_devices={devices} is for one process; JAX_NUM_PROCESSES > 1')
     return 0
-  devices = devices or cpu_devices(batch_size)
+  count = devices or cpu_devices(batch_size)
   try:
-    jax.config.update('jax_num_cpu_devices', devices)
+    jax.config.update('jax_num_cpu_devices', count)
   except RuntimeError:  # JAX has started: its devices stay as they are
+    if devices:
+      raise ValueError(
+        f'--cpu_devices={devices}: JAX has started already; call use_cpu_cores first'
+      ) from None
     return 0
-  return devices
+  return count
 
 
 def make_mesh() -> Mesh:

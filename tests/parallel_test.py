@@ -198,9 +198,24 @@ def split_cpu(args, xla_flags='--xla_backend_optimization_level=0'):
 def test_use_cpu_cores_splits_the_cpu_unless_told_otherwise():
   assert split_cpu((6, 3)) == [3, 3]
   assert split_cpu((6, 1)) == [1, 1]
-  # an explicit XLA device count wins
-  assert split_cpu((6, 3), '--xla_force_host_platform_device_count=2') == [0, 2]
+  # an XLA device count set before wins over the default, agrees with an explicit count
+  assert split_cpu((6, 0), '--xla_force_host_platform_device_count=2') == [0, 2]
+  assert split_cpu((6, 2), '--xla_force_host_platform_device_count=2') == [0, 2]
+
+
+def test_use_cpu_cores_refuses_what_cannot_take_effect(monkeypatch):
   with pytest.raises(ValueError, match='--cpu_devices=4 does not divide'):
     parallel.use_cpu_cores(6, 4)
-  jax.devices()  # this process's JAX has started: left alone
-  assert parallel.use_cpu_cores(6, 1) == 0
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  with pytest.raises(ValueError, match='--cpu_devices=3 conflicts with XLA_FLAGS'):
+    parallel.use_cpu_cores(6, 3)
+  monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
+  assert parallel.use_cpu_cores(6) == 0
+  with pytest.raises(ValueError, match='is for one process'):
+    parallel.use_cpu_cores(6, 3)
+  monkeypatch.delenv('JAX_NUM_PROCESSES')
+  jax.devices()  # this process's JAX has started: the default leaves it alone
+  assert parallel.use_cpu_cores(6) == 0
+  with pytest.raises(ValueError, match='JAX has started already'):
+    parallel.use_cpu_cores(6, 1)
