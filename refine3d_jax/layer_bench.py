@@ -8,6 +8,8 @@ commands are in BENCHMARKS.md.
   python -m refine3d_jax.layer_bench up3d [quick|paper] [batch]
   python -m refine3d_jax.layer_bench phases3d [quick|paper] [batch]
 
+conv3d times 'native', 'fold' (as `conv3d` chooses its 2D lowering: `fold_impl2d`) and
+'fold2n' (the fold with a native 2D convolution throughout, as before `fold_impl2d`).
 `parts` times the forward, the input gradient and the kernel gradient apart, each as a
 fraction of a 2048^3 matmul measured first.
 """
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 
 from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
+from refine3d_jax.models import conv3d as conv3d_lib
 from refine3d_jax.models.conv3d import conv3d, conv3d_phases_coarse, conv3d_up2_coarse
 from refine3d_jax.models.resample import space_to_depth, upsample_nearest
 
@@ -82,6 +85,17 @@ def conv2d_layers(preset: str = 'quick', batch: int = 128) -> None:
     print(row, flush=True)
 
 
+def _fold_native2d(x: jax.Array, w: jax.Array) -> jax.Array:
+  """``conv3d(x, w, 'fold')`` with its 2D convolution native (``fold_impl2d`` never 'mixed');
+  the threshold is read while tracing, so this holds under jit too."""
+  saved = conv3d_lib.MIXED_MIN_SIDE
+  conv3d_lib.MIXED_MIN_SIDE = float('inf')
+  try:
+    return conv3d(x, w, 'fold')
+  finally:
+    conv3d_lib.MIXED_MIN_SIDE = saved
+
+
 def conv3d_layers(
   preset: str = 'paper', batch: int = 4, dtype: str = 'float32', parts: str = ''
 ) -> None:
@@ -106,8 +120,8 @@ def conv3d_layers(
     w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co), dtype)
     flops = 2 * batch * s**3 * k**3 * ci * co
     row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
-    for impl in ('native', 'fold'):
-      f = lambda x, w, impl=impl: conv3d(x, w, impl)
+    for impl in ('native', 'fold', 'fold2n'):
+      f = _fold_native2d if impl == 'fold2n' else lambda x, w, impl=impl: conv3d(x, w, impl)
       if parts:
         y = f(x, w)
         # every array an argument: XLA would fold transposes of a captured one at compile time

@@ -132,6 +132,23 @@ def test_conv3d_fold_equals_native_and_flax(kernel, channels):
   check_lowerings(flax_conv, x, [Conv3D(o, kernel, impl=impl) for impl in ('fold', 'native')])
 
 
+def test_conv3d_fold_with_a_matmul_kernel_gradient_equals_native(monkeypatch):
+  # fold_impl2d's 'mixed' (wide 32^3 layers on CPUs), made to apply to a small layer
+  monkeypatch.setattr(conv3d_lib, 'MIXED_MIN_SIDE', 4)
+  monkeypatch.setattr(conv3d_lib, 'MIXED_MIN_FEATURES', 2)
+  assert conv3d_lib.fold_impl2d(5, 4, backend='cpu') == 'mixed'
+  assert conv3d_lib.fold_impl2d(5, 4, backend='gpu') == 'native'
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, 3))
+  check_lowerings(nn.Conv(5, (3, 3, 3)), x, [Conv3D(5, 3, impl=i) for i in ('fold', 'native')])
+
+
+def test_fold_impl2d_is_mixed_for_wide_32_cubed_layers_on_cpus():
+  assert conv3d_lib.fold_impl2d(32, 32, backend='cpu') == 'mixed'
+  assert conv3d_lib.fold_impl2d(16, 32, backend='cpu') == 'native'
+  assert conv3d_lib.fold_impl2d(64, 16, backend='cpu') == 'native'
+  assert conv3d_lib.fold_impl2d(64, 32, backend='gpu') == 'native'
+
+
 class _UpsampledFlaxConv(nn.Module):
   """flax.linen.Conv of the 2x nearest-upsampled input: the reference of UpConv3D."""
 
@@ -217,6 +234,27 @@ def test_conv2d_lowerings_equal_flax(kernel):
   flax_conv = nn.Conv(4, (kernel, kernel))
   impls = ('matmul', 'native', 'mixed')
   check_lowerings(flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in impls])
+
+
+def test_conv2d_lowerings_agree_in_bfloat16():
+  # The GPU preset's dtype: every lowering keeps bf16 activations and float32 parameter
+  # gradients, and agrees with the native one to bf16 rounding.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 7, 5))
+  convs = {
+    i: conv2d_lib.Conv2D(6, 3, impl=i, dtype=jnp.bfloat16) for i in ('native', 'mixed', 'matmul')
+  }
+  variables = perturb(convs['native'].init(jax.random.PRNGKey(1), x), scale=0.1)
+  loss = lambda v, x, c: jnp.sum(jnp.sin(c.apply(v, x).astype(jnp.float32)))
+  results = {}
+  for impl, conv in convs.items():
+    y = conv.apply(variables, x)
+    assert y.dtype == jnp.bfloat16
+    grads = jax.grad(loss, (0, 1))(variables, x, conv)
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+    results[impl] = (y.astype(jnp.float32), grads)
+  for impl in ('mixed', 'matmul'):
+    for a, b in zip(jax.tree.leaves(results['native']), jax.tree.leaves(results[impl])):
+      np.testing.assert_allclose(a, b, atol=0.05, rtol=0.02)
 
 
 def test_conv2d_impl_choice():

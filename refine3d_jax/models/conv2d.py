@@ -3,11 +3,12 @@
 ``impl='matmul'`` computes the convolution as one matrix product: the ``k*k`` shifted
 copies of the padded input are stacked on the channel axis (im2col), so
 ``[N, H, W, C] * [k, k, C, O]`` becomes ``[N*H*W, k*k*C] @ [k*k*C, O]``. ``impl='native'``
-is ``lax.conv_general_dilated``. ``impl='mixed'`` is native forward and the matmul's
-gradient (a custom VJP): on XLA:CPU the native forward is the fastest (2.7-4.1x the
-matmul's for the quick encoder's 16-32 px layers, 'mixed' against 'matmul') but the
-native kernel gradient the slowest, and the encoder runs forward only in every
-multi-view pass of stages 2 and 3 and at evaluation.
+is ``lax.conv_general_dilated``. ``impl='mixed'`` is native forward and input gradient
+with the matmul's kernel gradient (a custom VJP): on XLA:CPU the native forward is the
+fastest (2.7-4.1x the matmul's for the quick encoder's 16-32 px layers, 'mixed' against
+'matmul') but the native kernel gradient the slowest, and the encoder runs forward only in
+every multi-view pass of stages 2 and 3 and at evaluation (``conv3d``'s fold uses it for
+wide 32^3 layers too).
 ``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
 ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
 EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
@@ -90,7 +91,10 @@ def _mixed_fwd(x, kernel):
 
 
 def _mixed_bwd(residuals, dy):
-  return jax.vjp(_matmul, *residuals)[1](dy)
+  x, kernel = residuals
+  dx = jax.vjp(lambda x: _native(x, kernel), x)[1](dy)[0]
+  dk = jax.vjp(lambda k: _matmul(x, k), kernel)[1](dy)[0]
+  return dx, dk
 
 
 _mixed.defvjp(_mixed_fwd, _mixed_bwd)

@@ -7,8 +7,10 @@ input are stacked on the channel axis and the depth axis joins the batch, so
 for layers narrowing to few channels, the ``k`` depth taps become ``k*O`` output channels
 summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
-``impl='auto'`` folds on CPUs and GPUs, where folding was measured faster for every 3D
-layer of the quick and paper models, and stays native elsewhere (TPUs: not measured).
+On CPUs the folded convolution of a wide 32^3 layer takes its kernel gradient as an im2col
+matmul's (``fold_impl2d``). ``impl='auto'`` folds on CPUs and GPUs, where folding was
+measured faster for every 3D layer of the quick and paper models, and stays native
+elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
 refine3d_jax.layer_bench conv3d ...``), are in BENCHMARKS.md.
 Around a 2x resize, ``conv3d_up2`` (a convolution of the upsampled input) and
@@ -74,8 +76,25 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
   stacked = jnp.concatenate([xp[:, i : i + d] for i in range(kd)], axis=-1)
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
-  y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, 'native')
+  y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, fold_impl2d(o, min(h, w)))
   return y.reshape(n, d, h, w, o)
+
+
+MIXED_MIN_SIDE = 32
+MIXED_MIN_FEATURES = 32
+
+
+def fold_impl2d(o: int, side: int, backend: str | None = None) -> str:
+  """The lowering of the folded 2D convolution (``conv2d``'s impl) of a layer of ``o``
+  outputs on a grid of ``side``: on CPUs, 'mixed' (its kernel gradient as an im2col
+  matmul's, the rest native) for layers of at least ``MIXED_MIN_FEATURES`` outputs at
+  ``MIXED_MIN_SIDE``^3, where XLA:CPU's native kernel gradient is slowest. Measured (2-core
+  AMD EPYC, paper layers, batch 4, ms forward / input gradient / kernel gradient, native
+  then mixed): 32^3 64 -> 64 k3 540 / 292 / 6554 and 550 / 311 / 1052; 32^3 32 -> 32 k3
+  177 / 129 / 1348 and 164 / 150 / 575; but at 16^3 and for the quick preset's narrow
+  layers (4-16 outputs) native was as fast or faster (BENCHMARKS.md, 2026-12-01)."""
+  cpu = (backend or jax.default_backend()) == 'cpu'
+  return 'mixed' if cpu and o >= MIXED_MIN_FEATURES and side >= MIXED_MIN_SIDE else 'native'
 
 
 def _phase_taps(k: int) -> tuple[int, np.ndarray]:
