@@ -133,19 +133,19 @@ def test_conv3d_fold_equals_native_and_flax(kernel, channels):
 
 
 def test_conv3d_fold_with_a_matmul_kernel_gradient_equals_native(monkeypatch):
-  # fold_impl2d's 'mixed' (wide 32^3 layers on CPUs), made to apply to a small layer
-  monkeypatch.setattr(conv3d_lib, 'MIXED_MIN_SIDE', 4)
-  monkeypatch.setattr(conv3d_lib, 'MIXED_MIN_FEATURES', 2)
+  # fold_impl2d's 'mixed' (wide layers on large grids, CPUs), made to apply to a small layer
+  for name, value in (('MIXED_MIN_SIDE', 4), ('MIXED_MIN_FEATURES', 2), ('MIXED_MIN_OUTPUT', 1)):
+    monkeypatch.setattr(conv3d_lib, name, value)
   assert conv3d_lib.fold_impl2d(5, 4, backend='cpu') == 'mixed'
   assert conv3d_lib.fold_impl2d(5, 4, backend='gpu') == 'native'
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, 3))
   check_lowerings(nn.Conv(5, (3, 3, 3)), x, [Conv3D(5, 3, impl=i) for i in ('fold', 'native')])
 
 
-def test_fold_impl2d_is_mixed_for_wide_32_cubed_layers_on_cpus():
-  assert conv3d_lib.fold_impl2d(32, 32, backend='cpu') == 'mixed'
-  assert conv3d_lib.fold_impl2d(16, 32, backend='cpu') == 'native'
-  assert conv3d_lib.fold_impl2d(64, 16, backend='cpu') == 'native'
+def test_fold_impl2d_is_mixed_for_wide_layers_on_large_grids_on_cpus():
+  mixed = lambda o, side: conv3d_lib.fold_impl2d(o, side, backend='cpu') == 'mixed'
+  assert mixed(64, 32) and mixed(512, 16)  # the paper decoder's slowest kernel gradients
+  assert not mixed(32, 32) and not mixed(64, 16) and not mixed(512, 8) and not mixed(16, 64)
   assert conv3d_lib.fold_impl2d(64, 32, backend='gpu') == 'native'
 
 

@@ -7,8 +7,8 @@ input are stacked on the channel axis and the depth axis joins the batch, so
 for layers narrowing to few channels, the ``k`` depth taps become ``k*O`` output channels
 summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
-On CPUs the folded convolution of a wide 32^3 layer takes its kernel gradient as an im2col
-matmul's (``fold_impl2d``). ``impl='auto'`` folds on CPUs and GPUs, where folding was
+On CPUs the folded convolution of a wide layer on a large grid takes its kernel gradient as
+an im2col matmul's (``fold_impl2d``). ``impl='auto'`` folds on CPUs and GPUs, where folding was
 measured faster for every 3D layer of the quick and paper models, and stays native
 elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
@@ -80,21 +80,25 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   return y.reshape(n, d, h, w, o)
 
 
-MIXED_MIN_SIDE = 32
-MIXED_MIN_FEATURES = 32
+MIXED_MIN_FEATURES = 64
+MIXED_MIN_SIDE = 16
+MIXED_MIN_OUTPUT = 32 * 32 * 64
 
 
 def fold_impl2d(o: int, side: int, backend: str | None = None) -> str:
   """The lowering of the folded 2D convolution (``conv2d``'s impl) of a layer of ``o``
   outputs on a grid of ``side``: on CPUs, 'mixed' (its kernel gradient as an im2col
-  matmul's, the rest native) for layers of at least ``MIXED_MIN_FEATURES`` outputs at
-  ``MIXED_MIN_SIDE``^3, where XLA:CPU's native kernel gradient is slowest. Measured (2-core
-  AMD EPYC, paper layers, batch 4, ms forward / input gradient / kernel gradient, native
-  then mixed): 32^3 64 -> 64 k3 540 / 292 / 6554 and 550 / 311 / 1052; 32^3 32 -> 32 k3
-  177 / 129 / 1348 and 164 / 150 / 575; but at 16^3 and for the quick preset's narrow
-  layers (4-16 outputs) native was as fast or faster (BENCHMARKS.md, 2026-12-01)."""
+  matmul's, the rest native) for wide layers on large grids (``o`` >= MIXED_MIN_FEATURES,
+  ``side`` >= MIXED_MIN_SIDE, ``side^2 * o`` >= MIXED_MIN_OUTPUT), where XLA:CPU's native
+  kernel gradient is slowest. Measured (2-core AMD EPYC, one core, batch 2 = the paper
+  preset's share of one device when main.py splits the CPU; ms of the kernel gradient,
+  native / mixed): 32^3 64 -> 64 k3 2985 / 1046, the decoder's coarse-grid up-convolutions
+  16^3 64 -> 512 and 128 -> 512 k3 1102 / 403 and 1332 / 677; but 32^3 64 -> 32 824 /
+  946, 32^3 32 -> 32 290 / 492, 16^3 64 -> 64 62 / 156, 8^3 and 4^3 layers within 10%, and
+  the quick preset's narrow layers 2-9x slower mixed (BENCHMARKS.md, 2026-12-01)."""
   cpu = (backend or jax.default_backend()) == 'cpu'
-  return 'mixed' if cpu and o >= MIXED_MIN_FEATURES and side >= MIXED_MIN_SIDE else 'native'
+  wide = o >= MIXED_MIN_FEATURES and side >= MIXED_MIN_SIDE and side * side * o >= MIXED_MIN_OUTPUT
+  return 'mixed' if cpu and wide else 'native'
 
 
 def _phase_taps(k: int) -> tuple[int, np.ndarray]:
