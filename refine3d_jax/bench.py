@@ -2,21 +2,23 @@ r"""Benchmark: the machine's matmul ceiling, the training step per JTSO stage, i
 latency, the input pipeline and memory, on whatever devices are present.
 
   python -m refine3d_jax.bench --config=configs/jtso.py:paper [--views=1,3] [--batch=4]
-      [--steps=10] [--latency_batches=1,32] [--json] [--train_only]
+      [--steps=10] [--latency_batches=1,32] [--json] [--train_only] [--cpu_devices=0]
 
 Training steps run on random batches of the config's shapes (the data never limits them)
-over every local device, the batch sharded as in training; times are medians of `--steps`
-runs after one compiling call, whose time is reported apart. Model FLOPs per step come
-from XLA's cost analysis of the lowered step on the CPU backend (GPU backends leave out
-the convolutions cuDNN runs), counting a multiply-add as 2; the fraction of the ceiling is
-achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul FLOP/s measured in
-the same run (two square sizes, `CEILING_SIZES`). Where the time goes: each of the four
-modules alone, forward and backward on the multi-view batch's shapes, with its share of
-their summed time. The input pipeline is timed on the config's dataset when it is built
-(the training protocol, `--views` views) and reported as a ratio to the examples per
-second the slowest stage consumes. Peak memory: device statistics where the backend has
-them, and the process's peak RSS. Last, the wall time of the config's whole run (training,
-validations, evaluation) at these rates (`projection.py`; the paper run needs no data).
+over every local device (on a CPU, one per core as main.py makes them), the batch sharded
+as in training; times are medians of `--steps` runs after one compiling call, whose time
+is reported apart. Model FLOPs per step come from XLA's cost analysis of the lowered step
+on the CPU backend (GPU backends leave out the convolutions cuDNN runs), counting a
+multiply-add as 2; the fraction of the ceiling is achieved FLOP/s over the best float32
+(and, on GPUs, bfloat16) matmul FLOP/s measured in the same run (two square sizes,
+`CEILING_SIZES`). The model's parameters and forward FLOPs per object at 1 and 20 views
+(`summary`). Where the time goes: each of the four modules alone, forward and backward on
+the multi-view batch's shapes, with its share of their summed time. The input pipeline is
+timed on the config's dataset when it is built (the training protocol, `--views` views)
+and reported as a ratio to the examples per second the slowest stage consumes. Peak
+memory: device statistics where the backend has them, and the process's peak RSS. Last,
+the wall time of the config's whole run (training, validations, evaluation) at these rates
+(`projection.py`; the paper run needs no data).
 """
 
 import json
@@ -262,6 +264,11 @@ def run(
   slowest = min(s['examples_per_s'] for s in stages.values())
   pipeline = bench_input(config, multi_views, input_batches)
   inference = bench_inference(config, max(3, steps // 2), latency_batches)
+  model_summary = summary.summarize(config)
+  model = dict(
+    params=model_summary['params']['total'],
+    gflops_per_object={n: f['total'] / 1e9 for n, f in model_summary['flops'].items()},
+  )
   b = max(latency_batches)
   latency = {v: inference[f'{v}v_b{b}_ms_per_object'] for v in (1, 20)}
   rates = {k: s['examples_per_s'] for k, s in stages.items()}
@@ -275,6 +282,7 @@ def run(
     **header,
     train=stages,
     modules=modules,
+    model=model,
     inference=inference,
     run_time=run_time,
     input_pipeline=pipeline,
@@ -309,6 +317,11 @@ def format_table(r: dict[str, Any]) -> str:
       f'{name:<10}{m["ms"]:>10.1f}{m["gflops"]:>9.2f}{m["gflops_per_s"]:>9.1f}'
       f'{m["fraction_of_ceiling"]:>10.0%}{m["share"]:>7.0%}'
     )
+  g = r['model']['gflops_per_object']
+  lines.append(
+    f'model: {r["model"]["params"]:,} parameters, forward GFLOPs per object '
+    + ', '.join(f'{v:.1f} ({n} view{"s" * (int(n) > 1)})' for n, v in g.items())
+  )
   lines.append(
     'inference ms/object: '
     + ', '.join(f'{k.replace("_ms_per_object", "")} {v:.2f}' for k, v in r['inference'].items())

@@ -35,7 +35,9 @@ CONV2D_LAYERS = {
             (32, 128, 256, 3), (32, 256, 256, 3), (16, 256, 256, 3), (8, 256, 256, 3),
             (4, 256, 256, 3)],
 }
-# 3D layers (side, channels in, channels out, kernel) of the presets' decoder and refiner.
+# 3D layers (side, channels in, channels out, kernel) of the presets' decoder and refiner;
+# the paper's last two: the decoder's upsampling convolutions as conv3d_up2 runs them, on
+# the coarse grid with 8 x 64 outputs.
 CONV3D_LAYERS = {
   'quick': [(32, 1, 4, 4), (16, 4, 8, 4), (8, 8, 16, 4), (8, 16, 8, 4), (16, 8, 4, 4),
             (32, 4, 1, 4), (4, 64, 64, 3), (8, 64, 32, 3), (8, 32, 32, 3), (16, 32, 16, 3),
@@ -43,7 +45,7 @@ CONV3D_LAYERS = {
   'paper': [(32, 1, 32, 4), (16, 32, 64, 4), (8, 64, 128, 4), (8, 128, 64, 4),
             (16, 64, 32, 4), (32, 32, 1, 4), (4, 128, 128, 3), (8, 128, 128, 3),
             (16, 128, 64, 3), (16, 64, 64, 3), (32, 64, 64, 3), (32, 64, 32, 3),
-            (32, 32, 32, 3)],
+            (32, 32, 32, 3), (8, 128, 512, 3), (16, 64, 512, 3)],
 }
 # 3D layers that convolve a 2x upsampled input (output side, channels in, channels out,
 # kernel): the decoder's upsampling blocks' first conv and the refiner's up path.

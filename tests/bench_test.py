@@ -63,6 +63,10 @@ def test_bench_emits_every_field(tiny_data_dir):
   assert abs(sum(m['share'] for m in r['modules'].values()) - 1) < 1e-9
   assert 'modules alone' in proc.stdout
   assert set(r['inference']) == {'1v_b1_ms_per_object', '20v_b1_ms_per_object'}
+  # the model's size as `summary` counts it; 20 views cost more than 1
+  assert r['model']['params'] > 0 and 'parameters, forward GFLOPs per object' in proc.stdout
+  g = r['model']['gflops_per_object']
+  assert set(g) == {'1', '20'} and g['20'] > g['1'] > 0
   assert r['input_pipeline']['examples_per_s'] > 0 and r['input_pipeline']['ratio_to_step'] > 0
   assert r['memory']['host_peak_rss_mb'] > 0 and r['matmul_gflops']['float32'] > 0
   assert r['matmul_size'] == {'float32': r['matmul_size']['float32']}
@@ -86,7 +90,7 @@ def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
   layer_bench.main(['layer_bench', 'phases3d', 'tiny', '1'])
   out = capsys.readouterr().out
   assert '4 px   3->  8 k3:  native' in out and 'matmul' in out and 'mixed' in out
-  assert ' 4^3   2->  3 k3:  native' in out and 'fold' in out
+  assert ' 4^3   2->  3 k3:  native' in out and 'fold ' in out and 'fold2n' in out
   assert ' 4^3   2->  3 k4:  upsample+conv' in out and 'coarse' in out
   assert ' 4^3   1->  2 k4:  conv+s2d' in out
   with pytest.raises(SystemExit, match='usage: python -m refine3d_jax.layer_bench'):
