@@ -480,3 +480,17 @@ def test_views_benchmark_rows_build_their_models():
     assert out.returncode == 0, out.stderr[-3000:]
     totals[row] = re.search(r'^total\s+([0-9,]+)', out.stdout, re.M).group(1)
   assert totals['jtso'] != totals['paper_options'], totals
+
+
+def test_against_pix2vox_names_a_folder_that_is_no_checkout(tmp_path):
+  # checked before torch is imported, so this runs where torch is not installed
+  proc = subprocess.run(
+    [sys.executable, 'experiments/against_pix2vox.py', f'--pix2vox_dir={tmp_path}'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode == 1
+  want = f'error: --pix2vox_dir={tmp_path} has no config.py (a hzxie/Pix2Vox checkout?)'
+  assert proc.stderr.strip() == want
