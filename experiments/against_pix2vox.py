@@ -41,7 +41,7 @@ def parse_args(argv=None):
 
 
 def load_pix2vox(directory: str):
-  """(cfg, {name: module}) of the checkout in `directory`; one clear error if it is not one."""
+  """{name: module} of the checkout in `directory`; one clear error if it is not one."""
   for name in ('config.py', 'models/encoder.py', 'models/decoder.py', 'models/merger.py'):
     if not os.path.isfile(os.path.join(directory, name)):
       sys.exit(f'error: --pix2vox_dir={directory} has no {name} (a hzxie/Pix2Vox checkout?)')
@@ -64,7 +64,7 @@ def load_pix2vox(directory: str):
     parts[name] = getattr(module, name.capitalize())(cfg).to(torch.float32)
   if not cfg.NETWORK.USE_MERGER:
     del parts['merger']
-  return cfg, parts
+  return parts
 
 
 def forward(parts, images):
@@ -87,7 +87,7 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def measure(args) -> dict:
-  cfg, parts = load_pix2vox(args.pix2vox_dir)  # first: its errors need no torch
+  parts = load_pix2vox(args.pix2vox_dir)  # first: its errors need no torch
   import torch
   from torch.utils.flop_counter import FlopCounterMode
 

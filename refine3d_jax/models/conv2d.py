@@ -8,7 +8,7 @@ with the matmul's kernel gradient (a custom VJP): on XLA:CPU the native forward 
 fastest (2.7-4.1x the matmul's for the quick encoder's 16-32 px layers, 'mixed' against
 'matmul') but the native kernel gradient the slowest, and the encoder runs forward only in
 every multi-view pass of stages 2 and 3 and at evaluation (``conv3d``'s fold uses it for
-wide 32^3 layers too).
+wide layers on large grids too: ``conv3d.fold_impl2d``).
 ``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
 ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
 EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
