@@ -51,6 +51,19 @@ def test_composite_background_only_where_alpha_is_zero():
   np.testing.assert_array_equal(rgb[~clear], image[..., :3][~clear])
 
 
+def test_background_of_a_flipped_crop_is_the_flipped_background():
+  """views.view_pixels flips first and fills the background second: the same pixels as
+  filling, flipping and resizing in the old order."""
+  image = rgba_image()
+  view = transforms.flip_horizontal(transforms.crop(image, 3, 7, 127))
+  rgb = transforms.composite_background(view, (230, 241, 252))
+  old = transforms.flip_horizontal(
+    transforms.composite_background(transforms.crop(image, 3, 7, 127), (230, 241, 252))
+  )
+  np.testing.assert_array_equal(rgb, old)
+  np.testing.assert_array_equal(transforms.resize(rgb, 64), transforms.resize(old, 64))
+
+
 def test_flip_resize_jitter_normalize():
   rgb = rgba_image()[..., :3]
   np.testing.assert_array_equal(transforms.flip_horizontal(rgb)[:, 0], rgb[:, -1])
@@ -67,6 +80,7 @@ def test_flip_resize_jitter_normalize():
   y = transforms.normalize(x, (0.5,) * 3, (0.5,) * 3)
   assert y.dtype == np.float32 and -1 <= y.min() and y.max() <= 1
   np.testing.assert_allclose(y, 2 * x - 1, atol=1e-6)
+  np.testing.assert_array_equal(transforms.normalize(x, (0.0,) * 3, (1.0,) * 3), x)
 
 
 def test_protocols():

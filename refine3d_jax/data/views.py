@@ -89,12 +89,10 @@ def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.n
   """uint8 [137, 137, 4] -> uint8 [S, S, 3]: crop, background, flip, resize (one resize,
   straight from the crop to S, also when S differs from the protocol's size)."""
   p = transforms.PROTOCOLS[opts.protocol]
-  rgb = transforms.composite_background(
-    transforms.crop(rgba, params.top, params.left, p.crop), params.background
-  )
+  rgba = transforms.crop(rgba, params.top, params.left, p.crop)
   if params.flip:
-    rgb = transforms.flip_horizontal(rgb)
-  return transforms.resize(rgb, opts.image_size)
+    rgba = transforms.flip_horizontal(rgba)
+  return transforms.resize(transforms.composite_background(rgba, params.background), opts.image_size)
 
 
 @dataclasses.dataclass(frozen=True)
