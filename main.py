@@ -39,13 +39,12 @@ def main(argv):
   cli.no_arguments(argv)
   config = _CONFIG.value
   configlib.validate(config)
-  if (_NUM_PROCESSES.value or 1) > 1 and _CPU_DEVICES.value:
-    raise UserError('--cpu_devices is for one process; drop it with --num_processes > 1')
-  if (_NUM_PROCESSES.value or 1) == 1:
-    try:
-      parallel.use_cpu_cores(config.train.batch_size, _CPU_DEVICES.value)
-    except ValueError as e:
-      raise UserError(str(e)) from None
+  try:
+    parallel.use_cpu_cores(
+      config.train.batch_size, _CPU_DEVICES.value, num_processes=_NUM_PROCESSES.value
+    )
+  except ValueError as e:
+    raise UserError(str(e)) from None
   parallel.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config_file = config_flags.get_config_filename(flags.FLAGS['config'])
   workdir = _WORKDIR.value or workdir_lib.default_workdir(config_file, config.preset)

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 
 from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
-from refine3d_jax.models import conv3d as conv3d_lib
 from refine3d_jax.models.conv3d import conv3d, conv3d_phases_coarse, conv3d_up2_coarse
 from refine3d_jax.models.resample import space_to_depth, upsample_nearest
 
@@ -88,14 +87,9 @@ def conv2d_layers(preset: str = 'quick', batch: int = 128) -> None:
 
 
 def _fold_native2d(x: jax.Array, w: jax.Array) -> jax.Array:
-  """``conv3d(x, w, 'fold')`` with its 2D convolution native (``fold_impl2d`` never 'mixed');
-  the threshold is read while tracing, so this holds under jit too."""
-  saved = conv3d_lib.MIXED_MIN_SIDE
-  conv3d_lib.MIXED_MIN_SIDE = float('inf')
-  try:
-    return conv3d(x, w, 'fold')
-  finally:
-    conv3d_lib.MIXED_MIN_SIDE = saved
+  """``conv3d(x, w, 'fold')`` with its 2D convolution native (never ``fold_impl2d``'s
+  'mixed')."""
+  return conv3d(x, w, 'fold', impl2d='native')
 
 
 def conv3d_layers(

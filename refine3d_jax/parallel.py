@@ -95,7 +95,10 @@ def cpu_devices(batch_size: int, cores: int | None = None) -> int:
 
 
 def use_cpu_cores(
-  batch_size: int, devices: int = 0, batch_name: str = 'config.train.batch_size'
+  batch_size: int,
+  devices: int = 0,
+  batch_name: str = 'config.train.batch_size',
+  num_processes: int | None = None,
 ) -> int:
   """Makes the CPU `devices` JAX devices (0: `cpu_devices(batch_size)`, one per core), so
   that a CPU-only run is data-parallel over its cores like a multi-GPU one. XLA:CPU keeps
@@ -106,7 +109,8 @@ def use_cpu_cores(
   multi-process runs, where another setting (XLA_FLAGS'
   --xla_force_host_platform_device_count, jax_num_cpu_devices) chose already, or once JAX
   has started; an explicit count that cannot take effect is a ValueError. Otherwise
-  returns the count it set. Accelerators are unaffected.
+  returns the count it set. Accelerators are unaffected. `num_processes` (main.py's
+  --num_processes) overrides the JAX_NUM_PROCESSES environment variable.
   """
   if devices < 0:
     raise ValueError(f'--cpu_devices must be >= 0 (0 = one per core), got {devices}')
@@ -122,9 +126,12 @@ def use_cpu_cores(
       if devices and devices != count:
         raise ValueError(f'--cpu_devices={devices} conflicts with {name}={count}; drop one')
       return 0
-  if (_env_int('JAX_NUM_PROCESSES') or 1) > 1:
+  processes, source = num_processes, '--num_processes'
+  if processes is None:
+    processes, source = _env_int('JAX_NUM_PROCESSES'), 'JAX_NUM_PROCESSES'
+  if (processes or 1) > 1:
     if devices:
-      raise ValueError(f'--cpu_devices={devices} is for one process; JAX_NUM_PROCESSES > 1')
+      raise ValueError(f'--cpu_devices={devices} is for one process; {source}={processes}')
     return 0
   count = devices or cpu_devices(batch_size)
   try:

@@ -134,12 +134,22 @@ def test_conv3d_fold_equals_native_and_flax(kernel, channels):
 
 def test_conv3d_fold_with_a_matmul_kernel_gradient_equals_native(monkeypatch):
   # fold_impl2d's 'mixed' (wide layers on large grids, CPUs), made to apply to a small layer
-  for name, value in (('MIXED_MIN_SIDE', 4), ('MIXED_MIN_FEATURES', 2), ('MIXED_MIN_OUTPUT', 1)):
+  for name, value in (
+    ('FOLD_MIXED_MIN_SIDE', 4),
+    ('FOLD_MIXED_MIN_FEATURES', 2),
+    ('FOLD_MIXED_MIN_OUTPUT', 1),
+  ):
     monkeypatch.setattr(conv3d_lib, name, value)
   assert conv3d_lib.fold_impl2d(5, 4, backend='cpu') == 'mixed'
   assert conv3d_lib.fold_impl2d(5, 4, backend='gpu') == 'native'
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, 3))
   check_lowerings(nn.Conv(5, (3, 3, 3)), x, [Conv3D(5, 3, impl=i) for i in ('fold', 'native')])
+  # an explicit 2D lowering (layer_bench's fold2n) overrides the rule, each one exact
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 3, 5))
+  want = conv3d_lib.conv3d(x, w, 'native')
+  for impl2d in ('native', 'mixed', 'matmul'):
+    got = jax.jit(lambda x, w, i=impl2d: conv3d_lib.conv3d(x, w, 'fold', impl2d=i))(x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_fold_impl2d_is_mixed_for_wide_layers_on_large_grids_on_cpus():

@@ -212,9 +212,13 @@ def test_use_cpu_cores_refuses_what_cannot_take_effect(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '')
   monkeypatch.setenv('JAX_NUM_PROCESSES', '2')
   assert parallel.use_cpu_cores(6) == 0
-  with pytest.raises(ValueError, match='is for one process'):
+  with pytest.raises(ValueError, match='is for one process; JAX_NUM_PROCESSES=2'):
     parallel.use_cpu_cores(6, 3)
   monkeypatch.delenv('JAX_NUM_PROCESSES')
+  # main.py's --num_processes, one owner of the check (and it wins over the variable)
+  assert parallel.use_cpu_cores(6, num_processes=2) == 0
+  with pytest.raises(ValueError, match='is for one process; --num_processes=2'):
+    parallel.use_cpu_cores(6, 3, num_processes=2)
   jax.devices()  # this process's JAX has started: the default leaves it alone
   assert parallel.use_cpu_cores(6) == 0
   with pytest.raises(ValueError, match='JAX has started already'):

@@ -136,6 +136,13 @@ def test_main_trains_and_rejects_bad_values(data_dir, tmp_path):
   assert split.stderr.strip().splitlines()[-1] == (
     'error: --cpu_devices=3 does not divide config.train.batch_size = 2'
   )
+  hosts = subprocess.run(
+    args + ['--cpu_devices=2', '--num_processes=2'], capture_output=True, text=True, timeout=300
+  )
+  assert hosts.returncode == 1
+  assert hosts.stderr.strip().splitlines()[-1] == (
+    'error: --cpu_devices=2 is for one process; --num_processes=2'
+  )
 
 
 @pytest.mark.slow

@@ -49,8 +49,12 @@ def fold_output(c: int, o: int, kd: int) -> bool:
   return o < c and kd * o <= 16
 
 
-def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
-  """SAME, stride-1 convolution of ``x [N, D, H, W, C]`` by ``kernel [k, k, k, C, O]``."""
+def conv3d(
+  x: jax.Array, kernel: jax.Array, impl: str = 'auto', impl2d: str | None = None
+) -> jax.Array:
+  """SAME, stride-1 convolution of ``x [N, D, H, W, C]`` by ``kernel [k, k, k, C, O]``.
+  ``impl2d`` is the folded 2D convolution's lowering (``conv2d``'s impl; default: as
+  ``fold_impl2d`` chooses), for benchmarks and tests."""
   kd, kh, kw, c, o = kernel.shape
   if (kd, kh, kw) == (1, 1, 1):
     return jnp.einsum('ndhwc,co->ndhwo', x, kernel[0, 0, 0])
@@ -76,20 +80,20 @@ def conv3d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
   stacked = jnp.concatenate([xp[:, i : i + d] for i in range(kd)], axis=-1)
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
-  y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, fold_impl2d(o, min(h, w)))
+  y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, impl2d or fold_impl2d(o, min(h, w)))
   return y.reshape(n, d, h, w, o)
 
 
-MIXED_MIN_FEATURES = 64
-MIXED_MIN_SIDE = 16
-MIXED_MIN_OUTPUT = 32 * 32 * 64
+FOLD_MIXED_MIN_FEATURES = 64
+FOLD_MIXED_MIN_SIDE = 16
+FOLD_MIXED_MIN_OUTPUT = 32 * 32 * 64
 
 
 def fold_impl2d(o: int, side: int, backend: str | None = None) -> str:
   """The lowering of the folded 2D convolution (``conv2d``'s impl) of a layer of ``o``
   outputs on a grid of ``side``: on CPUs, 'mixed' (its kernel gradient as an im2col
-  matmul's, the rest native) for wide layers on large grids (``o`` >= MIXED_MIN_FEATURES,
-  ``side`` >= MIXED_MIN_SIDE, ``side^2 * o`` >= MIXED_MIN_OUTPUT), where XLA:CPU's native
+  matmul's, the rest native) for wide layers on large grids (``o`` >= FOLD_MIXED_MIN_FEATURES,
+  ``side`` >= FOLD_MIXED_MIN_SIDE, ``side^2 * o`` >= FOLD_MIXED_MIN_OUTPUT), where XLA:CPU's native
   kernel gradient is slowest. Measured (2-core AMD EPYC, one core, batch 2 = the paper
   preset's share of one device when main.py splits the CPU; ms of the kernel gradient,
   native / mixed): 32^3 64 -> 64 k3 2985 / 1046, the decoder's coarse-grid up-convolutions
@@ -97,7 +101,11 @@ def fold_impl2d(o: int, side: int, backend: str | None = None) -> str:
   946, 32^3 32 -> 32 290 / 492, 16^3 64 -> 64 62 / 156, 8^3 and 4^3 layers within 10%, and
   the quick preset's narrow layers 2-9x slower mixed (BENCHMARKS.md, 2026-12-01)."""
   cpu = (backend or jax.default_backend()) == 'cpu'
-  wide = o >= MIXED_MIN_FEATURES and side >= MIXED_MIN_SIDE and side * side * o >= MIXED_MIN_OUTPUT
+  wide = (
+    o >= FOLD_MIXED_MIN_FEATURES
+    and side >= FOLD_MIXED_MIN_SIDE
+    and side * side * o >= FOLD_MIXED_MIN_OUTPUT
+  )
   return 'mixed' if cpu and wide else 'native'
 
 
