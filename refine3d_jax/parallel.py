@@ -116,6 +116,13 @@ def use_cpu_cores(
     raise ValueError(f'--cpu_devices must be >= 0 (0 = one per core), got {devices}')
   if devices and batch_size % devices:
     raise ValueError(f'--cpu_devices={devices} does not divide {batch_name} = {batch_size}')
+  processes, source = num_processes, '--num_processes'
+  if processes is None:
+    processes, source = _env_int('JAX_NUM_PROCESSES'), 'JAX_NUM_PROCESSES'
+  if (processes or 1) > 1:
+    if devices:
+      raise ValueError(f'--cpu_devices={devices} is for one process; {source}={processes}')
+    return 0
   flag = re.search(r'--xla_force_host_platform_device_count=(\d+)', os.environ.get('XLA_FLAGS', ''))
   chosen = {
     'XLA_FLAGS --xla_force_host_platform_device_count': int(flag.group(1)) if flag else -1,
@@ -126,13 +133,6 @@ def use_cpu_cores(
       if devices and devices != count:
         raise ValueError(f'--cpu_devices={devices} conflicts with {name}={count}; drop one')
       return 0
-  processes, source = num_processes, '--num_processes'
-  if processes is None:
-    processes, source = _env_int('JAX_NUM_PROCESSES'), 'JAX_NUM_PROCESSES'
-  if (processes or 1) > 1:
-    if devices:
-      raise ValueError(f'--cpu_devices={devices} is for one process; {source}={processes}')
-    return 0
   count = devices or cpu_devices(batch_size)
   try:
     jax.config.update('jax_num_cpu_devices', count)

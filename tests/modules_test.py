@@ -144,12 +144,19 @@ def test_conv3d_fold_with_a_matmul_kernel_gradient_equals_native(monkeypatch):
   assert conv3d_lib.fold_impl2d(5, 4, backend='gpu') == 'native'
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5, 4, 3))
   check_lowerings(nn.Conv(5, (3, 3, 3)), x, [Conv3D(5, 3, impl=i) for i in ('fold', 'native')])
-  # an explicit 2D lowering (layer_bench's fold2n) overrides the rule, each one exact
+  # an explicit 2D lowering (layer_bench's fold2n) overrides the rule: each one is used
+  # (its primitives in the jaxpr) and exact, outputs and both gradients
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 3, 5))
-  want = conv3d_lib.conv3d(x, w, 'native')
+  loss = lambda f: lambda x, w: (f(x, w) ** 2).sum()
+  want = jax.grad(loss(lambda x, w: conv3d_lib.conv3d(x, w, 'native')), (0, 1))(x, w)
   for impl2d in ('native', 'mixed', 'matmul'):
-    got = jax.jit(lambda x, w, i=impl2d: conv3d_lib.conv3d(x, w, 'fold', impl2d=i))(x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    f = lambda x, w, i=impl2d: conv3d_lib.conv3d(x, w, 'fold', impl2d=i)
+    jaxpr = str(jax.make_jaxpr(f)(x, w))
+    assert ('custom_vjp_call' in jaxpr) == (impl2d == 'mixed')
+    assert ('conv_general_dilated' in jaxpr) == (impl2d != 'matmul')
+    got = jax.jit(jax.grad(loss(f), (0, 1)))(x, w)
+    for g, r in zip(got, want):
+      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
 def test_fold_impl2d_is_mixed_for_wide_layers_on_large_grids_on_cpus():

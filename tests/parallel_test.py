@@ -215,10 +215,17 @@ def test_use_cpu_cores_refuses_what_cannot_take_effect(monkeypatch):
   with pytest.raises(ValueError, match='is for one process; JAX_NUM_PROCESSES=2'):
     parallel.use_cpu_cores(6, 3)
   monkeypatch.delenv('JAX_NUM_PROCESSES')
-  # main.py's --num_processes, one owner of the check (and it wins over the variable)
+  # main.py's --num_processes, one owner of the check; it wins over the variable, and
+  # several processes refuse --cpu_devices even where XLA_FLAGS chose the same count
+  monkeypatch.setenv('JAX_NUM_PROCESSES', '1')
   assert parallel.use_cpu_cores(6, num_processes=2) == 0
   with pytest.raises(ValueError, match='is for one process; --num_processes=2'):
     parallel.use_cpu_cores(6, 3, num_processes=2)
+  monkeypatch.delenv('JAX_NUM_PROCESSES')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  with pytest.raises(ValueError, match='is for one process; --num_processes=2'):
+    parallel.use_cpu_cores(6, 2, num_processes=2)
+  monkeypatch.setenv('XLA_FLAGS', '')
   jax.devices()  # this process's JAX has started: the default leaves it alone
   assert parallel.use_cpu_cores(6) == 0
   with pytest.raises(ValueError, match='JAX has started already'):

@@ -76,10 +76,11 @@ def composite_background(rgba: np.ndarray, color) -> np.ndarray:
 
   One select over the pixels as little-endian uint32 words (alpha is the high byte): 2.8x
   faster than a copy and a masked assignment, the input pipeline's largest cost per view.
-  The result is a strided view of a new array (resize makes it contiguous)."""
-  words = np.ascontiguousarray(rgba).view('<u4')[..., 0]
+  The result is a strided view (the first 3 of 4 bytes per pixel) of a new array."""
+  words = np.ascontiguousarray(rgba, np.uint8).view('<u4')[..., 0]
   fill = np.asarray([*color, 0], np.uint8).view('<u4')[0]
-  return np.where(words >> 24 == 0, fill, words).view(np.uint8).reshape(rgba.shape)[..., :3]
+  filled = np.where(words >> 24 == 0, fill, words).astype('<u4', copy=False)
+  return filled.view(np.uint8).reshape(rgba.shape)[..., :3]
 
 
 def flip_horizontal(image: np.ndarray) -> np.ndarray:
