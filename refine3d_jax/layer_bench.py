@@ -86,12 +86,6 @@ def conv2d_layers(preset: str = 'quick', batch: int = 128) -> None:
     print(row, flush=True)
 
 
-def _fold_native2d(x: jax.Array, w: jax.Array) -> jax.Array:
-  """``conv3d(x, w, 'fold')`` with its 2D convolution native (never ``fold_impl2d``'s
-  'mixed')."""
-  return conv3d(x, w, 'fold', impl2d='native')
-
-
 def conv3d_layers(
   preset: str = 'paper', batch: int = 4, dtype: str = 'float32', parts: str = ''
 ) -> None:
@@ -116,8 +110,13 @@ def conv3d_layers(
     w = jax.random.normal(jax.random.key(1), (k, k, k, ci, co), dtype)
     flops = 2 * batch * s**3 * k**3 * ci * co
     row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
-    for impl in ('native', 'fold', 'fold2n'):
-      f = _fold_native2d if impl == 'fold2n' else lambda x, w, impl=impl: conv3d(x, w, impl)
+    # fold2n: the fold with its 2D convolution native (never fold_impl2d's 'mixed')
+    for impl, impl3d, impl2d in (
+      ('native', 'native', None),
+      ('fold', 'fold', None),
+      ('fold2n', 'fold', 'native'),
+    ):
+      f = lambda x, w, i=impl3d, i2=impl2d: conv3d(x, w, i, impl2d=i2)
       if parts:
         y = f(x, w)
         # every array an argument: XLA would fold transposes of a captured one at compile time

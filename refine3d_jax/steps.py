@@ -36,18 +36,14 @@ def single_view_batch(
   as the pipeline pads), so a padded slot never becomes an example: an object with fewer
   than k real views repeats them. k = 1 is view 0, as before the option existed.
   """
-  if k == 1:  # view 0, a slice: no gather and bounds select (13 ms of a traced quick
-    # stage-1 step per device; the step's median within noise, BENCHMARKS.md 2026-12-01)
-    picked = images[:, :1]
-  else:
-    real = jnp.maximum(mask.sum(axis=1, keepdims=True), 1)  # [B, 1]
-    index = jnp.arange(k)[None, :] % real  # [B, k], always < n
-    picked = jnp.take_along_axis(
-      images,
-      index.reshape(index.shape + (1,) * (images.ndim - 2)),
-      axis=1,
-      mode='promise_in_bounds',
-    )
+  real = jnp.maximum(mask.sum(axis=1, keepdims=True), 1)  # [B, 1]
+  index = jnp.arange(k)[None, :] % real  # [B, k], always < n: no bounds select needed
+  picked = jnp.take_along_axis(
+    images,
+    index.reshape(index.shape + (1,) * (images.ndim - 2)),
+    axis=1,
+    mode='promise_in_bounds',
+  )
   flat = picked.reshape((-1, 1) + images.shape[2:])
   return flat, jnp.ones(flat.shape[:2], bool), jnp.repeat(voxels, k, axis=0)
 

@@ -86,7 +86,7 @@ def sample_view_params(opts: ViewOptions, rng: np.random.Generator | None) -> Vi
 
 
 def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.ndarray:
-  """uint8 [137, 137, 4] -> uint8 [S, S, 3]: crop, background, flip, resize (one resize,
+  """uint8 [137, 137, 4] -> uint8 [S, S, 3]: crop, flip, background, resize (one resize,
   straight from the crop to S, also when S differs from the protocol's size)."""
   p = transforms.PROTOCOLS[opts.protocol]
   rgba = transforms.crop(rgba, params.top, params.left, p.crop)
