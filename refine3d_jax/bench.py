@@ -18,8 +18,14 @@ timed on the config's dataset when it is built (the training protocol, `--views`
 and reported as a ratio to the examples per second the slowest stage consumes. Peak
 memory: device statistics where the backend has them, and the process's peak RSS. Last,
 the wall time of the config's whole run (training, validations, evaluation) at these rates
-(`projection.py`; the paper run needs no data).
+(`projection.py`; the paper run needs no data). As main.py, it re-executes itself with
+malloc's huge pages on (refine3d_jax/hostmem.py; the header says whether they are).
 """
+
+if __name__ == '__main__':  # first: glibc reads its tunables when a process starts
+  from refine3d_jax import hostmem
+
+  hostmem.use_huge_pages()
 
 import json
 import resource
@@ -33,7 +39,8 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from refine3d_jax import cli, configlib, input_pipeline, jtso, parallel, projection, summary, timing
+from refine3d_jax import cli, configlib, hostmem, input_pipeline, jtso, parallel, projection
+from refine3d_jax import summary, timing
 from refine3d_jax import steps as steps_lib
 from refine3d_jax import train, train_state
 from refine3d_jax.errors import UserError
@@ -245,6 +252,7 @@ def run(
     date=time.strftime('%Y-%m-%d'),
     device=timing.device_name(device),
     devices=jax.device_count(),
+    huge_pages=hostmem.active(),
     preset=config.get('preset', ''),
     dtype=config.model.dtype,
     image_size=config.model.image_size,
@@ -292,7 +300,8 @@ def run(
 
 def format_table(r: dict[str, Any]) -> str:
   lines = [
-    f'refine3d_jax bench, {r["date"]}: {r["device"]} x{r["devices"]}; preset '
+    f'refine3d_jax bench, {r["date"]}: {r["device"]} x{r["devices"]}'
+    f'{", huge pages" if r.get("huge_pages") else ""}; preset '
     f'{r["preset"]}, {r["dtype"]}, {r["image_size"]} px, batch {r["batch"]}, '
     f'{r["views"]} views in multi-view stages',
     'matmul ceiling: '
