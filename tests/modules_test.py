@@ -13,7 +13,7 @@ from refine3d_jax.models.decoder import Decoder, num_upsamplings
 from refine3d_jax.models.resample import depth_to_space, space_to_depth, upsample_nearest
 from refine3d_jax.models.encoder import Encoder
 from refine3d_jax.models.pooling import max_over_phases, max_pool2
-from refine3d_jax.models.refiner import Refiner
+from refine3d_jax.models.refiner import Refiner, batch_outer_dot
 from refine3d_jax.models.fusion import AttSetsFusion, SelfAttentionFusion, masked_mean
 from tests.testutil import perturb
 
@@ -253,6 +253,32 @@ def test_conv2d_lowerings_equal_flax(kernel):
   check_lowerings(flax_conv, x, [conv2d_lib.Conv2D(4, kernel, impl=impl) for impl in impls])
 
 
+def test_im2col_groups():
+  mb = 1 << 20
+  assert conv2d_lib.im2col_groups(64, 7 * mb, 2) == 4  # 8 images of 7 MB per device and group
+  assert conv2d_lib.im2col_groups(64, 2 * mb, 2) == 1  # all 32 within 64 MB: one pass
+  assert conv2d_lib.im2col_groups(6, 30 * mb, 4) == 1  # 6 images do not split over 4 devices
+  assert conv2d_lib.im2col_groups(12, 100 * mb, 2) == 6  # larger than the bound: one image
+
+
+def test_mixed_kernel_gradient_in_groups_equals_one_pass(monkeypatch):
+  # a bound of two images' patches: 6 images in 3 groups, the same kernel gradient and FLOPs
+  x = jax.random.normal(jax.random.PRNGKey(0), (6, 7, 5, 3))
+  dy = jax.random.normal(jax.random.PRNGKey(1), (6, 7, 5, 4))
+  k = jnp.zeros((3, 3, 3, 4))
+  one_pass = jax.vjp(lambda k: conv2d_lib._matmul(x, k), k)[1](dy)[0]
+  flops = lambda f: jax.jit(f).lower(x, dy).cost_analysis()['flops']
+  one_pass_flops = flops(lambda x, dy: conv2d_lib.matmul_kernel_grad(x, dy, k.shape))
+  image_bytes = 7 * 5 * 9 * 3 * 4
+  monkeypatch.setattr(conv2d_lib, 'IM2COL_GROUP_BYTES', 2 * image_bytes)
+  assert conv2d_lib.im2col_groups(6, image_bytes, jax.device_count()) == 3
+  grouped = lambda x, dy: conv2d_lib.matmul_kernel_grad(x, dy, k.shape)
+  jaxpr = jax.make_jaxpr(grouped)(x, dy)
+  assert [e.primitive.name for e in jaxpr.eqns].count('dot_general') == 3
+  np.testing.assert_allclose(grouped(x, dy), one_pass, rtol=1e-5, atol=1e-5)
+  assert abs(flops(grouped) - one_pass_flops) < 0.01 * one_pass_flops
+
+
 def test_conv2d_lowerings_agree_in_bfloat16():
   # The GPU preset's dtype: every lowering keeps bf16 activations and float32 parameter
   # gradients, and agrees with the native one to bf16 rounding.
@@ -357,6 +383,25 @@ def test_refiner_paper_options():
   perturbed = perturb(v_ours, scale=0.5)
   relu_up = Refiner(widths=(4, 8, 8), up_activation='relu')
   assert np.abs(relu_up.apply(perturbed, x) - ours.apply(perturbed, x)).max() > 1e-4
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_batch_outer_dot_is_dense(dtype):
+  """The bottleneck's Dense with its kernel gradient as a sum of outer products: the same
+  outputs and gradients as Flax's default dot."""
+  x = jax.random.normal(jax.random.key(0), (3, 40))
+  ours, flax_dot = (nn.Dense(24, dtype=dtype, dot_general=d) for d in (batch_outer_dot, None))
+  params = flax_dot.init(jax.random.key(1), x)
+  weights = jax.random.normal(jax.random.key(2), (3, 24))
+  loss = lambda model: lambda p, x: jnp.sum(model.apply(p, x).astype(jnp.float32) * weights)
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+  np.testing.assert_allclose(ours.apply(params, x), flax_dot.apply(params, x), **tol)
+  grads = [jax.grad(loss(m), argnums=(0, 1))(params, x) for m in (ours, flax_dot)]
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    assert a.dtype == b.dtype and np.abs(np.asarray(a, np.float32)).max() > 0.1
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), **tol)
+  with pytest.raises(ValueError, match=r'\[B, in\] @ \[in, out\] only'):
+    nn.Dense(4, dot_general=batch_outer_dot).init(jax.random.key(0), jnp.ones((2, 3, 5)))
 
 
 def test_decoder_conv_shortcuts_everywhere():

@@ -8,7 +8,8 @@ with the matmul's kernel gradient (a custom VJP): on XLA:CPU the native forward 
 fastest (2.7-4.1x the matmul's for the quick encoder's 16-32 px layers, 'mixed' against
 'matmul') but the native kernel gradient the slowest, and the encoder runs forward only in
 every multi-view pass of stages 2 and 3 and at evaluation (``conv3d``'s fold uses it for
-wide layers on large grids too: ``conv3d.fold_impl2d``).
+wide layers on large grids too: ``conv3d.fold_impl2d``). Its kernel gradient builds the
+patches of a group of images at a time (``matmul_kernel_grad``).
 ``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
 ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
 EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
@@ -93,8 +94,47 @@ def _mixed_fwd(x, kernel):
 def _mixed_bwd(residuals, dy):
   x, kernel = residuals
   dx = jax.vjp(lambda x: _native(x, kernel), x)[1](dy)[0]
-  dk = jax.vjp(lambda k: _matmul(x, k), kernel)[1](dy)[0]
-  return dx, dk
+  return dx, matmul_kernel_grad(x, dy, kernel.shape)
+
+
+IM2COL_GROUP_BYTES = 64 << 20
+
+
+def im2col_groups(n: int, image_bytes: int, devices: int) -> int:
+  """Into how many groups ``matmul_kernel_grad`` splits ``n`` images: the fewest that keep
+  each device's patches per group within IM2COL_GROUP_BYTES (or one image), dividing the
+  images a device holds, so that a group never reaches across devices (1, one pass, where
+  ``n`` does not divide among ``devices``)."""
+  if n % devices:
+    return 1
+  local = n // devices
+  for groups in range(1, local + 1):
+    if local % groups == 0 and local // groups * image_bytes <= IM2COL_GROUP_BYTES:
+      return groups
+  return local
+
+
+def matmul_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
+  """``_matmul``'s kernel gradient, patches^T @ dy, as a sum over groups of images
+  (``im2col_groups``), each group's im2col patches built on their own: one pass over the
+  paper decoder's 32^3 64 -> 64 layer wrote 453 MB of patches per device, and took twice
+  as long (BENCHMARKS.md). Group j holds images j, j + groups, j + 2 groups...,
+  so with the batch split over devices in contiguous blocks each device sums its own. The
+  groups are unrolled, not a loop: XLA's cost analysis would count a loop's body once."""
+  kh, kw, c, o = kernel_shape
+  n, h, w, _ = x.shape
+  groups = im2col_groups(n, h * w * kh * kw * c * x.dtype.itemsize, jax.device_count())
+  xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
+  xp = xp.reshape(n // groups, groups, *xp.shape[1:])
+  dy = dy.reshape(n // groups, groups, h, w, o)
+  dk = 0
+  for j in range(groups):
+    patches = jnp.concatenate(
+      [xp[:, j, i : i + h, k : k + w] for i in range(kh) for k in range(kw)], axis=-1
+    )
+    rows = patches.shape[0] * h * w
+    dk = dk + jnp.dot(patches.reshape(rows, kh * kw * c).T, dy[:, j].reshape(rows, o))
+  return dk.reshape(kernel_shape)
 
 
 _mixed.defvjp(_mixed_fwd, _mixed_bwd)

@@ -20,6 +20,9 @@ Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU), co
 on the coarse grid where measured faster (``conv3d.conv3d_up2``, the same function); the
 down path's conv -> BN -> act runs in 2x2x2 blocks, so its pool is a max over the block
 (``conv3d.conv3d_phases``).
+The bottleneck's kernel gradients are written in the kernels' own layout
+(`batch_outer_dot`): XLA:CPU returned them transposed from their dots, and Adam's updates
+of the 33.6M weights then read them through the transpose.
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
 """
@@ -35,6 +38,37 @@ from refine3d_jax.models.pooling import max_over_phases
 
 
 ACTIVATIONS = ('leaky_relu', 'relu')
+
+
+@jax.custom_vjp
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  return jnp.dot(x, kernel)
+
+
+def _matmul_fwd(x, kernel):
+  return jnp.dot(x, kernel), (x, kernel)
+
+
+def _matmul_bwd(residuals, g):
+  x, kernel = residuals
+  dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())))
+  # sum over the batch of outer products, in the kernel's [in, out] layout: an element-wise
+  # fusion, where the dot x^T g came out [out, in] and every reader transposed it
+  f32 = lambda a: a.astype(jnp.float32)
+  dkernel = jnp.sum(f32(x)[:, :, None] * f32(g)[:, None, :], axis=0)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def batch_outer_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """`nn.Dense`'s `dot_general` for `[B, in] @ [in, out]`, the kernel's gradient summed
+  over the batch's outer products (the refiner's bottleneck: a few objects per device)."""
+  del precision, preferred_element_type
+  if lhs.ndim != 2 or dimension_numbers != (((1,), (0,)), ((), ())):
+    raise ValueError(f'batch_outer_dot: [B, in] @ [in, out] only, got {lhs.shape} @ {rhs.shape}')
+  return _matmul(lhs, rhs)
 
 
 class ConvBNAct(nn.Module):
@@ -108,8 +142,9 @@ class Refiner(nn.Module):
       skips.append(x)
     if self.bottleneck:
       flat = x.reshape(x.shape[0], -1)
-      h = nn.relu(nn.Dense(self.bottleneck, dtype=self.dtype, name='fc1')(flat))
-      h = nn.relu(nn.Dense(flat.shape[-1], dtype=self.dtype, name='fc2')(h))
+      dense = lambda n, name: nn.Dense(n, dtype=self.dtype, dot_general=batch_outer_dot, name=name)
+      h = nn.relu(dense(self.bottleneck, 'fc1')(flat))
+      h = nn.relu(dense(flat.shape[-1], 'fc2')(h))
       x = x + h.reshape(x.shape)
     for i in reversed(range(len(self.widths) - 1)):
       x = block(self.widths[i], f'up{i + 1}', self.up_activation, up=True)(x, train) + skips[i]
