@@ -7,7 +7,7 @@ EPYC, 55,000 of the quick preset. With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (
 or newer) malloc asks for transparent huge pages (2 MB) instead, where the kernel offers
 them (`madvise` or `always` in /sys/kernel/mm/transparent_hugepage/enabled). glibc reads
 the tunable once, when a process starts, so `use_huge_pages` re-executes the command with
-it before anything is allocated. `REFINE3D_HUGE_PAGES=0` keeps glibc's defaults.
+it before anything is allocated. `REFINE3D_HUGE_PAGES=0` (exactly) keeps glibc's defaults.
 Measured (BENCHMARKS.md, "huge pages"): the quick preset's training loop 1.08-1.27x per
 stage, the paper preset's steps 1.07-1.37x, on that machine.
 """
@@ -52,15 +52,31 @@ def environment(
 
 
 def active(env: Mapping[str, str] = os.environ) -> bool:
-  """Whether this process started with malloc's huge pages on (the tunable at 1)."""
-  return f'{TUNABLE}=1' in env.get('GLIBC_TUNABLES', '').split(':')
+  """Whether this process started with malloc's huge pages on (the tunable at 1, and a
+  glibc and kernel that apply it)."""
+  return f'{TUNABLE}=1' in env.get('GLIBC_TUNABLES', '').split(':') and supported()
+
+
+def command(argv: list[str], orig_argv: list[str]) -> list[str] | None:
+  """The interpreter's arguments that rerun this command (`orig_argv[1:]`), or None where
+  it is not a plain `python [options] FILE ...` or `python [options] -m MODULE ...` (run
+  from stdin, `-c`, or inside another program such as IPython's `%run`)."""
+  args = argv[1:]
+  head = orig_argv[: len(orig_argv) - len(args)]
+  if len(head) < 2 or orig_argv[len(head) :] != args or '-c' in head or head[1:2] == ['-']:
+    return None
+  script = head[-1] == argv[0]
+  module = len(head) >= 3 and head[-2] == '-m'
+  return orig_argv[1:] if script or module else None
 
 
 def use_huge_pages() -> None:
-  """Re-executes this command (`sys.orig_argv`) with huge pages on, or returns where
-  `environment` leaves it as it is. Call it first in a command's `__main__`."""
+  """Re-executes this command (`command`) with huge pages on, or returns where
+  `environment` leaves it as it is or `command` finds no command line to rerun. Call it
+  first in a command's `__main__`."""
   env = environment(os.environ)
-  if env is not None:
+  args = command(sys.argv, sys.orig_argv)
+  if env is not None and args is not None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    os.execve(sys.executable, [sys.executable, *args], env)

@@ -261,22 +261,32 @@ def test_im2col_groups():
   assert conv2d_lib.im2col_groups(12, 100 * mb, 2) == 6  # larger than the bound: one image
 
 
-def test_mixed_kernel_gradient_in_groups_equals_one_pass(monkeypatch):
-  # a bound of two images' patches: 6 images in 3 groups, the same kernel gradient and FLOPs
-  x = jax.random.normal(jax.random.PRNGKey(0), (6, 7, 5, 3))
-  dy = jax.random.normal(jax.random.PRNGKey(1), (6, 7, 5, 4))
-  k = jnp.zeros((3, 3, 3, 4))
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_mixed_kernel_gradient_in_groups_equals_one_pass(monkeypatch, dtype):
+  # a bound of two images' patches: 12 images in 6 groups on one device (3 on four), the
+  # same kernel gradient and FLOPs as one pass, and through the 'mixed' conv's VJP
+  x = jax.random.normal(jax.random.PRNGKey(0), (12, 7, 5, 3)).astype(dtype)
+  dy = jax.random.normal(jax.random.PRNGKey(1), (12, 7, 5, 4)).astype(dtype)
+  k = jnp.zeros((3, 3, 3, 4), dtype)
   one_pass = jax.vjp(lambda k: conv2d_lib._matmul(x, k), k)[1](dy)[0]
   flops = lambda f: jax.jit(f).lower(x, dy).cost_analysis()['flops']
   one_pass_flops = flops(lambda x, dy: conv2d_lib.matmul_kernel_grad(x, dy, k.shape))
-  image_bytes = 7 * 5 * 9 * 3 * 4
+  image_bytes = 7 * 5 * 9 * 3 * x.dtype.itemsize
   monkeypatch.setattr(conv2d_lib, 'IM2COL_GROUP_BYTES', 2 * image_bytes)
-  assert conv2d_lib.im2col_groups(6, image_bytes, jax.device_count()) == 3
+  groups = conv2d_lib.im2col_groups(12, image_bytes, jax.device_count())
+  assert groups > 1
   grouped = lambda x, dy: conv2d_lib.matmul_kernel_grad(x, dy, k.shape)
   jaxpr = jax.make_jaxpr(grouped)(x, dy)
-  assert [e.primitive.name for e in jaxpr.eqns].count('dot_general') == 3
-  np.testing.assert_allclose(grouped(x, dy), one_pass, rtol=1e-5, atol=1e-5)
+  assert [e.primitive.name for e in jaxpr.eqns].count('dot_general') == groups
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=0.1)
+  result = grouped(x, dy)
+  assert result.dtype == dtype
+  np.testing.assert_allclose(
+    np.asarray(result, np.float32), np.asarray(one_pass, np.float32), **tol
+  )
   assert abs(flops(grouped) - one_pass_flops) < 0.01 * one_pass_flops
+  via_vjp = jax.vjp(lambda k: conv2d_lib._mixed(x, k), k)[1](dy.astype(dtype))[0]
+  np.testing.assert_array_equal(np.asarray(via_vjp, np.float32), np.asarray(result, np.float32))
 
 
 def test_conv2d_lowerings_agree_in_bfloat16():

@@ -103,8 +103,8 @@ IM2COL_GROUP_BYTES = 64 << 20
 def im2col_groups(n: int, image_bytes: int, devices: int) -> int:
   """Into how many groups ``matmul_kernel_grad`` splits ``n`` images: the fewest that keep
   each device's patches per group within IM2COL_GROUP_BYTES (or one image), dividing the
-  images a device holds, so that a group never reaches across devices (1, one pass, where
-  ``n`` does not divide among ``devices``)."""
+  images a device holds, so that each device builds its share of every group from its
+  own images (1, one pass, where ``n`` does not divide among ``devices``)."""
   if n % devices:
     return 1
   local = n // devices
@@ -119,22 +119,24 @@ def matmul_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...
   (``im2col_groups``), each group's im2col patches built on their own: one pass over the
   paper decoder's 32^3 64 -> 64 layer wrote 453 MB of patches per device, and took twice
   as long (BENCHMARKS.md). Group j holds images j, j + groups, j + 2 groups...,
-  so with the batch split over devices in contiguous blocks each device sums its own. The
-  groups are unrolled, not a loop: XLA's cost analysis would count a loop's body once."""
+  so with the batch split over devices in contiguous blocks each device holds an equal
+  share of every group. The groups are unrolled, not a loop: XLA's cost analysis would
+  count a loop's body once. The sum is accumulated in float32."""
   kh, kw, c, o = kernel_shape
   n, h, w, _ = x.shape
   groups = im2col_groups(n, h * w * kh * kw * c * x.dtype.itemsize, jax.device_count())
   xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
   xp = xp.reshape(n // groups, groups, *xp.shape[1:])
   dy = dy.reshape(n // groups, groups, h, w, o)
-  dk = 0
+  dk = jnp.zeros((kh * kw * c, o), jnp.float32)
   for j in range(groups):
     patches = jnp.concatenate(
       [xp[:, j, i : i + h, k : k + w] for i in range(kh) for k in range(kw)], axis=-1
     )
     rows = patches.shape[0] * h * w
-    dk = dk + jnp.dot(patches.reshape(rows, kh * kw * c).T, dy[:, j].reshape(rows, o))
-  return dk.reshape(kernel_shape)
+    lhs, rhs = patches.reshape(rows, kh * kw * c).T, dy[:, j].reshape(rows, o)
+    dk = dk + jnp.dot(lhs, rhs, preferred_element_type=jnp.float32)
+  return dk.reshape(kernel_shape).astype(x.dtype)
 
 
 _mixed.defvjp(_mixed_fwd, _mixed_bwd)

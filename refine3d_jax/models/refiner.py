@@ -20,13 +20,14 @@ Upsampling is resize + conv, never ``ConvTranspose`` (slow in 3D on XLA:CPU), co
 on the coarse grid where measured faster (``conv3d.conv3d_up2``, the same function); the
 down path's conv -> BN -> act runs in 2x2x2 blocks, so its pool is a max over the block
 (``conv3d.conv3d_phases``).
-The bottleneck's kernel gradients are written in the kernels' own layout
+On CPUs the bottleneck's kernel gradients are written in the kernels' own layout
 (`batch_outer_dot`): XLA:CPU returned them transposed from their dots, and Adam's updates
 of the 33.6M weights then read them through the transpose.
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
 """
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -40,18 +41,18 @@ from refine3d_jax.models.pooling import max_over_phases
 ACTIVATIONS = ('leaky_relu', 'relu')
 
 
-@jax.custom_vjp
-def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return jnp.dot(x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(x: jax.Array, kernel: jax.Array, precision=None) -> jax.Array:
+  return jnp.dot(x, kernel, precision=precision)
 
 
-def _matmul_fwd(x, kernel):
-  return jnp.dot(x, kernel), (x, kernel)
+def _matmul_fwd(x, kernel, precision):
+  return jnp.dot(x, kernel, precision=precision), (x, kernel)
 
 
-def _matmul_bwd(residuals, g):
+def _matmul_bwd(precision, residuals, g):
   x, kernel = residuals
-  dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())))
+  dx = jax.lax.dot_general(g, kernel, (((1,), (1,)), ((), ())), precision=precision)
   # sum over the batch of outer products, in the kernel's [in, out] layout: an element-wise
   # fusion, where the dot x^T g came out [out, in] and every reader transposed it
   f32 = lambda a: a.astype(jnp.float32)
@@ -64,11 +65,15 @@ _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 def batch_outer_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
   """`nn.Dense`'s `dot_general` for `[B, in] @ [in, out]`, the kernel's gradient summed
-  over the batch's outer products (the refiner's bottleneck: a few objects per device)."""
-  del precision, preferred_element_type
+  over the batch's outer products (the refiner's bottleneck on CPUs: a few objects per
+  device)."""
+  del preferred_element_type
   if lhs.ndim != 2 or dimension_numbers != (((1,), (0,)), ((), ())):
-    raise ValueError(f'batch_outer_dot: [B, in] @ [in, out] only, got {lhs.shape} @ {rhs.shape}')
-  return _matmul(lhs, rhs)
+    raise ValueError(
+      f'batch_outer_dot: [B, in] @ [in, out] only, got {lhs.shape} @ {rhs.shape} '
+      f'with dimension_numbers {dimension_numbers}'
+    )
+  return _matmul(lhs, rhs, precision)
 
 
 class ConvBNAct(nn.Module):
@@ -142,7 +147,9 @@ class Refiner(nn.Module):
       skips.append(x)
     if self.bottleneck:
       flat = x.reshape(x.shape[0], -1)
-      dense = lambda n, name: nn.Dense(n, dtype=self.dtype, dot_general=batch_outer_dot, name=name)
+      # measured on XLA:CPU only; elsewhere Flax's dot (see the module doc)
+      dot = batch_outer_dot if jax.default_backend() == 'cpu' else None
+      dense = lambda n, name: nn.Dense(n, dtype=self.dtype, dot_general=dot, name=name)
       h = nn.relu(dense(self.bottleneck, 'fc1')(flat))
       h = nn.relu(dense(flat.shape[-1], 'fc2')(h))
       x = x + h.reshape(x.shape)
