@@ -75,11 +75,15 @@ def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   kh, kw, c, o = kernel.shape
   n, h, w, _ = x.shape
   xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
-  patches = jnp.concatenate(
-    [xp[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], axis=-1
-  )
+  patches = _im2col(xp, kh, kw, h, w)
   y = jnp.dot(patches.reshape(n * h * w, kh * kw * c), kernel.reshape(kh * kw * c, o))
   return y.reshape(n, h, w, o)
+
+
+def _im2col(xp: jax.Array, kh: int, kw: int, h: int, w: int) -> jax.Array:
+  """The ``kh * kw`` shifted ``h x w`` windows of the padded ``xp [N, H', W', C]``, stacked
+  on the channel axis: ``[N, h, w, kh * kw * C]``."""
+  return jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)], -1)
 
 
 @jax.custom_vjp
@@ -130,9 +134,7 @@ def matmul_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...
   dy = dy.reshape(n // groups, groups, h, w, o)
   dk = jnp.zeros((kh * kw * c, o), jnp.float32)
   for j in range(groups):
-    patches = jnp.concatenate(
-      [xp[:, j, i : i + h, k : k + w] for i in range(kh) for k in range(kw)], axis=-1
-    )
+    patches = _im2col(xp[:, j], kh, kw, h, w)
     rows = patches.shape[0] * h * w
     lhs, rhs = patches.reshape(rows, kh * kw * c).T, dy[:, j].reshape(rows, o)
     dk = dk + jnp.dot(lhs, rhs, preferred_element_type=jnp.float32)
