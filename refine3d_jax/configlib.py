@@ -42,6 +42,7 @@ ADDED_KEYS = {
   'train.ema_decay': 0.0,
   'data.pca_noise': 0.0,
   'data.rgb_permute': False,
+  'data.paired_views': False,
 }
 
 
@@ -199,6 +200,7 @@ CHECKS: list[Row] = MODEL_CHECKS + [
   ('data.color_jitter', *_fraction()),
   ('data.pca_noise', lambda v: _number(v) and v >= 0, 'must be >= 0 (0 = off)'),
   ('data.rgb_permute', *BOOL),
+  ('data.paired_views', *BOOL),
   ('data.mean', *THREE_NUMBERS),
   ('data.std', *THREE_NUMBERS),
   ('data.std', lambda v: all(s > 0 for s in v), 'must be positive'),
@@ -262,6 +264,11 @@ def _relations(c: ml_collections.ConfigDict) -> list[Row]:
     ),
     ('data.train_background[1]', *_int_in(c.data.train_background[0], 255)),
     ('data.min_views', *_int_in(0, c.train.num_views)),
+    (
+      'data.paired_views',
+      lambda v: not v or c.train.batch_size % 2 == 0,
+      f'needs an even train.batch_size (pairs of objects); got {c.train.batch_size}',
+    ),
   ]
 
 

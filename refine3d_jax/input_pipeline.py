@@ -8,7 +8,9 @@
 
 A batch is a dict of numpy arrays (B = per-host batch, n = views per example):
   images [B, n, S, S, 3] float32   normalised with data.mean / data.std, S = model.image_size
-  mask   [B, n] bool               True = real view; False = zero padding (mixed view counts)
+  mask   [B, n] bool               True = real view; False = zero padding (mixed view counts;
+                                   with data.paired_views, objects 2i and 2i + 1 of a batch
+                                   hold min_views + n real views together: `pair_total`)
   views  [B, n] int32              which of the 24 views each slot holds (-1 = padding)
   voxels [B, 32, 32, 32] bool      occupancy (cast in the loss)
   label  [B] int32                 class index
@@ -151,6 +153,41 @@ def eval_views(protocol: str, num_views: int, seed: int, record: int) -> np.ndar
   raise ValueError(f'unknown eval views protocol {protocol!r}; use one of {EVAL_VIEWS}')
 
 
+def pair_total(config: ml_collections.ConfigDict, multi: bool) -> int:
+  """Real views per pair of objects (2i, 2i + 1) in the batches of a stage with (`multi`)
+  or without multi-view batches: data.min_views + train.num_views when data.paired_views
+  draws the counts in pairs, else 0 (counts drawn per object, or fixed)."""
+  d = config.data
+  return d.min_views + config.train.num_views if multi and d.paired_views and d.min_views else 0
+
+
+def check_pairs(mask: np.ndarray, total: int) -> None:
+  """Raises DataError unless every pair of objects (2i, 2i + 1) of `mask [B, n]` has
+  `total` real views (what a step that encodes only the real views relies on)."""
+  counts = np.asarray(mask).reshape(-1, 2 * mask.shape[1]).sum(axis=1)
+  if (counts != total).any():
+    raise DataError(
+      f'data.paired_views: a pair of objects has {counts.tolist()} real views, not {total}'
+    )
+
+
+def _view_count(
+  index: int, rng: np.random.Generator, seed: int, epoch_length: int, views: tuple[int, int, bool]
+) -> int:
+  """Real views of element `index`: `max_views`, or drawn from [min_views, max_views]; when
+  `paired`, element 2i draws k and element 2i + 1 takes min_views + max_views - k (each
+  uniform as before, the pair's total fixed)."""
+  min_views, max_views, paired = views
+  if not min_views:
+    return max_views
+  if not paired:
+    return int(rng.integers(min_views, max_views + 1))
+  epoch, position = divmod(index, epoch_length)
+  pair_rng = np.random.default_rng([seed, epoch, position // 2, 1])
+  k = int(pair_rng.integers(min_views, max_views + 1))
+  return k if position % 2 == 0 else min_views + max_views - k
+
+
 def _train_element(
   index: int,
   record: int,
@@ -161,10 +198,11 @@ def _train_element(
   epoch_length: int,
   min_views: int,
   max_views: int,
+  paired: bool = False,
 ) -> dict[str, np.ndarray]:
   """Element `index` of the endless shuffled stream (record `record`)."""
   rng = np.random.default_rng([seed, index // epoch_length, int(record)])
-  n = int(rng.integers(min_views, max_views + 1)) if min_views else max_views
+  n = _view_count(index, rng, seed, epoch_length, (min_views, max_views, paired))
   views = rng.choice(features.NUM_VIEWS, n, replace=False)
   return make_example(source[int(record)], int(record), views, max_views, opts, rng)
 
@@ -234,12 +272,19 @@ def train_dataset(
   batch. Per-host batch = config.train.batch_size / shard_count; views per example =
   max_views, or drawn from [min_views, max_views] and padded (mask False) when
   min_views > 0, where (min_views, max_views) = `views`, by default
-  (data.min_views, train.num_views). `iter(...)` gives a grain DatasetIterator with
-  get_state() / set_state().
+  (data.min_views, train.num_views); with data.paired_views, drawn in pairs of a fixed
+  total (`pair_total`). `iter(...)` gives a grain DatasetIterator with get_state() /
+  set_state().
   """
   min_views, max_views = views or (config.data.min_views, config.train.num_views)
   shard_index, shard_count = shard(shard_index, shard_count)
   batch = per_host_batch(config.train.batch_size, shard_count)
+  paired = bool(config.data.paired_views and min_views)
+  if paired and batch % 2:
+    raise DataError(
+      f'data.paired_views needs an even batch per host; config.train.batch_size = '
+      f'{config.train.batch_size} over {shard_count} hosts is {batch}'
+    )
   source = open_source(config.data, TRAIN_SPLIT) if source is None else source
   records = grain.MapDataset.range(len(source))[shard_index::shard_count]
   if len(records) < batch:
@@ -255,6 +300,7 @@ def train_dataset(
     epoch_length=len(records),
     min_views=min_views,
     max_views=max_views,
+    paired=paired,
   )
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)

@@ -4,7 +4,8 @@ The step is `(state, batch) -> (state, metrics)`, one compiled version per JTSO 
 (the stage is static). A batch holds `images [B, n, S, S, 3]`, `mask [B, n]` and
 `voxels [B, 32, 32, 32]`; stages that need a single-view batch take view 0 of it (the
 views are drawn at random, so view 0 is a random view), or with `train.single_views = k`
-its first k views, each its own single-view example (`single_view_batch`).
+its first k views, each its own single-view example (`single_view_batch`). With
+`packed = P` (input_pipeline.pair_total) the multi-view pass encodes only the real views.
 """
 
 from typing import Any
@@ -48,13 +49,14 @@ def single_view_batch(
   return flat, jnp.ones(flat.shape[:2], bool), jnp.repeat(voxels, k, axis=0)
 
 
-def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels):
+def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels, packed: int = 0):
   """Reconstruction loss of one batch in train mode -> (loss, (terms, new batch_stats))."""
   outputs, updates = model.apply(
     {'params': params, 'batch_stats': batch_stats},
     images,
     mask,
     train=True,
+    packed=packed,
     mutable=['batch_stats'],
   )
   loss, terms = losses.reconstruction_loss(outputs, voxels)
@@ -72,16 +74,19 @@ def train_step(
   lr_scale: dict[str, float],
   single_views: int = 1,
   ema_decay: float = 0.0,
+  packed: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
 
   The single-view loss is over `single_views` views per object (`single_view_batch`).
+  `packed` > 0: objects 2i and 2i + 1 hold that many real views together, and the
+  multi-view pass encodes only them (Refine3DNet.encode_packed; same losses).
   With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass.
   A state with ema_params moves them towards the new params (`ema_update`).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  run = lambda images, mask, voxels: grad_fn(
-    state.params, state.batch_stats, model, images, mask, voxels
+  run = lambda images, mask, voxels, packed=0: grad_fn(
+    state.params, state.batch_stats, model, images, mask, voxels, packed
   )
   out = {}
   single = multi = None
@@ -92,7 +97,9 @@ def train_step(
     )
     out.update(loss_single=loss, coarse_single=terms['coarse'], refined_single=terms['refined'])
   if stage.multi:
-    (loss, (terms, batch_stats)), multi = run(batch['images'], batch['mask'], batch['voxels'])
+    (loss, (terms, batch_stats)), multi = run(
+      batch['images'], batch['mask'], batch['voxels'], packed
+    )
     out.update(loss_multi=loss, coarse_multi=terms['coarse'], refined_multi=terms['refined'])
   grads = jtso.route_gradients(stage, single, multi)
   lr = lr_fn(state.step)

@@ -105,7 +105,8 @@ def _programs(config_json: str, steps_per_epoch: int | None) -> Programs:
 def make_train_steps(
   config: ml_collections.ConfigDict, model: Refine3DNet, tx: optax.GradientTransformation, lr_fn
 ) -> dict[str, Any]:
-  """{stage name: jitted step}, state buffers donated."""
+  """{stage name: jitted step}, state buffers donated; `packed` (static) as
+  input_pipeline.pair_total says for the stage's batches."""
   lr_scale = dict(config.train.lr_scale)
   return {
     name: jax.jit(
@@ -120,6 +121,7 @@ def make_train_steps(
         ema_decay=config.train.ema_decay,
       ),
       donate_argnums=0,
+      static_argnames='packed',
     )
     for name, stage in jtso.STAGES.items()
   }
@@ -205,11 +207,12 @@ def _train_and_evaluate(
         if views_for(new_stage, config) != views_for(stage, config):
           data = _stage_iterator(config, new_stage, train_source, data.get_state())
         stage = new_stage
+        batch = input_pipeline.model_inputs(next(data), config.model.volume_size)
+        packed = input_pipeline.pair_total(config, bool(stage.multi))
+        if packed:
+          input_pipeline.check_pairs(batch['mask'], packed)
         state, step_metrics = steps[stage.name](
-          state,
-          parallel.shard_batch(
-            input_pipeline.model_inputs(next(data), config.model.volume_size), mesh
-          ),
+          state, parallel.shard_batch(batch, mesh), packed=packed
         )
         done, timed_steps = step + 1, timed_steps + 1
         bar.set_description(f'stage {stage.index} ({stage.name})')

@@ -13,6 +13,7 @@ from refine3d_jax import input_pipeline as ip
 from refine3d_jax.data import build
 from refine3d_jax.data import transforms
 from refine3d_jax.data import views as views_lib
+from refine3d_jax.errors import DataError
 from tests.views_test import options
 
 
@@ -183,6 +184,39 @@ def test_pad_and_mask_mode(built_dataset):
     np.testing.assert_array_equal(batch['mask'][row], np.arange(4) < n)
     assert (batch['images'][row, n:] == 0).all() and (batch['views'][row, n:] == -1).all()
     assert (batch['images'][row, :n].reshape(n, -1).std(1) > 0).all()
+
+
+def test_paired_views_fix_each_pairs_total(built_dataset):
+  """data.paired_views: objects 2i and 2i + 1 hold min_views + num_views real views
+  together, padded as before; check_pairs accepts them and refuses another total."""
+  config = make_config(built_dataset, min_views=1, paired_views=True)
+  config.train.batch_size, config.train.num_views = 4, 4
+  assert ip.pair_total(config, True) == 5 and ip.pair_total(config, False) == 0
+  batches = take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 4)
+  counts = np.stack([b['mask'].sum(1) for b in batches])
+  assert (counts.reshape(4, 2, 2).sum(-1) == 5).all() and len(set(counts.ravel())) > 1
+  for batch in batches:
+    np.testing.assert_array_equal(batch['mask'], np.arange(4) < batch['mask'].sum(1)[:, None])
+    ip.check_pairs(batch['mask'], 5)
+    with pytest.raises(DataError, match='paired_views'):
+      ip.check_pairs(batch['mask'], 6)
+  config.train.batch_size = 3
+  with pytest.raises(DataError, match='even batch per host'):
+    ip.train_dataset(config, shard_index=0, shard_count=1)
+
+
+def test_paired_view_counts_keep_each_objects_distribution():
+  """Each position of a pair draws its count uniformly from [min_views, max_views], as
+  unpaired draws do; only the pair's total is fixed."""
+  rng = np.random.default_rng(0)
+  counts = np.array(
+    [ip._view_count(i, rng, 3, 1000, (1, 8, True)) for i in range(8000)]
+  ).reshape(-1, 2)
+  assert (counts.sum(1) == 9).all()
+  for position in (0, 1):
+    freq = np.bincount(counts[:, position], minlength=9)[1:] / len(counts)
+    np.testing.assert_allclose(freq, 1 / 8, atol=0.02)
+  assert ip._view_count(5, rng, 3, 1000, (0, 8, True)) == 8  # fixed counts stay fixed
 
 
 def test_iterator_state_round_trip(built_dataset):

@@ -75,6 +75,22 @@ def test_single_view_stages_load_k_real_views(data_dir):
       assert batch['mask'][:, 0].all()
 
 
+def test_paired_views_run_packs_the_multi_view_passes(data_dir, tmp_path, monkeypatch):
+  """data.paired_views through stages 1-3: the multi-view steps get packed = min_views +
+  num_views and batches whose pairs hold that many real views; stage 1 gets 0."""
+  config = small_config(data_dir, num_steps=4, num_views=3)
+  config.data.update(min_views=1, paired_views=True)
+  seen = []
+  check = input_pipeline.check_pairs
+  monkeypatch.setattr(
+    input_pipeline, 'check_pairs', lambda mask, total: (seen.append(total), check(mask, total))
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  logged = [m for m in _logged(tmp_path) if 'stage' in m]
+  assert [m['stage'] for m in logged] == [1, 1, 2, 3] and seen == [4, 4]
+  assert all(np.isfinite(m['loss_multi']) for m in logged[2:])
+
+
 def test_tiny_run_learns(data_dir, tmp_path):
   config = small_config(data_dir, num_steps=12, schedule='end_to_end', learning_rate=3e-3)
   config.eval.every_steps = 12

@@ -64,6 +64,18 @@ def test_background_of_a_flipped_crop_is_the_flipped_background():
   np.testing.assert_array_equal(transforms.resize(rgb, 64), transforms.resize(old, 64))
 
 
+@pytest.mark.parametrize('size', [16, 64, 127, 224])
+def test_composite_resize_is_composite_then_resize(size):
+  """The RGBX path gives the bytes of filling the background, then resizing the RGB view
+  (PIL resamples each band on its own), flipped crops included."""
+  image = rgba_image()
+  for view in (transforms.crop(image, 3, 7, 127), transforms.flip_horizontal(image[:127, 2:129])):
+    expected = transforms.resize(transforms.composite_background(view, (230, 241, 252)), size)
+    got = transforms.composite_resize(view, (230, 241, 252), size)
+    assert got.shape == (size, size, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_flip_resize_jitter_normalize():
   rgb = rgba_image()[..., :3]
   np.testing.assert_array_equal(transforms.flip_horizontal(rgb)[:, 0], rgb[:, -1])

@@ -71,16 +71,32 @@ def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
   return image[top : top + size, left : left + size]
 
 
+def _composite_words(rgba: np.ndarray, color) -> np.ndarray:
+  """uint8 [H, W, 4] -> uint32 [H, W] little-endian pixels, `color` where alpha is 0."""
+  words = np.ascontiguousarray(rgba, np.uint8).view('<u4')[..., 0]
+  fill = np.asarray([*color, 0], np.uint8).view('<u4')[0]
+  return np.where(words >> 24 == 0, fill, words).astype('<u4', copy=False)
+
+
 def composite_background(rgba: np.ndarray, color) -> np.ndarray:
   """uint8 [H, W, 4] -> uint8 [H, W, 3]: pixels with alpha 0 get `color` (3 ints).
 
   One select over the pixels as little-endian uint32 words (alpha is the high byte): 2.8x
   faster than a copy and a masked assignment, the input pipeline's largest cost per view.
   The result is a strided view (the first 3 of 4 bytes per pixel) of a new array."""
-  words = np.ascontiguousarray(rgba, np.uint8).view('<u4')[..., 0]
-  fill = np.asarray([*color, 0], np.uint8).view('<u4')[0]
-  filled = np.where(words >> 24 == 0, fill, words).astype('<u4', copy=False)
-  return filled.view(np.uint8).reshape(rgba.shape)[..., :3]
+  return _composite_words(rgba, color).view(np.uint8).reshape(rgba.shape)[..., :3]
+
+
+def composite_resize(rgba: np.ndarray, color, size: int) -> np.ndarray:
+  """`resize(composite_background(rgba, color), size)`, the same bytes, without copying
+  the strided RGB view: PIL resizes the composited 4-byte pixels as 'RGBX' (each band on
+  its own, the 4th ignored), then drops the 4th byte at the small size. 0.29 against
+  0.49 ms per 127 -> 64 px view (2-core AMD EPYC)."""
+  if rgba.shape[:2] == (size, size):
+    return composite_background(rgba, color)
+  h, w = rgba.shape[:2]
+  image = Image.frombuffer('RGBX', (w, h), _composite_words(rgba, color), 'raw', 'RGBX', 0, 1)
+  return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR).convert('RGB'))
 
 
 def flip_horizontal(image: np.ndarray) -> np.ndarray:

@@ -92,9 +92,7 @@ def view_pixels(rgba: np.ndarray, opts: ViewOptions, params: ViewParams) -> np.n
   rgba = transforms.crop(rgba, params.top, params.left, p.crop)
   if params.flip:
     rgba = transforms.flip_horizontal(rgba)
-  return transforms.resize(
-    transforms.composite_background(rgba, params.background), opts.image_size
-  )
+  return transforms.composite_resize(rgba, params.background, opts.image_size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,8 @@ The four parameter subtrees are named `encoder`, `attention`, `decoder`, `refine
 `model.fusion` picks. Only the refiner has BatchNorm (collection `batch_stats`).
 The output is permutation invariant over views, and padded views (mask False) have no
 effect, so one batch can mix view counts. Each object needs at least one real view.
+`packed=P` encodes only the real views where objects (2i, 2i + 1) hold P of them together
+(the pipeline's data.paired_views): the same outputs for a fraction of the encoder's work.
 """
 
 import functools
@@ -103,7 +105,11 @@ class Refine3DNet(nn.Module):
     )
 
   def __call__(
-    self, images: jax.Array, mask: jax.Array | None = None, train: bool = False
+    self,
+    images: jax.Array,
+    mask: jax.Array | None = None,
+    train: bool = False,
+    packed: int = 0,
   ) -> dict[str, jax.Array]:
     """Reconstructs each object of the batch from its views.
 
@@ -111,6 +117,8 @@ class Refine3DNet(nn.Module):
       images: `[B, V, H, W, 3]` normalised views, `H = W = image_size`.
       mask: `[B, V]` bool, True for real views; None means all views are real.
       train: BatchNorm mode (apply with `mutable=['batch_stats']` when True).
+      packed: > 0: objects 2i and 2i + 1 hold exactly this many real views together,
+        and only those are encoded (`encode_packed`); 0: every slot is encoded.
 
     Returns:
       dict of float32 `[B, S, S, S]` arrays: `coarse_logits`, `refined_logits`, and their
@@ -121,7 +129,8 @@ class Refine3DNet(nn.Module):
       mask = jnp.ones((b, v), bool)
     elif mask.shape != (b, v):
       raise ValueError(f'mask must be [batch, views] = {(b, v)}; got {mask.shape}')
-    return self.reconstruct(self.encode(images), mask, train)
+    features = self.encode_packed(images, mask, packed) if packed else self.encode(images)
+    return self.reconstruct(features, mask, train)
 
   def encode(self, images: jax.Array) -> jax.Array:
     """`[B, V, H, W, 3]` views -> `[B, V, latent_dim]` features, each view on its own (so
@@ -133,6 +142,28 @@ class Refine3DNet(nn.Module):
       )
     b, v = images.shape[:2]
     return self.encoder(images.reshape(b * v, *images.shape[2:])).reshape(b, v, -1)
+
+  def encode_packed(self, images: jax.Array, mask: jax.Array, packed: int) -> jax.Array:
+    """`encode` of the real views only, where objects 2i and 2i + 1 hold exactly `packed`
+    real views together: `[B, V, ...]` -> `[B, V, latent_dim]`, zeros in padded slots
+    (which the fusion ignores). Each pair's real views are gathered in slot order, so the
+    work is `B / 2 * packed` views instead of `B * V` and stays within a pair (a batch
+    sharded over devices in whole pairs needs no communication). A pair with more real
+    views than `packed` would lose some: the pipeline guarantees the count
+    (input_pipeline.check_pairs)."""
+    b, v = images.shape[:2]
+    if b % 2 or not 0 < packed <= 2 * v:
+      raise ValueError(f'packed = {packed} needs an even batch and <= {2 * v}; got {b} x {v}')
+    real = mask.reshape(b // 2, 2 * v).astype(bool)
+    pairs = images.reshape(b // 2, 2 * v, *images.shape[2:])
+    order = jnp.argsort(~real, axis=1, stable=True)[:, :packed]  # real slots first
+    picked = jnp.take_along_axis(
+      pairs, order.reshape(order.shape + (1,) * (images.ndim - 2)), axis=1
+    )
+    features = self.encode(picked)  # [B / 2, packed, D]
+    rank = jnp.clip(jnp.cumsum(real, axis=1) - 1, 0, packed - 1)  # slot -> packed position
+    spread = jnp.take_along_axis(features, rank[..., None], axis=1)
+    return jnp.where(real[..., None], spread, 0).reshape(b, v, -1)
 
   def reconstruct(
     self, features: jax.Array, mask: jax.Array, train: bool = False
