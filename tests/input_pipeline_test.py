@@ -209,9 +209,9 @@ def test_paired_view_counts_keep_each_objects_distribution():
   """Each position of a pair draws its count uniformly from [min_views, max_views], as
   unpaired draws do; only the pair's total is fixed."""
   rng = np.random.default_rng(0)
-  counts = np.array(
-    [ip._view_count(i, rng, 3, 1000, (1, 8, True)) for i in range(8000)]
-  ).reshape(-1, 2)
+  counts = np.array([ip._view_count(i, rng, 3, 1000, (1, 8, True)) for i in range(8000)]).reshape(
+    -1, 2
+  )
   assert (counts.sum(1) == 9).all()
   for position in (0, 1):
     freq = np.bincount(counts[:, position], minlength=9)[1:] / len(counts)

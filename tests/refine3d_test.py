@@ -188,9 +188,9 @@ def test_packed_encoding_equals_every_slot_encoded(tiny_model):
     out = model.apply({**variables, 'params': params}, images, mask, packed=packed)
     return (out['refined'] ** 2).sum(), out
 
-  (full, full_out), full_grad = jax.jit(
-    jax.value_and_grad(lambda p: loss(p, 0), has_aux=True)
-  )(variables['params'])
+  (full, full_out), full_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, 0), has_aux=True))(
+    variables['params']
+  )
   (packed, packed_out), packed_grad = jax.jit(
     jax.value_and_grad(lambda p: loss(p, 4), has_aux=True)
   )(variables['params'])
