@@ -266,8 +266,9 @@ def _relations(c: ml_collections.ConfigDict) -> list[Row]:
     ('data.min_views', *_int_in(0, c.train.num_views)),
     (
       'data.paired_views',
-      lambda v: not v or c.train.batch_size % 2 == 0,
-      f'needs an even train.batch_size (pairs of objects); got {c.train.batch_size}',
+      lambda v: not v or not c.data.min_views or c.train.batch_size % 2 == 0,
+      f'needs an even train.batch_size (pairs of objects) when data.min_views > 0; '
+      f'got {c.train.batch_size}',
     ),
   ]
 

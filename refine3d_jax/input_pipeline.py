@@ -10,7 +10,7 @@ A batch is a dict of numpy arrays (B = per-host batch, n = views per example):
   images [B, n, S, S, 3] float32   normalised with data.mean / data.std, S = model.image_size
   mask   [B, n] bool               True = real view; False = zero padding (mixed view counts;
                                    with data.paired_views, objects 2i and 2i + 1 of a batch
-                                   hold min_views + n real views together: `pair_total`)
+                                   hold a fixed total of real views together: `pair_total`)
   views  [B, n] int32              which of the 24 views each slot holds (-1 = padding)
   voxels [B, 32, 32, 32] bool      occupancy (cast in the loss)
   label  [B] int32                 class index
@@ -172,18 +172,24 @@ def check_pairs(mask: np.ndarray, total: int) -> None:
 
 
 def _view_count(
-  index: int, rng: np.random.Generator, seed: int, epoch_length: int, views: tuple[int, int, bool]
+  index: int,
+  rng: np.random.Generator,
+  seed: int,
+  epoch_length: int,
+  views: tuple[int, int, bool],
+  shard_index: int = 0,
 ) -> int:
-  """Real views of element `index`: `max_views`, or drawn from [min_views, max_views]; when
-  `paired`, element 2i draws k and element 2i + 1 takes min_views + max_views - k (each
-  uniform as before, the pair's total fixed)."""
+  """Real views of element `index` of this host's stream: `max_views`, or drawn from
+  [min_views, max_views]; when `paired`, element 2i draws k and element 2i + 1 takes
+  min_views + max_views - k (each uniform as before, the pair's total fixed; every host
+  draws its own k)."""
   min_views, max_views, paired = views
   if not min_views:
     return max_views
   if not paired:
     return int(rng.integers(min_views, max_views + 1))
   epoch, position = divmod(index, epoch_length)
-  pair_rng = np.random.default_rng([seed, epoch, position // 2, 1])
+  pair_rng = np.random.default_rng([seed, epoch, shard_index, position // 2, 1])
   k = int(pair_rng.integers(min_views, max_views + 1))
   return k if position % 2 == 0 else min_views + max_views - k
 
@@ -199,10 +205,11 @@ def _train_element(
   min_views: int,
   max_views: int,
   paired: bool = False,
+  shard_index: int = 0,
 ) -> dict[str, np.ndarray]:
   """Element `index` of the endless shuffled stream (record `record`)."""
   rng = np.random.default_rng([seed, index // epoch_length, int(record)])
-  n = _view_count(index, rng, seed, epoch_length, (min_views, max_views, paired))
+  n = _view_count(index, rng, seed, epoch_length, (min_views, max_views, paired), shard_index)
   views = rng.choice(features.NUM_VIEWS, n, replace=False)
   return make_example(source[int(record)], int(record), views, max_views, opts, rng)
 
@@ -301,6 +308,7 @@ def train_dataset(
     min_views=min_views,
     max_views=max_views,
     paired=paired,
+    shard_index=shard_index,
   )
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)

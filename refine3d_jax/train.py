@@ -127,6 +127,13 @@ def make_train_steps(
   }
 
 
+def packed_views(config: ml_collections.ConfigDict, stage: jtso.Stage) -> int:
+  """The train step's `packed` in `stage`: input_pipeline.pair_total, or 0 (encode every
+  slot) where a device's share of the batch is odd, so pairs would straddle devices."""
+  total = input_pipeline.pair_total(config, bool(stage.multi))
+  return total if config.train.batch_size % (2 * jax.device_count()) == 0 else 0
+
+
 def _stage_iterator(config, stage: jtso.Stage, source, state=None):
   """The training iterator delivering `stage`'s view count, continuing from `state` (a
   previous iterator's get_state()) so a stage change keeps the data position."""
@@ -208,7 +215,7 @@ def _train_and_evaluate(
           data = _stage_iterator(config, new_stage, train_source, data.get_state())
         stage = new_stage
         batch = input_pipeline.model_inputs(next(data), config.model.volume_size)
-        packed = input_pipeline.pair_total(config, bool(stage.multi))
+        packed = packed_views(config, stage)
         if packed:
           input_pipeline.check_pairs(batch['mask'], packed)
         state, step_metrics = steps[stage.name](

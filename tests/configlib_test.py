@@ -92,6 +92,17 @@ def test_bad_values_name_their_key(key, value, message):
     configlib.validate(config)
 
 
+def test_paired_views_need_an_even_batch_only_when_counts_are_drawn():
+  config = jtso.get_config('quick')
+  config.train.batch_size = 3
+  with pytest.raises(
+    configlib.ConfigError, match=r'config.data.paired_views = True: needs an even'
+  ):
+    configlib.validate(config)
+  config.data.min_views = 0  # fixed counts: nothing to pair
+  configlib.validate(config)
+
+
 def test_data_defaults():
   quick, paper = jtso.get_config('quick'), jtso.get_config('paper')
   assert (quick.data.dataset, quick.data.builder_config) == ('synthetic_shapes', '')

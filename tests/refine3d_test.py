@@ -175,10 +175,17 @@ def test_mean_fusion_is_the_plain_mean_with_one_unused_zero():
   np.testing.assert_allclose(fused[1], features.reshape(2, 3, -1)[1, 0], rtol=1e-6)
 
 
-def test_packed_encoding_equals_every_slot_encoded(tiny_model):
+@pytest.mark.parametrize('fusion', ['self_attention', 'attsets', 'mean'])
+def test_packed_encoding_equals_every_slot_encoded(tiny_model, fusion):
   """packed=P (pairs of objects holding P real views, anywhere in their slots, garbage in
-  the padding) gives the outputs and the gradients of encoding every slot."""
+  the padding) gives the outputs and the gradients of encoding every slot, whichever the
+  fusion."""
   model, variables = tiny_model
+  if fusion != 'self_attention':
+    config = jtso.get_config('tiny')
+    config.model.fusion = fusion
+    model = create_model(config.model)
+    variables = model.init(jax.random.key(1), views(1, batch=1))
   mask = jnp.array(
     [[True, False, False], [True, True, True], [False, True, True], [True, False, True]]
   )

@@ -76,19 +76,43 @@ def test_single_view_stages_load_k_real_views(data_dir):
 
 
 def test_paired_views_run_packs_the_multi_view_passes(data_dir, tmp_path, monkeypatch):
-  """data.paired_views through stages 1-3: the multi-view steps get packed = min_views +
-  num_views and batches whose pairs hold that many real views; stage 1 gets 0."""
+  """data.paired_views through stages 1-3: the multi-view steps are traced with packed =
+  min_views + num_views and get batches whose pairs hold that many real views; stage 1
+  gets 0."""
   config = small_config(data_dir, num_steps=4, num_views=3)
   config.data.update(min_views=1, paired_views=True)
-  seen = []
-  check = input_pipeline.check_pairs
+  checked, traced = [], []
+  check, step = input_pipeline.check_pairs, train.steps_lib.train_step
   monkeypatch.setattr(
-    input_pipeline, 'check_pairs', lambda mask, total: (seen.append(total), check(mask, total))
+    input_pipeline, 'check_pairs', lambda mask, total: (checked.append(total), check(mask, total))
   )
-  train.train_and_evaluate(config, str(tmp_path))
+
+  def spy(*args, stage, packed=0, **kwargs):
+    traced.append((stage.name, packed))
+    return step(*args, stage=stage, packed=packed, **kwargs)
+
+  monkeypatch.setattr(train.steps_lib, 'train_step', spy)
+  train._programs.cache_clear()
+  try:
+    train.train_and_evaluate(config, str(tmp_path))
+  finally:
+    train._programs.cache_clear()
   logged = [m for m in _logged(tmp_path) if 'stage' in m]
-  assert [m['stage'] for m in logged] == [1, 1, 2, 3] and seen == [4, 4]
+  assert [m['stage'] for m in logged] == [1, 1, 2, 3] and checked == [4, 4]
+  assert traced == [('base', 0), ('att', 4), ('jtso', 4)]
   assert all(np.isfinite(m['loss_multi']) for m in logged[2:])
+
+
+def test_packed_views_only_where_each_device_holds_whole_pairs(data_dir, monkeypatch):
+  config = small_config(data_dir, num_views=3, batch_size=4)
+  config.data.update(min_views=1, paired_views=True)
+  multi, single = jtso.STAGES['att'], jtso.STAGES['base']
+  assert (train.packed_views(config, multi), train.packed_views(config, single)) == (4, 0)
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)  # one object per device
+  assert train.packed_views(config, multi) == 0
+  config.data.paired_views = False
+  monkeypatch.setattr(jax, 'device_count', lambda: 1)
+  assert train.packed_views(config, multi) == 0
 
 
 def test_tiny_run_learns(data_dir, tmp_path):

@@ -90,7 +90,7 @@ def composite_background(rgba: np.ndarray, color) -> np.ndarray:
 def composite_resize(rgba: np.ndarray, color, size: int) -> np.ndarray:
   """`resize(composite_background(rgba, color), size)`, the same bytes, without copying
   the strided RGB view: PIL resizes the composited 4-byte pixels as 'RGBX' (each band on
-  its own, the 4th ignored), then drops the 4th byte at the small size. 0.29 against
+  its own, with no premultiplied alpha), then drops the 4th band at the new size. 0.29 against
   0.49 ms per 127 -> 64 px view (2-core AMD EPYC)."""
   if rgba.shape[:2] == (size, size):
     return composite_background(rgba, color)
