@@ -4,7 +4,8 @@ latency, the input pipeline and memory, on whatever devices are present.
   python -m refine3d_jax.bench --config=configs/jtso.py:paper [--views=1,3] [--batch=4]
       [--steps=10] [--latency_batches=1,32] [--json] [--train_only] [--cpu_devices=0]
 
-Training steps run on random batches of the config's shapes (the data never limits them)
+Training steps run on random batches of the config's shapes (the data never limits them;
+view counts drawn in pairs and the multi-view pass packed where the config trains so)
 over every local device (on a CPU, one per core as main.py makes them), the batch sharded
 as in training; times are medians of `--steps` runs after one compiling call, whose time
 is reported apart. Model FLOPs per step come from XLA's cost analysis of the lowered step
@@ -27,6 +28,7 @@ if __name__ == '__main__':  # first: glibc reads its tunables when a process sta
 
   hostmem.use_huge_pages()
 
+import functools
 import json
 import resource
 import time
@@ -68,14 +70,36 @@ def matmul_ceiling(dtype: str, sizes: Sequence[int], repeats: int = 10) -> tuple
 def random_batch(
   config: ml_collections.ConfigDict, batch: int, views: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
-  """A training batch of the config's shapes with random contents."""
+  """A training batch of the config's shapes with random contents. Every view is real,
+  unless the config draws view counts in pairs (data.paired_views): then objects 2i and
+  2i + 1 hold k and data.min_views + `views` - k real views, the first ones, as the
+  pipeline gives them (k uniform, `paired_mask`)."""
   rng = np.random.default_rng(seed)
   s, v = config.model.image_size, config.model.volume_size
+  d = config.data
+  paired = d.paired_views and 0 < d.min_views <= views and batch % 2 == 0
   return dict(
     images=rng.standard_normal((batch, views, s, s, 3), dtype=np.float32),
-    mask=np.ones((batch, views), bool),
+    mask=paired_mask(batch, views, d.min_views, rng) if paired else np.ones((batch, views), bool),
     voxels=rng.random((batch, v, v, v)) < 0.1,
   )
+
+
+def paired_mask(batch: int, views: int, min_views: int, rng: np.random.Generator) -> np.ndarray:
+  """[batch, views] masks of the first k and min_views + views - k views of objects 2i
+  and 2i + 1 (k uniform in [min_views, views]; batch even)."""
+  k = rng.integers(min_views, views + 1, size=batch // 2)
+  counts = np.stack([k, min_views + views - k], axis=1).reshape(-1)
+  return np.arange(views)[None, :] < counts[:, None]
+
+
+def with_batch(config: ml_collections.ConfigDict, batch: int, views: int):
+  """A copy of `config` whose training batch is `batch` objects of `views` views (what
+  train.packed_views reads)."""
+  config = config.copy_and_resolve_references()
+  config.train.batch_size = batch
+  config.train.num_views = views
+  return config
 
 
 def stage_batch(
@@ -91,7 +115,9 @@ def stage_batch(
 def bench_train(
   config: ml_collections.ConfigDict, batch: int, views: int, steps: int
 ) -> dict[str, dict[str, float]]:
-  """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step."""
+  """Per JTSO stage: compile s, step s (median), examples/s, GFLOPs per step. The
+  multi-view stages encode only the real views where training does (train.packed_views)."""
+  config = with_batch(config, batch, views)
   model, tx, stage_steps, _ = train.programs(config)
   mesh = parallel.make_mesh()
   state = parallel.replicate(train_state.create_train_state(config, model, tx), mesh)
@@ -103,14 +129,16 @@ def bench_train(
       continue  # end to end: the cost of stage 'att' plus the base's gradient
     b = stage_batch(data, stage, config.train.single_views)
     sharded = parallel.shard_batch(b, mesh)
+    packed = train.packed_views(config, stage)
+    step = functools.partial(stage_steps[name], packed=packed)
     start = time.perf_counter()
-    state, metrics = stage_steps[name](state, sharded)
+    state, metrics = step(state, sharded)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     holder = {'state': state}
 
-    def run(holder=holder, name=name, sharded=sharded):
-      holder['state'], m = stage_steps[name](holder['state'], sharded)
+    def run(holder=holder, step=step, sharded=sharded):
+      holder['state'], m = step(holder['state'], sharded)
       return m
 
     step_s = timing.median_time(run, steps)
@@ -125,6 +153,7 @@ def bench_train(
         lr_fn=lambda _: 1e-3,
         lr_scale=lr_scale,
         single_views=config.train.single_views,
+        packed=packed,
       ),
       jax.device_get(state),
       b,

@@ -50,6 +50,7 @@ def check(
 ) -> dict[str, dict[str, Any]]:
   """{stage name or 'eval': compare(first run, second run)}."""
   configlib.validate(config)
+  config = bench.with_batch(config, batch, views)
   model, tx, stage_steps, eval_fn = train.programs(config)
   mesh = parallel.make_mesh()
   initial = jax.device_get(train_state.create_train_state(config, model, tx))
@@ -62,7 +63,7 @@ def check(
       losses = []
       for b in batches:
         b = parallel.shard_batch(bench.stage_batch(b, stage, config.train.single_views), mesh)
-        state, m = stage_steps[name](state, b)
+        state, m = stage_steps[name](state, b, packed=train.packed_views(config, stage))
         losses.append(m)
       runs.append(jax.device_get((state.params, state.batch_stats, losses)))
     out[name] = compare(*runs)

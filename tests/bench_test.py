@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import jtso as jtso_config
-from refine3d_jax import bench, layer_bench
+from refine3d_jax import bench, input_pipeline, layer_bench, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,3 +108,31 @@ def test_bench_train_only_skips_the_rest():
   assert not {'modules', 'inference', 'input_pipeline', 'run_time'} & set(r)
   table = bench.format_table(r)
   assert 'of ceiling' in table and 'modules alone' not in table
+
+
+def test_bench_times_the_packed_step_where_training_packs(monkeypatch):
+  """With data.paired_views, the bench's batches hold pairs of min_views + views real views
+  and its multi-view steps are traced with that `packed`, as in training; stage 1 with 0."""
+  config = jtso_config.get_config('tiny')
+  config.model.volume_size = 16
+  config.model.refiner_widths = (4, 4)
+  config.data.update(min_views=1, paired_views=True)
+  mask = bench.random_batch(bench.with_batch(config, 6, 3), 6, 3)['mask']
+  input_pipeline.check_pairs(mask, 4)
+  assert mask[:, 0].all() and len({tuple(m) for m in mask}) > 1
+  traced, step = [], train.steps_lib.train_step
+
+  def spy(*args, stage, packed=0, **kwargs):
+    traced.append((stage.name, packed))
+    return step(*args, stage=stage, packed=packed, **kwargs)
+
+  monkeypatch.setattr(train.steps_lib, 'train_step', spy)
+  train._programs.cache_clear()
+  try:
+    bench.run(config, batch=2, views=(1, 3), steps=1, train_only=True)
+  finally:
+    train._programs.cache_clear()
+  # each stage traced by its jitted step and by the FLOP count
+  assert sorted(set(traced)) == [('att', 4), ('base', 0), ('jtso', 4)]
+  config.data.paired_views = False
+  assert bench.random_batch(config, 6, 3)['mask'].all()
