@@ -193,17 +193,36 @@ def test_upconv3d_equals_upsample_then_conv(kernel, channels):
   # values and gradients of upsampling first, with flax.linen.Conv's parameters.
   c, o = channels
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 9, 8, c))
-  assert conv3d_lib.up2_on_coarse_grid(8, kernel, backend='cpu')
+  way = conv3d_lib.up2_lowering(8, (kernel,) * 3, backend='cpu')
+  assert way == ('dual' if kernel == 3 else 'coarse')
   ours = [_Named(conv3d_lib.UpConv3D(o, kernel, impl=impl)) for impl in ('fold', 'native')]
   check_lowerings(_UpsampledFlaxConv(o, kernel), x, ours)
 
 
+@pytest.mark.parametrize('shape', [(1, 2, 2, 2, 3), (2, 4, 5, 4, 2), (1, 3, 3, 3, 1)])
+def test_up2_dual_and_coarse_equal_upsample_then_conv(shape):
+  # Each way, on grids too small for `up2_lowering` to pick it: the values and gradients
+  # of the native convolution of the upsampled input.
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, shape[-1], 4))
+  ref = lambda x, w: conv3d_lib.conv3d(upsample_nearest(x), w, 'native')
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  for f in (conv3d_lib.conv3d_up2_dual, conv3d_lib.conv3d_up2_coarse):
+    np.testing.assert_allclose(f(x, w, 'fold'), ref(x, w), atol=2e-5, rtol=2e-5)
+    for ours, theirs in zip(jax.grad(loss(f), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+      np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
+  with pytest.raises(ValueError, match='3x3x3 kernel'):
+    conv3d_lib.conv3d_up2_dual(x, w[:2])
+
+
 def test_upconv3d_grid_choice():
-  assert conv3d_lib.up2_on_coarse_grid(8, 3, backend='cpu')
-  assert not conv3d_lib.up2_on_coarse_grid(4, 3, backend='cpu')  # measured slower
-  assert conv3d_lib.up2_on_coarse_grid(4, 4, backend='cpu')
-  assert not conv3d_lib.up2_on_coarse_grid(2, 4, backend='cpu')
-  assert not conv3d_lib.up2_on_coarse_grid(16, 4, backend='gpu')  # not measured there
+  way = lambda side, k, backend='cpu': conv3d_lib.up2_lowering(side, (k,) * 3, backend)
+  assert way(8, 3) == way(4, 3) == 'dual'  # 8 taps per output instead of 27
+  assert way(2, 3) == 'upsample'  # measured faster at 4^3
+  assert way(8, 4) == way(4, 4) == way(8, 5) == 'coarse'
+  assert way(2, 4) == way(4, 5) == 'upsample'
+  assert conv3d_lib.up2_lowering(8, (1, 3, 3), 'cpu') == 'coarse'
+  assert way(16, 3, 'gpu') == way(16, 4, 'gpu') == 'upsample'  # not measured there
 
 
 @pytest.mark.parametrize('kernel', [2, 3, 4])

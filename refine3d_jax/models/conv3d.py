@@ -15,7 +15,7 @@ The per-layer and per-step figures, and their commands (``python -m
 refine3d_jax.layer_bench conv3d ...``), are in BENCHMARKS.md.
 Around a 2x resize, ``conv3d_up2`` (a convolution of the upsampled input) and
 ``conv3d_phases`` (a convolution whose output a 2x max-pool follows) work on the coarse
-grid where measured faster (``UpConv3D``, ``PhaseConv3D``).
+(or, for 3x3x3 kernels, the dual) grid where measured faster (``UpConv3D``, ``PhaseConv3D``).
 Parameters (``kernel [k, k, k, C, O]``, ``bias [O]``) have the names, shapes
 and initialisers of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
 """
@@ -126,28 +126,37 @@ def _phase_taps(k: int) -> tuple[int, np.ndarray]:
   return r0, taps
 
 
-def up2_on_coarse_grid(side: int, k: int, backend: str | None = None) -> bool:
-  """Whether ``conv3d_up2`` works on the coarse grid (else it upsamples, then convolves):
-  on CPUs, for a coarse grid of side >= 8, or >= 4 with an even kernel (27 taps per phase
-  instead of 64). Measured (2-core AMD EPYC, one core, forward + gradient, ``layer_bench
-  up3d``): quick, batch 16: 16^3 32 -> 16 k3 1.89x faster, k4 layers 2.4-13x, but 8^3
-  64 -> 32 k3 0.89x and 4^3 64 -> 64 k3 0.09x; paper, batch 4: 32^3 64 -> 64 k3 3.0x, 16^3
-  k3 1.5x, k4 layers 1.3-2.9x, 8^3 and 4^3 k3 0.41x and 0.02x. GPUs: not measured."""
-  cpu = (backend or jax.default_backend()) == 'cpu'
-  return cpu and (side >= 8 or (k % 2 == 0 and side >= 4))
+def up2_lowering(side: int, kernel: tuple[int, ...], backend: str | None = None) -> str:
+  """How ``conv3d_up2`` convolves a 2x upsampled input of coarse side ``side``: on CPUs,
+  'dual' (``conv3d_up2_dual``) for 3x3x3 kernels from side 4, 'coarse' (``conv3d_up2_coarse``)
+  for other kernels from side 8, or from 4 with an even kernel (27 taps per phase instead
+  of 64); else 'upsample' (upsample, then convolve). Measured (2-core AMD EPYC, one core,
+  forward + gradient, ms upsample / coarse / dual): quick, batch 8: 16^3 32 -> 16 88 / 64 /
+  26, 8^3 64 -> 32 35 / 37 / 21, 4^3 64 -> 64 8-11 / 132 / 14-15; paper, batch 2: 32^3
+  64 -> 64 921-973 / 751-798 / 296-307, 16^3 128 -> 64 241-248 / 209-228 / 96-106, 8^3
+  128 -> 128 59-65 / 167-173 / 58-61, 4^3 128 -> 128 7-10 / 348-362 / 37-38
+  (BENCHMARKS.md, 2026-12-02); k = 4, quick, batch 16 (``layer_bench up3d``): 2.4-13x
+  faster on the coarse grid. GPUs: not measured, so 'upsample'."""
+  if (backend or jax.default_backend()) != 'cpu':
+    return 'upsample'
+  if tuple(kernel) == (3, 3, 3) and side >= 4:
+    return 'dual'
+  k = max(kernel)
+  return 'coarse' if side >= 8 or (k % 2 == 0 and side >= 4) else 'upsample'
 
 
 def conv3d_up2(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   """``conv3d(upsample_nearest(x, 2), kernel)``, computed on ``x``'s own grid where
-  ``up2_on_coarse_grid`` says: each of the 8 output phases (voxel offsets in a 2x2x2
-  block) sums some of the kernel's taps over the same low-res input, so the kernel becomes
-  one of ``W^3`` taps (W = 3 for k = 3 or 4) and ``8 * O`` outputs, rearranged by
-  depth-to-space. Never builds the 8x larger input; for k = 4, 27 taps per phase instead
-  of 64. ``impl='native'`` always upsamples, then convolves."""
-  coarse = up2_on_coarse_grid(min(x.shape[1:4]), max(kernel.shape[:3]))
-  if resolve_impl(impl) == 'native' or not coarse:
+  ``up2_lowering`` says, never building the 8x larger input: on the coarse grid, each of
+  the 8 output phases (voxel offsets in a 2x2x2 block) sums some of the kernel's taps over
+  the same low-res input, so the kernel becomes one of ``W^3`` taps (W = 3 for k = 3 or 4)
+  and ``8 * O`` outputs, rearranged by depth-to-space (27 taps per phase instead of 64
+  for k = 4); for k = 3, on the dual grid with 8 taps (``conv3d_up2_dual``).
+  ``impl='native'`` always upsamples, then convolves."""
+  way = up2_lowering(min(x.shape[1:4]), kernel.shape[:3])
+  if resolve_impl(impl) == 'native' or way == 'upsample':
     return conv3d(upsample_nearest(x), kernel, impl)
-  return conv3d_up2_coarse(x, kernel, impl)
+  return (conv3d_up2_dual if way == 'dual' else conv3d_up2_coarse)(x, kernel, impl)
 
 
 def conv3d_up2_coarse(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
@@ -158,6 +167,29 @@ def conv3d_up2_coarse(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> ja
   low = jnp.einsum('pat,qbu,rev,tuvco->abecpqro', *mats, kernel)
   low = low.reshape(*low.shape[:3], c, 8 * o)
   return depth_to_space(conv3d(x, low, impl))
+
+
+# For k = 3: which of a dual point's two coarse inputs (j - 1, j) each tap t of output phase
+# p reads, A[p, a, t]; the phases in reversed order (row 0: phase 1), see conv3d_up2_dual.
+_DUAL_TAPS = np.array([[[1, 1, 0], [0, 0, 1]], [[1, 0, 0], [0, 1, 1]]], np.float32)
+
+
+def conv3d_up2_dual(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
+  """``conv3d_up2`` of a 3x3x3 kernel as a 2x2x2 convolution on the dual grid: fine
+  output 2m of an axis reads coarse inputs (m - 1, m) and output 2m + 1 reads (m, m + 1),
+  so both phases of dual point j in [0, S] read the coarse pair (j - 1, j) (fine outputs
+  2j - 1 and 2j). One 2x2x2 convolution of ``8 * O`` outputs over the input padded by one
+  voxel in front, then depth-to-space and a crop of one voxel per side: 8 taps per output
+  instead of the coarse grid's 27, (S + 1)^3 / S^3 more outputs."""
+  kd, kh, kw, c, o = kernel.shape
+  if (kd, kh, kw) != (3, 3, 3):
+    raise ValueError(f'conv3d_up2_dual needs a 3x3x3 kernel, got {kernel.shape}')
+  a = jnp.asarray(_DUAL_TAPS, kernel.dtype)
+  # K'[a, b, e, c, (p, q, r, o)] = sum_{t, u, v} A[p, a, t] A[q, b, u] A[r, e, v] K[t, u, v]
+  low = jnp.einsum('pat,qbu,rev,tuvco->abecpqro', a, a, a, kernel).reshape(2, 2, 2, c, 8 * o)
+  # SAME for k = 2 pads one voxel after: with one before, dual j reads coarse (j - 1, j)
+  y = depth_to_space(conv3d(jnp.pad(x, ((0, 0), (1, 0), (1, 0), (1, 0), (0, 0))), low, impl))
+  return y[:, 1:-1, 1:-1, 1:-1]
 
 
 def phases_on_coarse_grid(c: int, o: int, backend: str | None = None) -> bool:
