@@ -95,10 +95,11 @@ def paired_mask(batch: int, views: int, min_views: int, rng: np.random.Generator
 
 def with_batch(config: ml_collections.ConfigDict, batch: int, views: int):
   """A copy of `config` whose training batch is `batch` objects of `views` views (what
-  train.packed_views reads)."""
+  train.packed_views reads), at most `views` of them drawn as the minimum."""
   config = config.copy_and_resolve_references()
   config.train.batch_size = batch
   config.train.num_views = views
+  config.data.min_views = min(config.data.min_views, views)  # as train.py's iterators do
   return config
 
 
@@ -184,7 +185,8 @@ def bench_modules(
   """Forward + backward of each submodule alone, on a multi-view batch's shapes: ms,
   GFLOPs, GFLOP/s and its share of the four modules' time. The gradient is taken with
   respect to the parameters and (except for the encoder, whose input is data) the input,
-  as in a training step."""
+  as in a training step. The encoder runs on every view slot (B x views), also where
+  training packs the real views (data.paired_views)."""
   model, tx, _, _ = train.programs(config)
   variables = train_state.variables_of(train_state.create_train_state(config, model, tx))
   rng = np.random.default_rng(0)

@@ -8,6 +8,7 @@ commands are in BENCHMARKS.md.
   python -m refine3d_jax.layer_bench up3d [quick|paper] [batch]
   python -m refine3d_jax.layer_bench phases3d [quick|paper] [batch]
 
+up3d also times the dual grid (3x3x3 kernels; 'n/a' for others).
 conv3d times 'native', 'fold' (as `conv3d` chooses its 2D lowering: `fold_impl2d`) and
 'fold2n' (the fold with a native 2D convolution throughout, as before `fold_impl2d`).
 `parts` times the forward, the input gradient and the kernel gradient apart, each as a
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from refine3d_jax import cli, timing
 from refine3d_jax.models.conv2d import conv2d
 from refine3d_jax.models.conv3d import conv3d, conv3d_phases_coarse, conv3d_up2_coarse
+from refine3d_jax.models.conv3d import conv3d_up2_dual
 from refine3d_jax.models.resample import space_to_depth, upsample_nearest
 
 # The layer tables, a few layers a row (ruff format would put every number on a line).
@@ -150,21 +152,27 @@ def _two_ways(title: str, layers, input_side, ways: dict, batch: int) -> None:
     times = []
     for name, f in ways.items():
       grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
-      times.append(time(grad, x, w))
+      try:
+        times.append(time(grad, x, w))
+      except ValueError:  # a way only some kernels have (the dual grid: 3x3x3)
+        row += f'  {name} n/a'
+        continue
       row += f'  {name} {times[-1] * 1e3:9.3f}'
     print(f'{row}  ({times[0] / times[1]:.2f}x)', flush=True)
 
 
 def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
   """Times forward + gradient of `preset`'s convolutions of a 2x upsampled input, as
-  upsampling then the folded convolution, and as `conv3d_up2` on the coarse grid."""
+  upsampling then the folded convolution, as `conv3d_up2` on the coarse grid, and (3x3x3
+  kernels) on the dual grid."""
   ways = {
     'upsample+conv': lambda x, w: conv3d(upsample_nearest(x), w, 'fold'),
     'coarse': lambda x, w: conv3d_up2_coarse(x, w, 'fold'),
+    'dual': lambda x, w: conv3d_up2_dual(x, w, 'fold'),
   }
   title = (
     f'{preset} upsampling layers, batch {batch}: ms forward + gradient, upsample + conv / '
-    'on the coarse grid'
+    'on the coarse grid / on the dual grid (ratio: the first over the second)'
   )
   _two_ways(title, UP3D_LAYERS[preset], lambda s: s // 2, ways, batch)
 

@@ -3,9 +3,11 @@ asserted); the per-layer convolution timing."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import jtso as jtso_config
@@ -84,14 +86,15 @@ def test_layer_bench_times_both_lowerings(monkeypatch, capsys):
   monkeypatch.setitem(layer_bench.CONV3D_LAYERS, 'tiny', [(4, 2, 3, 3)])
   layer_bench.main(['layer_bench', 'conv2d', 'tiny', '1'])
   layer_bench.main(['layer_bench', 'conv3d', 'tiny', '1'])
-  monkeypatch.setitem(layer_bench.UP3D_LAYERS, 'tiny', [(4, 2, 3, 4)])
+  monkeypatch.setitem(layer_bench.UP3D_LAYERS, 'tiny', [(4, 2, 3, 4), (4, 2, 3, 3)])
   layer_bench.main(['layer_bench', 'up3d', 'tiny', '1'])
   monkeypatch.setitem(layer_bench.PHASE3D_LAYERS, 'tiny', [(4, 1, 2, 4)])
   layer_bench.main(['layer_bench', 'phases3d', 'tiny', '1'])
   out = capsys.readouterr().out
   assert '4 px   3->  8 k3:  native' in out and 'matmul' in out and 'mixed' in out
   assert ' 4^3   2->  3 k3:  native' in out and 'fold ' in out and 'fold2n' in out
-  assert ' 4^3   2->  3 k4:  upsample+conv' in out and 'coarse' in out
+  assert ' 4^3   2->  3 k4:  upsample+conv' in out and 'coarse' in out and 'dual n/a' in out
+  assert out.count('dual n/a') == 1 and re.search(r' 4\^3   2->  3 k3: .* dual +\d', out)
   assert ' 4^3   1->  2 k4:  conv+s2d' in out
   with pytest.raises(SystemExit, match='usage: python -m refine3d_jax.layer_bench'):
     layer_bench.main(['layer_bench', 'conv4d'])
@@ -128,7 +131,7 @@ def test_bench_times_the_packed_step_where_training_packs(monkeypatch):
   monkeypatch.setattr(train.steps_lib, 'train_step', spy)
   train._programs.cache_clear()
   try:
-    bench.run(config, batch=2, views=(1, 3), steps=1, train_only=True)
+    bench.run(config, batch=2 * jax.device_count(), views=(1, 3), steps=1, train_only=True)
   finally:
     train._programs.cache_clear()
   # each stage traced by its jitted step and by the FLOP count

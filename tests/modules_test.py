@@ -189,8 +189,9 @@ class _Named(nn.Module):
 @pytest.mark.parametrize('kernel', [1, 2, 3, 4, 5])
 @pytest.mark.parametrize('channels', [(3, 2), (4, 1)])
 def test_upconv3d_equals_upsample_then_conv(kernel, channels):
-  # conv3d_up2 works on the coarse grid (8 output phases, depth-to-space) yet gives the
-  # values and gradients of upsampling first, with flax.linen.Conv's parameters.
+  # conv3d_up2 works on the dual grid (k = 3) or the coarse grid (8 output phases,
+  # depth-to-space) yet gives the values and gradients of upsampling first, with
+  # flax.linen.Conv's parameters.
   c, o = channels
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 9, 8, c))
   way = conv3d_lib.up2_lowering(8, (kernel,) * 3, backend='cpu')
@@ -201,8 +202,9 @@ def test_upconv3d_equals_upsample_then_conv(kernel, channels):
 
 @pytest.mark.parametrize('shape', [(1, 2, 2, 2, 3), (2, 4, 5, 4, 2), (1, 3, 3, 3, 1)])
 def test_up2_dual_and_coarse_equal_upsample_then_conv(shape):
-  # Each way, on grids too small for `up2_lowering` to pick it: the values and gradients
-  # of the native convolution of the upsampled input.
+  # Each way, also on grids where `up2_lowering` picks another (coarse side 2 or 3), and on
+  # a non-cubic grid: the values and gradients of the native convolution of the
+  # upsampled input.
   x = jax.random.normal(jax.random.PRNGKey(0), shape)
   w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, shape[-1], 4))
   ref = lambda x, w: conv3d_lib.conv3d(upsample_nearest(x), w, 'native')
@@ -218,7 +220,7 @@ def test_up2_dual_and_coarse_equal_upsample_then_conv(shape):
 def test_upconv3d_grid_choice():
   way = lambda side, k, backend='cpu': conv3d_lib.up2_lowering(side, (k,) * 3, backend)
   assert way(8, 3) == way(4, 3) == 'dual'  # 8 taps per output instead of 27
-  assert way(2, 3) == 'upsample'  # measured faster at 4^3
+  assert way(2, 3) == 'upsample'  # measured faster for a 4^3 output
   assert way(8, 4) == way(4, 4) == way(8, 5) == 'coarse'
   assert way(2, 4) == way(4, 5) == 'upsample'
   assert conv3d_lib.up2_lowering(8, (1, 3, 3), 'cpu') == 'coarse'

@@ -131,8 +131,9 @@ def up2_lowering(side: int, kernel: tuple[int, ...], backend: str | None = None)
   'dual' (``conv3d_up2_dual``) for 3x3x3 kernels from side 4, 'coarse' (``conv3d_up2_coarse``)
   for other kernels from side 8, or from 4 with an even kernel (27 taps per phase instead
   of 64); else 'upsample' (upsample, then convolve). Measured (2-core AMD EPYC, one core,
-  forward + gradient, ms upsample / coarse / dual): quick, batch 8: 16^3 32 -> 16 88 / 64 /
-  26, 8^3 64 -> 32 35 / 37 / 21, 4^3 64 -> 64 8-11 / 132 / 14-15; paper, batch 2: 32^3
+  forward + gradient, ms upsample / coarse / dual; layers by their output side, twice the
+  coarse side): quick, batch 8: 16^3 32 -> 16 88 / 64-65 / 25-26, 8^3 64 -> 32 35 / 37-38 /
+  21, 4^3 64 -> 64 8-11 / 132-137 / 14-15; paper, batch 2: 32^3
   64 -> 64 921-973 / 751-798 / 296-307, 16^3 128 -> 64 241-248 / 209-228 / 96-106, 8^3
   128 -> 128 59-65 / 167-173 / 58-61, 4^3 128 -> 128 7-10 / 348-362 / 37-38
   (BENCHMARKS.md, 2026-12-02); k = 4, quick, batch 16 (``layer_bench up3d``): 2.4-13x

@@ -15,8 +15,9 @@ Upsampling is nearest-neighbour resize followed by the block's 3x3x3 convolution
 shortcut's 1x1x1 one), not ``ConvTranspose``: 3D transposed convolutions run at
 1-2 GFLOP/s on XLA:CPU, while resize + conv runs as an ordinary convolution (lowered as
 ``conv_impl`` says: refine3d_jax/models/conv3d.py). The shortcut runs before the resize,
-and the 3x3x3 one on the coarse grid where ``conv3d.up2_on_coarse_grid`` says (both equal
-to resizing first).
+and the 3x3x3 one as a 2x2x2 convolution on the coarse grid's dual where
+``conv3d.up2_lowering`` says (8 taps per output instead of 27; both equal to resizing
+first).
 ``head='shuffle'`` (an option, off in the paper preset) replaces the last 2x upsampling and
 its block by a 1x1x1 convolution to 8 logits per voxel at half the size, rearranged into
 the 2x2x2 voxels they cover (3D depth-to-space, the "sub-pixel convolution" of ESPCN): no
