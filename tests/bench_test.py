@@ -11,7 +11,8 @@ import jax
 import pytest
 
 from configs import jtso as jtso_config
-from refine3d_jax import bench, input_pipeline, layer_bench, train
+from refine3d_jax import bench, input_pipeline, layer_bench
+from tests.testutil import trace_packed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,18 +123,8 @@ def test_bench_times_the_packed_step_where_training_packs(monkeypatch):
   mask = bench.random_batch(bench.with_batch(config, 6, 3), 6, 3)['mask']
   input_pipeline.check_pairs(mask, 4)
   assert mask[:, 0].all() and len({tuple(m) for m in mask}) > 1
-  traced, step = [], train.steps_lib.train_step
-
-  def spy(*args, stage, packed=0, **kwargs):
-    traced.append((stage.name, packed))
-    return step(*args, stage=stage, packed=packed, **kwargs)
-
-  monkeypatch.setattr(train.steps_lib, 'train_step', spy)
-  train._programs.cache_clear()
-  try:
+  with trace_packed(monkeypatch) as traced:
     bench.run(config, batch=2 * jax.device_count(), views=(1, 3), steps=1, train_only=True)
-  finally:
-    train._programs.cache_clear()
   # each stage traced by its jitted step and by the FLOP count
   assert sorted(set(traced)) == [('att', 4), ('base', 0), ('jtso', 4)]
   config.data.paired_views = False

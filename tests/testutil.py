@@ -1,5 +1,7 @@
 """Helpers shared by tests."""
 
+import contextlib
+
 import jax
 import numpy as np
 
@@ -46,3 +48,24 @@ def fill_disk(directory, leave_bytes=0):
   os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave_bytes))
   os.close(fd)
   return path
+
+
+@contextlib.contextmanager
+def trace_packed(monkeypatch):
+  """Yields the list of (stage name, packed) of each train step traced inside the block
+  (a spy on steps.train_step behind train.make_train_steps); train's program cache is
+  cleared on entry and exit, so the steps are traced afresh through the spy."""
+  from refine3d_jax import train  # pylint: disable=g-import-not-at-top
+
+  traced, step = [], train.steps_lib.train_step
+
+  def spy(*args, stage, packed=0, **kwargs):
+    traced.append((stage.name, packed))
+    return step(*args, stage=stage, packed=packed, **kwargs)
+
+  monkeypatch.setattr(train.steps_lib, 'train_step', spy)
+  train._programs.cache_clear()
+  try:
+    yield traced
+  finally:
+    train._programs.cache_clear()

@@ -14,7 +14,7 @@ from refine3d_jax import checkpoint, eval_loop, input_pipeline, jtso, metric_wri
 from refine3d_jax import train, train_state, trained
 from refine3d_jax.models import create_model
 from tests import parallel_test
-from tests.testutil import fill_disk, small_config
+from tests.testutil import fill_disk, small_config, trace_packed
 
 ROOT = parallel_test.ROOT
 
@@ -81,22 +81,12 @@ def test_paired_views_run_packs_the_multi_view_passes(data_dir, tmp_path, monkey
   gets 0."""
   config = small_config(data_dir, num_steps=4, num_views=3)
   config.data.update(min_views=1, paired_views=True)
-  checked, traced = [], []
-  check, step = input_pipeline.check_pairs, train.steps_lib.train_step
+  checked, check = [], input_pipeline.check_pairs
   monkeypatch.setattr(
     input_pipeline, 'check_pairs', lambda mask, total: (checked.append(total), check(mask, total))
   )
-
-  def spy(*args, stage, packed=0, **kwargs):
-    traced.append((stage.name, packed))
-    return step(*args, stage=stage, packed=packed, **kwargs)
-
-  monkeypatch.setattr(train.steps_lib, 'train_step', spy)
-  train._programs.cache_clear()
-  try:
+  with trace_packed(monkeypatch) as traced:
     train.train_and_evaluate(config, str(tmp_path))
-  finally:
-    train._programs.cache_clear()
   logged = [m for m in _logged(tmp_path) if 'stage' in m]
   assert [m['stage'] for m in logged] == [1, 1, 2, 3] and checked == [4, 4]
   assert traced == [('base', 0), ('att', 4), ('jtso', 4)]
