@@ -43,12 +43,14 @@ def test_crop_and_bounds():
 
 
 def test_composite_background_only_where_alpha_is_zero():
-  image = rgba_image()
-  rgb = transforms.composite_background(image, (225, 240, 255))
-  assert rgb.dtype == np.uint8 and rgb.shape == (137, 137, 3)
-  clear = image[..., 3] == 0
-  np.testing.assert_array_equal(rgb[clear], np.broadcast_to([225, 240, 255], rgb[clear].shape))
-  np.testing.assert_array_equal(rgb[~clear], image[..., :3][~clear])
+  full = rgba_image()
+  # the whole image, a crop and a flipped crop (strided views of it, read in place)
+  for image in (full, full[3:130, 7:134], full[3:130, 7:134][:, ::-1]):
+    rgb = transforms.composite_background(image, (225, 240, 255))
+    assert rgb.dtype == np.uint8 and rgb.shape == image.shape[:2] + (3,)
+    clear = image[..., 3] == 0
+    np.testing.assert_array_equal(rgb[clear], np.broadcast_to([225, 240, 255], rgb[clear].shape))
+    np.testing.assert_array_equal(rgb[~clear], image[..., :3][~clear])
 
 
 def test_background_of_a_flipped_crop_is_the_flipped_background():

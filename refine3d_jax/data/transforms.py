@@ -73,7 +73,12 @@ def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
 
 def _composite_words(rgba: np.ndarray, color) -> np.ndarray:
   """uint8 [H, W, 4] -> uint32 [H, W] little-endian pixels, `color` where alpha is 0."""
-  words = np.ascontiguousarray(rgba, np.uint8).view('<u4')[..., 0]
+  rgba = np.asarray(rgba, np.uint8)
+  if rgba.strides[-1] != 1:
+    rgba = np.ascontiguousarray(rgba)
+  # a crop or flip of a decoded image keeps each pixel's 4 bytes together: view them as
+  # words in place (strided), so the select below is the only pass over the pixels
+  words = rgba.view('<u4')[..., 0]
   fill = np.asarray([*color, 0], np.uint8).view('<u4')[0]
   return np.where(words >> 24 == 0, fill, words).astype('<u4', copy=False)
 
