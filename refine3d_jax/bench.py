@@ -71,25 +71,25 @@ def random_batch(
   config: ml_collections.ConfigDict, batch: int, views: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
   """A training batch of the config's shapes with random contents. Every view is real,
-  unless the config draws view counts in pairs (data.paired_views): then objects 2i and
-  2i + 1 hold k and data.min_views + `views` - k real views, the first ones, as the
-  pipeline gives them (k uniform, `paired_mask`)."""
+  unless the config draws view counts in pairs (input_pipeline.pair_total of `batch`
+  objects of `views` views): then objects 2i and 2i + 1 hold k and total - k real views,
+  the first ones, as the pipeline gives them (k uniform, `paired_mask`)."""
   rng = np.random.default_rng(seed)
   s, v = config.model.image_size, config.model.volume_size
-  d = config.data
-  paired = d.paired_views and 0 < d.min_views <= views and batch % 2 == 0
+  total = input_pipeline.pair_total(with_batch(config, batch, views), multi=True)
+  paired = total and batch % 2 == 0
   return dict(
     images=rng.standard_normal((batch, views, s, s, 3), dtype=np.float32),
-    mask=paired_mask(batch, views, d.min_views, rng) if paired else np.ones((batch, views), bool),
+    mask=paired_mask(batch, views, total, rng) if paired else np.ones((batch, views), bool),
     voxels=rng.random((batch, v, v, v)) < 0.1,
   )
 
 
-def paired_mask(batch: int, views: int, min_views: int, rng: np.random.Generator) -> np.ndarray:
-  """[batch, views] masks of the first k and min_views + views - k views of objects 2i
-  and 2i + 1 (k uniform in [min_views, views]; batch even)."""
-  k = rng.integers(min_views, views + 1, size=batch // 2)
-  counts = np.stack([k, min_views + views - k], axis=1).reshape(-1)
+def paired_mask(batch: int, views: int, total: int, rng: np.random.Generator) -> np.ndarray:
+  """[batch, views] masks of the first k and total - k views of objects 2i and 2i + 1
+  (k uniform in [total - views, views]; batch even)."""
+  k = rng.integers(total - views, views + 1, size=batch // 2)
+  counts = np.stack([k, total - k], axis=1).reshape(-1)
   return np.arange(views)[None, :] < counts[:, None]
 
 

@@ -57,13 +57,14 @@ def check(
   batches = [bench.random_batch(config, batch, views, seed=i) for i in range(steps)]
   out = {}
   for name, stage in jtso.STAGES.items():
+    packed = train.packed_views(config, stage)
     runs = []
     for _ in range(2):
       state = parallel.replicate(jax.tree.map(jnp.asarray, initial), mesh)
       losses = []
       for b in batches:
         b = parallel.shard_batch(bench.stage_batch(b, stage, config.train.single_views), mesh)
-        state, m = stage_steps[name](state, b, packed=train.packed_views(config, stage))
+        state, m = stage_steps[name](state, b, packed=packed)
         losses.append(m)
       runs.append(jax.device_get((state.params, state.batch_stats, losses)))
     out[name] = compare(*runs)

@@ -139,10 +139,13 @@ def conv3d_layers(
     print(row, flush=True)
 
 
-def _two_ways(title: str, layers, input_side, ways: dict, batch: int) -> None:
-  """Prints forward + gradient ms of each of `ways` (two lowerings of one function) on
+def _ways(
+  title: str, layers, input_side, ways: dict, batch: int, kernels: dict | None = None
+) -> None:
+  """Prints forward + gradient ms of each of `ways` (lowerings of one function) on
   every layer (side, channels in, channels out, kernel), the input of side
-  `input_side(side)`, and the first's time over the second's."""
+  `input_side(side)`, and the first's time over the second's; a way named in `kernels`
+  runs only on layers of those kernel sizes ('n/a' on the others)."""
   time = lambda f, *a: timing.median_time(lambda: f(*a), 20, budget_s=10.0)
   print(f'{timing.device_name(jax.devices()[0])}; {title}', flush=True)
   for s, ci, co, k in layers:
@@ -151,12 +154,11 @@ def _two_ways(title: str, layers, input_side, ways: dict, batch: int) -> None:
     row = f'{s:2d}^3 {ci:3d}->{co:3d} k{k}:'
     times = []
     for name, f in ways.items():
-      grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
-      try:
-        times.append(time(grad, x, w))
-      except ValueError:  # a way only some kernels have (the dual grid: 3x3x3)
+      if k not in (kernels or {}).get(name, (k,)):
         row += f'  {name} n/a'
         continue
+      grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+      times.append(time(grad, x, w))
       row += f'  {name} {times[-1] * 1e3:9.3f}'
     print(f'{row}  ({times[0] / times[1]:.2f}x)', flush=True)
 
@@ -174,7 +176,7 @@ def up3d_layers(preset: str = 'quick', batch: int = 16) -> None:
     f'{preset} upsampling layers, batch {batch}: ms forward + gradient, upsample + conv / '
     'on the coarse grid / on the dual grid (ratio: the first over the second)'
   )
-  _two_ways(title, UP3D_LAYERS[preset], lambda s: s // 2, ways, batch)
+  _ways(title, UP3D_LAYERS[preset], lambda s: s // 2, ways, batch, kernels={'dual': (3,)})
 
 
 def phases3d_layers(preset: str = 'quick', batch: int = 16) -> None:
@@ -188,7 +190,7 @@ def phases3d_layers(preset: str = 'quick', batch: int = 16) -> None:
     f'{preset} layers before a max-pool, batch {batch}: ms forward + gradient, '
     'conv + space_to_depth / on the coarse grid'
   )
-  _two_ways(title, PHASE3D_LAYERS[preset], lambda s: s, ways, batch)
+  _ways(title, PHASE3D_LAYERS[preset], lambda s: s, ways, batch)
 
 
 def main(argv: list[str]) -> None:
