@@ -43,6 +43,7 @@ ADDED_KEYS = {
   'data.pca_noise': 0.0,
   'data.rgb_permute': False,
   'data.paired_views': False,
+  'data.reader_nice': 0,
 }
 
 
@@ -213,6 +214,7 @@ CHECKS: list[Row] = MODEL_CHECKS + [
   ('data.num_workers', *_int_in(0, 1024)),
   ('data.num_threads', *POSITIVE_INT),
   ('data.prefetch', *POSITIVE_INT),
+  ('data.reader_nice', *_int_in(0, 19)),
 ]
 
 

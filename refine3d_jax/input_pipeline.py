@@ -31,6 +31,8 @@ its iterator state has another format: resume with the worker count you saved wi
 import functools
 import math
 import os
+import sys
+import threading
 import time
 from typing import Any, Sequence
 
@@ -45,6 +47,26 @@ from refine3d_jax.errors import DataError, NotFoundError
 
 TRAIN_SPLIT = 'train'
 EVAL_VIEWS = ('first_n', 'random')
+_reader = threading.local()  # per reader thread: the nice value it has set
+
+
+def lower_priority(nice: int) -> None:
+  """Gives the calling reader thread Linux nice value `nice` (once per thread), so that on
+  a CPU it takes the cycles the training step leaves idle instead of preempting the step's
+  threads: a quick stage-3 batch costs about 107 ms of reader CPU beside a ~1 s step on the
+  same 2 cores (BENCHMARKS.md, "low-priority readers"). Never the process's main thread
+  (it dispatches the steps), never below the thread's current value (no privilege
+  needed), and nothing off Linux, where the call would renice the whole process."""
+  if (
+    not nice
+    or getattr(_reader, 'nice', None) == nice
+    or threading.current_thread() is threading.main_thread()
+    or not sys.platform.startswith('linux')
+  ):
+    return
+  tid = threading.get_native_id()
+  os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+  _reader.nice = nice
 
 
 class SkipDecoding(tfds.decode.SkipDecoding):
@@ -206,8 +228,10 @@ def _train_element(
   max_views: int,
   paired: bool = False,
   shard_index: int = 0,
+  reader_nice: int = 0,
 ) -> dict[str, np.ndarray]:
   """Element `index` of the endless shuffled stream (record `record`)."""
+  lower_priority(reader_nice)
   rng = np.random.default_rng([seed, index // epoch_length, int(record)])
   n = _view_count(index, rng, seed, epoch_length, (min_views, max_views, paired), shard_index)
   views = rng.choice(features.NUM_VIEWS, n, replace=False)
@@ -224,7 +248,9 @@ def _eval_element(
   num_views: int,
   shard_index: int,
   shard_count: int,
+  reader_nice: int = 0,
 ) -> dict[str, np.ndarray]:
+  lower_priority(reader_nice)
   record = shard_index + position * shard_count
   if record >= len(source):
     return padding_example(num_views, opts.image_size)
@@ -309,6 +335,7 @@ def train_dataset(
     max_views=max_views,
     paired=paired,
     shard_index=shard_index,
+    reader_nice=config.data.reader_nice,
   )
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)
@@ -358,6 +385,7 @@ def eval_dataset(
     num_views=num_views,
     shard_index=shard_index,
     shard_count=shard_count,
+    reader_nice=config.data.reader_nice,
   )
   ds = grain.MapDataset.range(math.ceil(per_host / batch) * batch).map(element)
   return _iterate(ds.batch(batch), config.data)

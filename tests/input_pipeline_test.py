@@ -1,6 +1,9 @@
 """Tests for refine3d_jax.input_pipeline on a small built dataset (tests/data_fixtures.py)."""
 
 import itertools
+import os
+import sys
+import threading
 
 from absl import flags
 import numpy as np
@@ -217,6 +220,34 @@ def test_paired_view_counts_keep_each_objects_distribution():
     freq = np.bincount(counts[:, position], minlength=9)[1:] / len(counts)
     np.testing.assert_allclose(freq, 1 / 8, atol=0.02)
   assert ip._view_count(5, rng, 3, 1000, (0, 8, True)) == 8  # fixed counts stay fixed
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='thread nice values: Linux only')
+def test_reader_threads_run_at_low_priority_and_the_main_thread_stays(built_dataset, monkeypatch):
+  """data.reader_nice: every element of a train or eval batch is made in a reader thread at
+  that nice value (19: the step's threads come first); the main thread keeps its own."""
+  priority = lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+  main_before = priority()
+  seen = []
+  make_example = ip.make_example
+  monkeypatch.setattr(
+    ip, 'make_example', lambda *a, **k: seen.append(priority()) or make_example(*a, **k)
+  )
+  for nice in (19, 0):
+    seen.clear()
+    config = make_config(built_dataset, reader_nice=nice)
+    config.train.batch_size = 4
+    take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 2)
+    next(iter(ip.eval_dataset(config, 'test', 2)))
+    assert len(seen) >= 12 and set(seen) == {max(nice, main_before)}
+  assert priority() == main_before
+  ip.lower_priority(19)  # called from the main thread: a no-op
+  assert priority() == main_before
+  done = []
+  thread = threading.Thread(target=lambda: (ip.lower_priority(7), done.append(priority())))
+  thread.start()
+  thread.join()
+  assert done == [max(7, main_before)]
 
 
 def test_iterator_state_round_trip(built_dataset):
