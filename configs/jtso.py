@@ -97,8 +97,9 @@ def data_config() -> ml_collections.ConfigDict:
       num_workers=0,  # grain worker processes; 0 = in this process
       num_threads=4,  # reader threads (per worker process)
       prefetch=4,  # batches buffered (per worker process)
-      reader_nice=19,  # Linux nice value of the reader threads (19 = lowest priority:
-      # they use the cycles the step leaves idle); 0 = the process's own
+      reader_nice=19,  # Linux nice value of the reader threads where JAX computes on
+      # the CPU (19 = lowest priority: they use the cycles the step leaves idle);
+      # 0 = the process's own (always beside an accelerator)
     )
   )
 

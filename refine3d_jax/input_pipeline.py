@@ -36,7 +36,9 @@ import threading
 import time
 from typing import Any, Sequence
 
+from absl import logging
 import grain
+import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
@@ -56,7 +58,10 @@ def lower_priority(nice: int) -> None:
   threads: a quick stage-3 batch costs about 107 ms of reader CPU beside a ~1 s step on the
   same 2 cores (BENCHMARKS.md, "low-priority readers"). Never the process's main thread
   (it dispatches the steps), never below the thread's current value (no privilege
-  needed), and nothing off Linux, where the call would renice the whole process."""
+  needed), and nothing off Linux, where the call would renice the whole process. A thread
+  cannot raise its priority back, so a later pipeline at nice 0 relies on grain starting
+  new reader threads for each iterator (it does: they inherit the main thread's value).
+  Where the system refuses (a sandbox), the thread logs it once and reads on unchanged."""
   if (
     not nice
     or getattr(_reader, 'nice', None) == nice
@@ -64,9 +69,19 @@ def lower_priority(nice: int) -> None:
     or not sys.platform.startswith('linux')
   ):
     return
-  tid = threading.get_native_id()
-  os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
   _reader.nice = nice
+  tid = threading.get_native_id()
+  try:
+    os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+  except OSError as e:  # a speed-up only: the batches are the same either way
+    logging.warning('data.reader_nice=%d: reader thread priority unchanged (%s)', nice, e)
+
+
+def reader_nice(data: ml_collections.ConfigDict) -> int:
+  """data.reader_nice where JAX computes on the CPU, whose cores the readers share with the
+  steps; 0 beside an accelerator, where niced readers would only lose to other processes'
+  threads (not measured there)."""
+  return data.reader_nice if jax.default_backend() == 'cpu' else 0
 
 
 class SkipDecoding(tfds.decode.SkipDecoding):
@@ -335,7 +350,7 @@ def train_dataset(
     max_views=max_views,
     paired=paired,
     shard_index=shard_index,
-    reader_nice=config.data.reader_nice,
+    reader_nice=reader_nice(config.data),
   )
   ds = records.shuffle(seed=config.seed).map_with_index(element)
   return _iterate(ds.batch(batch, drop_remainder=True).repeat(), config.data)
@@ -385,7 +400,7 @@ def eval_dataset(
     num_views=num_views,
     shard_index=shard_index,
     shard_count=shard_count,
-    reader_nice=config.data.reader_nice,
+    reader_nice=reader_nice(config.data),
   )
   ds = grain.MapDataset.range(math.ceil(per_host / batch) * batch).map(element)
   return _iterate(ds.batch(batch), config.data)
