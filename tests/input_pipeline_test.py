@@ -223,7 +223,7 @@ def test_paired_view_counts_keep_each_objects_distribution():
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='thread nice values: Linux only')
-def test_reader_threads_run_at_low_priority_and_the_main_thread_stays(built_dataset, monkeypatch):
+def test_reader_threads_run_at_low_priority_and_the_main_thread_stays(tiny_data_dir, monkeypatch):
   """data.reader_nice: every element of a train or eval batch is made in a reader thread at
   that nice value (19: the step's threads come first); the main thread keeps its own."""
   tid = threading.get_native_id
@@ -237,7 +237,10 @@ def test_reader_threads_run_at_low_priority_and_the_main_thread_stays(built_data
   earlier = set()  # threads of an earlier pass, which may still finish a prefetched batch
   for nice in (19, 0):
     seen.clear()
-    config = make_config(built_dataset, reader_nice=nice)
+    config = jtso.get_config('tiny')
+    config.data.update(
+      data_dir=tiny_data_dir, builder_config='tiny', num_threads=2, reader_nice=nice
+    )
     config.train.batch_size = 4
     take(iter(ip.train_dataset(config, shard_index=0, shard_count=1)), 2)
     next(iter(ip.eval_dataset(config, 'test', 2)))
@@ -252,7 +255,7 @@ def test_reader_threads_run_at_low_priority_and_the_main_thread_stays(built_data
   thread.start()
   thread.join()
   assert done == [max(7, main_before)]
-  data = make_config(built_dataset).data
+  data = jtso.get_config('tiny').data
   assert ip.reader_nice(data) == 19  # these tests compute on the CPU
   monkeypatch.setattr(ip.jax, 'default_backend', lambda: 'gpu')
   assert ip.reader_nice(data) == 0
