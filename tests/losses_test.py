@@ -22,6 +22,24 @@ def test_voxel_bce_equals_optax_in_value_and_gradient():
     np.testing.assert_allclose(jax.grad(ours)(z), jax.grad(ref)(z), rtol=1e-5, atol=1e-8)
 
 
+def test_in_blocks_only_reorders_even_volumes_and_the_loss_stays_optax_s():
+  from refine3d_jax.models.resample import depth_to_space
+
+  v = jax.random.normal(jax.random.key(3), (2, 4, 6, 4))
+  blocks = losses.in_blocks(v)
+  assert blocks.shape == (2, 2, 3, 2, 8)
+  np.testing.assert_array_equal(depth_to_space(blocks.reshape(2, 2, 3, 2, 8))[..., 0], v)
+  assert losses.in_blocks(jnp.zeros((2, 3, 4, 4))).shape == (2, 3, 4, 4)  # odd: unchanged
+  for shape in ((2, 4, 6, 4), (2, 3, 5, 3)):  # blocked, and as it was
+    z = jax.random.normal(jax.random.key(4), shape) * 4
+    t = jax.random.uniform(jax.random.key(5), shape) < 0.3
+    ref = lambda z, t=t: optax.sigmoid_binary_cross_entropy(z, t.astype(jnp.float32)).mean()
+    np.testing.assert_allclose(losses.voxel_bce(z, t), ref(z), rtol=1e-6)
+    grads = jax.grad(lambda z, t=t: losses.voxel_bce(z, t))(z)
+    assert grads.shape == shape
+    np.testing.assert_allclose(grads, jax.grad(ref)(z), rtol=1e-5, atol=1e-8)
+
+
 def test_reconstruction_loss_sums_both_terms():
   t = jnp.zeros((1, 2, 2, 2), bool).at[0, 0, 0, 0].set(True)
   out = dict(coarse_logits=jnp.zeros((1, 2, 2, 2)), refined_logits=jnp.full((1, 2, 2, 2), -3.0))
