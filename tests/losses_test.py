@@ -22,14 +22,15 @@ def test_voxel_bce_equals_optax_in_value_and_gradient():
     np.testing.assert_allclose(jax.grad(ours)(z), jax.grad(ref)(z), rtol=1e-5, atol=1e-8)
 
 
-def test_in_blocks_only_reorders_even_volumes_and_the_loss_stays_optax_s():
+def test_in_blocks_only_reorders_even_volumes_and_the_loss_is_still_optax():
   from refine3d_jax.models.resample import depth_to_space
 
   v = jax.random.normal(jax.random.key(3), (2, 4, 6, 4))
   blocks = losses.in_blocks(v)
   assert blocks.shape == (2, 2, 3, 2, 8)
-  np.testing.assert_array_equal(depth_to_space(blocks.reshape(2, 2, 3, 2, 8))[..., 0], v)
+  np.testing.assert_array_equal(depth_to_space(blocks)[..., 0], v)
   assert losses.in_blocks(jnp.zeros((2, 3, 4, 4))).shape == (2, 3, 4, 4)  # odd: unchanged
+  assert losses.in_blocks(jnp.zeros((2, 4, 4))).shape == (2, 4, 4)  # not [B, D, H, W]
   for shape in ((2, 4, 6, 4), (2, 3, 5, 3)):  # blocked, and as it was
     z = jax.random.normal(jax.random.key(4), shape) * 4
     t = jax.random.uniform(jax.random.key(5), shape) < 0.3
