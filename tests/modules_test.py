@@ -283,31 +283,38 @@ def test_im2col_groups():
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
-def test_mixed_kernel_gradient_in_groups_equals_one_pass(monkeypatch, dtype):
-  # a bound of two images' patches: 12 images in 6 groups on one device (3 on four), the
-  # same kernel gradient and FLOPs as one pass, and through the 'mixed' conv's VJP
+def test_tap_kernel_gradient_in_groups_equals_im2col(monkeypatch, dtype):
+  # Every split of the taps (0: all on dy's side, 2: im2col), even and odd kernels, one
+  # pass or one image per group: the kernel gradient of the im2col matmul, the same FLOPs
+  # grouped as in one pass, and the 'mixed' conv's VJP uses it
   x = jax.random.normal(jax.random.PRNGKey(0), (12, 7, 5, 3)).astype(dtype)
-  dy = jax.random.normal(jax.random.PRNGKey(1), (12, 7, 5, 4)).astype(dtype)
-  k = jnp.zeros((3, 3, 3, 4), dtype)
-  one_pass = jax.vjp(lambda k: conv2d_lib._matmul(x, k), k)[1](dy)[0]
-  flops = lambda f: jax.jit(f).lower(x, dy).cost_analysis()['flops']
-  one_pass_flops = flops(lambda x, dy: conv2d_lib.matmul_kernel_grad(x, dy, k.shape))
-  image_bytes = 7 * 5 * 9 * 3 * x.dtype.itemsize
-  monkeypatch.setattr(conv2d_lib, 'IM2COL_GROUP_BYTES', 2 * image_bytes)
-  groups = conv2d_lib.im2col_groups(12, image_bytes, jax.device_count())
-  assert groups > 1
-  grouped = lambda x, dy: conv2d_lib.matmul_kernel_grad(x, dy, k.shape)
-  jaxpr = jax.make_jaxpr(grouped)(x, dy)
-  assert [e.primitive.name for e in jaxpr.eqns].count('dot_general') == groups
   tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=0.1)
-  result = grouped(x, dy)
-  assert result.dtype == dtype
-  np.testing.assert_allclose(
-    np.asarray(result, np.float32), np.asarray(one_pass, np.float32), **tol
-  )
-  assert abs(flops(grouped) - one_pass_flops) < 0.01 * one_pass_flops
-  via_vjp = jax.vjp(lambda k: conv2d_lib._mixed(x, k), k)[1](dy.astype(dtype))[0]
-  np.testing.assert_array_equal(np.asarray(via_vjp, np.float32), np.asarray(result, np.float32))
+  assert conv2d_lib.tap_split((127, 127), (3, 3), 96, 96) == 1  # 3C + 3O per pixel, not 9C + O
+  assert conv2d_lib.tap_split((127, 127), (7, 7), 3, 96) == 2  # the first layer: im2col
+  for ks in ((3, 3), (4, 2)):
+    dy = jax.random.normal(jax.random.PRNGKey(1), (12, 7, 5, 4)).astype(dtype)
+    k = jnp.zeros(ks + (3, 4), dtype)
+    want = jax.vjp(lambda k: conv2d_lib._matmul(x, k), k)[1](dy)[0]
+    for split in range(3):
+      # a new function per bound: jit and make_jaxpr cache traces by function
+      f = lambda: lambda x, dy, s=split: conv2d_lib.tap_kernel_grad(x, dy, k.shape, s)
+      flops = lambda: jax.jit(f()).lower(x, dy).cost_analysis()['flops']
+      monkeypatch.setattr(conv2d_lib, 'IM2COL_GROUP_BYTES', 1 << 40)
+      one_pass, one_pass_flops = f()(x, dy), flops()
+      monkeypatch.setattr(conv2d_lib, 'IM2COL_GROUP_BYTES', 1)
+      groups = conv2d_lib.im2col_groups(12, 1 << 20, jax.device_count())
+      assert groups == 12 // jax.device_count() > 1
+      jaxpr = jax.make_jaxpr(f())(x, dy)
+      assert [e.primitive.name for e in jaxpr.eqns].count('dot_general') == groups
+      grouped = f()(x, dy)
+      assert grouped.dtype == dtype
+      for got in (one_pass, grouped):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), **tol)
+      # every group counted (not one loop body's 1/12), plus the accumulating adds
+      assert abs(flops() - one_pass_flops) < 0.05 * one_pass_flops
+  via_vjp = jax.vjp(lambda k: conv2d_lib._mixed(x, k), k)[1](dy)[0]
+  direct = conv2d_lib.tap_kernel_grad(x, dy, k.shape)
+  np.testing.assert_array_equal(np.asarray(via_vjp, np.float32), np.asarray(direct, np.float32))
 
 
 def test_conv2d_lowerings_agree_in_bfloat16():

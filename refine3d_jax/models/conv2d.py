@@ -4,12 +4,15 @@
 copies of the padded input are stacked on the channel axis (im2col), so
 ``[N, H, W, C] * [k, k, C, O]`` becomes ``[N*H*W, k*k*C] @ [k*k*C, O]``. ``impl='native'``
 is ``lax.conv_general_dilated``. ``impl='mixed'`` is native forward and input gradient
-with the matmul's kernel gradient (a custom VJP): on XLA:CPU the native forward is the
-fastest (2.7-4.1x the matmul's for the quick encoder's 16-32 px layers, 'mixed' against
-'matmul') but the native kernel gradient the slowest, and the encoder runs forward only in
-every multi-view pass of stages 2 and 3 and at evaluation (``conv3d``'s fold uses it for
-wide layers on large grids too: ``conv3d.fold_impl2d``). Its kernel gradient builds the
-patches of a group of images at a time (``matmul_kernel_grad``).
+with a matrix product's kernel gradient (a custom VJP, ``tap_kernel_grad``): on XLA:CPU
+the native forward is the fastest (2.7-4.1x the matmul's for the quick encoder's 16-32 px
+layers, 'mixed' against 'matmul') but the native kernel gradient the slowest, and the
+encoder runs forward only in every multi-view pass of stages 2 and 3 and at evaluation
+(``conv3d``'s fold uses it for wide layers on large grids too: ``conv3d.fold_impl2d``).
+That kernel gradient stacks the input's windows over some taps and the output gradient's
+over the others, fewer values than im2col's patches (the paper encoder's kernel gradients
+on one core of a 2-core AMD EPYC Zen 5, batch 2, ms im2col / taps: 127 px 96 -> 96 79 /
+56-58, 64 px 128 -> 128 30 / 19-22; BENCHMARKS.md).
 ``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
 ``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
 EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
@@ -20,7 +23,9 @@ Parameters (``kernel [k, k, C, O]``, ``bias [O]``) have the names, shapes and in
 of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
 """
 
-from typing import Callable, ClassVar
+import itertools
+import math
+from typing import Callable, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -98,17 +103,17 @@ def _mixed_fwd(x, kernel):
 def _mixed_bwd(residuals, dy):
   x, kernel = residuals
   dx = jax.vjp(lambda x: _native(x, kernel), x)[1](dy)[0]
-  return dx, matmul_kernel_grad(x, dy, kernel.shape)
+  return dx, tap_kernel_grad(x, dy, kernel.shape)
 
 
 IM2COL_GROUP_BYTES = 64 << 20
 
 
 def im2col_groups(n: int, image_bytes: int, devices: int) -> int:
-  """Into how many groups ``matmul_kernel_grad`` splits ``n`` images: the fewest that keep
-  each device's patches per group within IM2COL_GROUP_BYTES (or one image), dividing the
-  images a device holds, so that each device builds its share of every group from its
-  own images (1, one pass, where ``n`` does not divide among ``devices``)."""
+  """Into how many groups ``tap_kernel_grad`` splits ``n`` images: the fewest that keep
+  each device's stacked windows per group within IM2COL_GROUP_BYTES (or one image),
+  dividing the images a device holds, so that each device builds its share of every group
+  from its own images (1, one pass, where ``n`` does not divide among ``devices``)."""
   if n % devices:
     return 1
   local = n // devices
@@ -118,27 +123,71 @@ def im2col_groups(n: int, image_bytes: int, devices: int) -> int:
   return local
 
 
-def matmul_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
-  """``_matmul``'s kernel gradient, patches^T @ dy, as a sum over groups of images
-  (``im2col_groups``), each group's im2col patches built on their own: one pass over the
-  paper decoder's 32^3 64 -> 64 layer wrote 453 MB of patches per device, and took twice
-  as long (BENCHMARKS.md). Group j holds images j, j + groups, j + 2 groups...,
-  so with the batch split over devices in contiguous blocks each device holds an equal
-  share of every group. The groups are unrolled, not a loop: XLA's cost analysis would
-  count a loop's body once. The sum is accumulated in float32."""
-  kh, kw, c, o = kernel_shape
-  n, h, w, _ = x.shape
-  groups = im2col_groups(n, h * w * kh * kw * c * x.dtype.itemsize, jax.device_count())
-  xp = jnp.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
+def tap_split(spatial: Sequence[int], kernel: Sequence[int], c: int, o: int) -> int:
+  """How many of the last spatial axes ``tap_kernel_grad`` takes the taps of on the input's
+  side (the rest on the output gradient's): the split that stacks the fewest values."""
+  d = len(spatial)
+
+  def stacked(m: int) -> int:
+    rows = math.prod(s + k - 1 for s, k in zip(spatial[: d - m], kernel[: d - m]))
+    rows *= math.prod(spatial[d - m :])
+    return rows * (math.prod(kernel[d - m :]) * c + math.prod(kernel[: d - m]) * o)
+
+  return min(range(d + 1), key=lambda m: (stacked(m), -m))
+
+
+def tap_kernel_grad(
+  x: jax.Array, dy: jax.Array, kernel_shape: Sequence[int], split: int | None = None
+) -> jax.Array:
+  """Kernel gradient of a SAME, stride-1 convolution over any number d of spatial axes,
+  ``x [N, *S, C] -> dy [N, *S, O]``, kernel ``[*K, C, O]``, as matrix products: the padded
+  input's windows over the taps of its last ``split`` axes are stacked on its channels,
+  the output gradient's windows over the taps of the other axes on its channels, and one
+  product over every voxel gives all the taps at once:
+  ``dK[t1, t2, c, o] = sum_p x[p + (t1, t2), c] dy[p, o]`` with ``t1`` shifting ``dy``
+  back instead of ``x`` forward. ``split = d`` is im2col (``patches^T @ dy``); the default
+  (``tap_split``) stacks the fewest values: for a 3x3 layer of C = O channels 3C + 3O per
+  pixel instead of im2col's 9C + O, and a squarer product. Images go in groups
+  (``im2col_groups``, one product each, unrolled so that XLA's cost analysis counts them
+  all): group j holds images j, j + groups, ..., so with the batch split over devices in
+  contiguous blocks each device holds an equal share of every group. The sum is
+  accumulated in float32."""
+  d = x.ndim - 2
+  ks, (c, o) = tuple(kernel_shape[:d]), kernel_shape[d:]
+  n, spatial = x.shape[0], x.shape[1:-1]
+  m = tap_split(spatial, ks, c, o) if split is None else split
+  lead = d - m  # axes whose taps go on dy's side
+  xp = jnp.pad(x, ((0, 0),) + tuple(same_padding(k) for k in ks) + ((0, 0),))
+  dz = jnp.pad(dy, ((0, 0),) + tuple((k - 1, k - 1) for k in ks[:lead]) + ((0, 0),) * (m + 1))
+  rows = math.prod(s + k - 1 for s, k in zip(spatial[:lead], ks[:lead])) * math.prod(spatial[lead:])
+  a, b = math.prod(ks[lead:]) * c, math.prod(ks[:lead]) * o
+  groups = im2col_groups(n, rows * (a + b) * x.dtype.itemsize, jax.device_count())
   xp = xp.reshape(n // groups, groups, *xp.shape[1:])
-  dy = dy.reshape(n // groups, groups, h, w, o)
-  dk = jnp.zeros((kh * kw * c, o), jnp.float32)
+  dz = dz.reshape(n // groups, groups, *dz.shape[1:])
+  every = (slice(None),)
+  dk = jnp.zeros((a, b), jnp.float32)
   for j in range(groups):
-    patches = _im2col(xp[:, j], kh, kw, h, w)
-    rows = patches.shape[0] * h * w
-    lhs, rhs = patches.reshape(rows, kh * kw * c).T, dy[:, j].reshape(rows, o)
+    xj, dj = xp[:, j], dz[:, j]
+    xs = jnp.concatenate(
+      [
+        xj[every * (lead + 1) + tuple(slice(t, t + s) for t, s in zip(taps, spatial[lead:]))]
+        for taps in itertools.product(*(range(k) for k in ks[lead:]))
+      ],
+      -1,
+    )
+    ds = jnp.concatenate(
+      [
+        # tap t of dy's side reads dy[p - t]: the window from k - 1 - t of dy padded by k - 1
+        dj[every + tuple(slice(k - 1 - t, 2 * k - 2 - t + s) for t, k, s in zip(taps, ks, spatial))]
+        for taps in itertools.product(*(range(k) for k in ks[:lead]))
+      ],
+      -1,
+    )
+    lhs, rhs = xs.reshape(-1, a).T, ds.reshape(-1, b)
     dk = dk + jnp.dot(lhs, rhs, preferred_element_type=jnp.float32)
-  return dk.reshape(kernel_shape).astype(x.dtype)
+  dk = dk.reshape(*ks[lead:], c, *ks[:lead], o)
+  order = list(range(m + 1, d + 1)) + list(range(m)) + [m, d + 1]
+  return dk.transpose(order).astype(x.dtype)
 
 
 _mixed.defvjp(_mixed_fwd, _mixed_bwd)

@@ -8,9 +8,9 @@ for layers narrowing to few channels, the ``k`` depth taps become ``k*O`` output
 summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
 On CPUs the folded convolution of a wide layer on a large grid takes its kernel gradient as
-an im2col matmul's (``fold_impl2d``). ``impl='auto'`` folds on CPUs and GPUs, where folding was
-measured faster for every 3D layer of the quick and paper models, and stays native
-elsewhere (TPUs: not measured).
+matrix products (``fold_impl2d``: ``conv2d``'s 'mixed', ``conv2d.tap_kernel_grad``).
+``impl='auto'`` folds on CPUs and GPUs, where folding was measured faster for every 3D
+layer of the quick and paper models, and stays native elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
 refine3d_jax.layer_bench conv3d ...``), are in BENCHMARKS.md.
 Around a 2x resize, ``conv3d_up2`` (a convolution of the upsampled input) and
@@ -91,15 +91,18 @@ FOLD_MIXED_MIN_OUTPUT = 32 * 32 * 64
 
 def fold_impl2d(o: int, side: int, backend: str | None = None) -> str:
   """The lowering of the folded 2D convolution (``conv2d``'s impl) of a layer of ``o``
-  outputs on a grid of ``side``: on CPUs, 'mixed' (its kernel gradient as an im2col
-  matmul's, the rest native) for wide layers on large grids (``o`` >= FOLD_MIXED_MIN_FEATURES,
-  ``side`` >= FOLD_MIXED_MIN_SIDE, ``side^2 * o`` >= FOLD_MIXED_MIN_OUTPUT), where XLA:CPU's native
-  kernel gradient is slowest. Measured (2-core AMD EPYC, one core, batch 2 = the paper
-  preset's share of one device when main.py splits the CPU; ms of the kernel gradient,
-  native / mixed): 32^3 64 -> 64 k3 2985 / 1046, the decoder's coarse-grid up-convolutions
-  16^3 64 -> 512 and 128 -> 512 k3 1102 / 403 and 1332 / 677; but 32^3 64 -> 32 824 /
-  946, 32^3 32 -> 32 290 / 492, 16^3 64 -> 64 62 / 156, 8^3 and 4^3 layers within 10%, and
-  the quick preset's narrow layers 2-9x slower mixed (BENCHMARKS.md, 2026-12-01)."""
+  outputs on a grid of ``side``: on CPUs, 'mixed' (its kernel gradient as matrix
+  products, ``conv2d.tap_kernel_grad``; the rest native) for wide layers on large grids
+  (``o`` >= FOLD_MIXED_MIN_FEATURES, ``side`` >= FOLD_MIXED_MIN_SIDE, ``side^2 * o`` >=
+  FOLD_MIXED_MIN_OUTPUT), where XLA:CPU's native kernel gradient is slowest. Measured
+  (2-core AMD EPYC, one core, batch 2 = the paper preset's share of one device when
+  main.py splits the CPU; ms of the kernel gradient, native / mixed): 32^3 64 -> 64 k3
+  2985 / 1046, the decoder's coarse-grid up-convolutions 16^3 64 -> 512 and 128 -> 512 k3
+  1102 / 403 and 1332 / 677; but 32^3 64 -> 32 824 / 946, 32^3 32 -> 32 290 / 492, 16^3
+  64 -> 64 62 / 156, 8^3 and 4^3 layers within 10%, and the quick preset's narrow layers
+  2-9x slower mixed (BENCHMARKS.md, 2026-12-01). Those 'mixed' figures had im2col's
+  kernel gradient, before ``tap_kernel_grad``; on a Zen 5 core, batch 2, forward +
+  gradient of 32^3 64 -> 64 took 411-443 ms with im2col's, 308-316 with it."""
   cpu = (backend or jax.default_backend()) == 'cpu'
   wide = (
     o >= FOLD_MIXED_MIN_FEATURES
