@@ -132,7 +132,7 @@ def test_conv3d_fold_equals_native_and_flax(kernel, channels):
   check_lowerings(flax_conv, x, [Conv3D(o, kernel, impl=impl) for impl in ('fold', 'native')])
 
 
-def test_conv3d_fold_with_a_matmul_kernel_gradient_equals_native(monkeypatch):
+def test_conv3d_fold_with_a_mixed_kernel_gradient_equals_native(monkeypatch):
   # fold_impl2d's 'mixed' (wide layers on large grids, CPUs), made to apply to a small layer
   for name, value in (
     ('FOLD_MIXED_MIN_SIDE', 4),
@@ -312,8 +312,14 @@ def test_tap_kernel_gradient_in_groups_equals_im2col(monkeypatch, dtype):
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), **tol)
       # every group counted (not one loop body's 1/12), plus the accumulating adds
       assert abs(flops() - one_pass_flops) < 0.05 * one_pass_flops
+  k = jnp.zeros((3, 3, 3, 4), dtype)  # the default split here is 1, not im2col
+  assert conv2d_lib.tap_split((7, 5), (3, 3), 3, 4) == 1
   via_vjp = jax.vjp(lambda k: conv2d_lib._mixed(x, k), k)[1](dy)[0]
   direct = conv2d_lib.tap_kernel_grad(x, dy, k.shape)
+  want = jax.vjp(lambda k: conv2d_lib._matmul(x, k), k)[1](dy)[0]
+  np.testing.assert_allclose(np.asarray(direct, np.float32), np.asarray(want, np.float32), **tol)
+  with pytest.raises(ValueError, match='split must be in'):
+    conv2d_lib.tap_kernel_grad(x, dy, k.shape, 3)
   np.testing.assert_array_equal(np.asarray(via_vjp, np.float32), np.asarray(direct, np.float32))
 
 

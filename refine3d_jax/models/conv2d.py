@@ -13,12 +13,12 @@ That kernel gradient stacks the input's windows over some taps and the output gr
 over the others, fewer values than im2col's patches (the paper encoder's kernel gradients
 on one core of a 2-core AMD EPYC Zen 5, batch 2, ms im2col / taps: 127 px 96 -> 96 79 /
 56-58, 64 px 128 -> 128 30 / 19-22; BENCHMARKS.md).
-``impl='auto'``, on CPUs, is the matmul's gradient for layers of at least
-``MATMUL_MIN_FEATURES`` output channels, where it was measured faster on the 2-core AMD
-EPYC (narrower layers were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below
-(no faster forward there to gain); native elsewhere (GPUs and the Intel CPU kind: not
-measured). Figures and commands (``python -m refine3d_jax.layer_bench conv2d
-...``) are in BENCHMARKS.md.
+``impl='auto'``, on CPUs, takes a matrix product's kernel gradient (im2col's for
+'matmul', ``tap_kernel_grad`` for 'mixed') for layers of at least ``MATMUL_MIN_FEATURES``
+output channels, where it was measured faster on the 2-core AMD EPYC (narrower layers
+were not): 'mixed' from ``MIXED_MIN_SIDE`` pixels up, 'matmul' below (no faster forward
+there to gain); native elsewhere (GPUs and the Intel CPU kind: not measured). Figures and
+commands (``python -m refine3d_jax.layer_bench conv2d ...``) are in BENCHMARKS.md.
 Parameters (``kernel [k, k, C, O]``, ``bias [O]``) have the names, shapes and initialisers
 of ``flax.linen.Conv``, so the lowering never changes a checkpoint.
 """
@@ -144,18 +144,21 @@ def tap_kernel_grad(
   input's windows over the taps of its last ``split`` axes are stacked on its channels,
   the output gradient's windows over the taps of the other axes on its channels, and one
   product over every voxel gives all the taps at once:
-  ``dK[t1, t2, c, o] = sum_p x[p + (t1, t2), c] dy[p, o]`` with ``t1`` shifting ``dy``
-  back instead of ``x`` forward. ``split = d`` is im2col (``patches^T @ dy``); the default
-  (``tap_split``) stacks the fewest values: for a 3x3 layer of C = O channels 3C + 3O per
-  pixel instead of im2col's 9C + O, and a squarer product. Images go in groups
-  (``im2col_groups``, one product each, unrolled so that XLA's cost analysis counts them
-  all): group j holds images j, j + groups, ..., so with the batch split over devices in
-  contiguous blocks each device holds an equal share of every group. The sum is
-  accumulated in float32."""
+  ``dK[t1, t2, c, o] = sum_p xp[p + (t1, t2), c] dy[p, o]`` (``xp``: ``x`` SAME-padded)
+  with ``t1`` shifting ``dy`` back instead of ``xp`` forward. ``split = d`` is im2col
+  (``patches^T @ dy``); the default (``tap_split``) stacks the fewest values: for a 3x3
+  layer of C = O channels 3C + 3O per pixel instead of im2col's 9C + O, and a squarer
+  product (over (S + k - 1) / S more rows on the axes whose taps dy takes, rows XLA's cost
+  analysis counts). Images go in groups (``im2col_groups``, one product each, unrolled so
+  that XLA's cost analysis counts them all): group j holds images j, j + groups, ..., so
+  with the batch split over devices in contiguous blocks each device holds an equal share
+  of every group. The sum is accumulated in float32."""
   d = x.ndim - 2
   ks, (c, o) = tuple(kernel_shape[:d]), kernel_shape[d:]
   n, spatial = x.shape[0], x.shape[1:-1]
   m = tap_split(spatial, ks, c, o) if split is None else split
+  if not 0 <= m <= d:
+    raise ValueError(f'tap_kernel_grad: split must be in [0, {d}], got {split}')
   lead = d - m  # axes whose taps go on dy's side
   xp = jnp.pad(x, ((0, 0),) + tuple(same_padding(k) for k in ks) + ((0, 0),))
   dz = jnp.pad(dy, ((0, 0),) + tuple((k - 1, k - 1) for k in ks[:lead]) + ((0, 0),) * (m + 1))
