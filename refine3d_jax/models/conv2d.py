@@ -123,17 +123,27 @@ def im2col_groups(n: int, image_bytes: int, devices: int) -> int:
   return local
 
 
+def _tap_stacks(
+  spatial: Sequence[int], kernel: Sequence[int], c: int, o: int, split: int
+) -> tuple[int, int, int]:
+  """(rows, input's stacked channels, output gradient's stacked channels) of
+  ``tap_kernel_grad`` per image with the taps of the last ``split`` axes on the input's
+  side: the axes whose taps dy takes span s + k - 1 rows."""
+  lead = len(spatial) - split
+  rows = math.prod(s + k - 1 for s, k in zip(spatial[:lead], kernel[:lead]))
+  rows *= math.prod(spatial[lead:])
+  return rows, math.prod(kernel[lead:]) * c, math.prod(kernel[:lead]) * o
+
+
 def tap_split(spatial: Sequence[int], kernel: Sequence[int], c: int, o: int) -> int:
   """How many of the last spatial axes ``tap_kernel_grad`` takes the taps of on the input's
   side (the rest on the output gradient's): the split that stacks the fewest values."""
-  d = len(spatial)
 
   def stacked(m: int) -> int:
-    rows = math.prod(s + k - 1 for s, k in zip(spatial[: d - m], kernel[: d - m]))
-    rows *= math.prod(spatial[d - m :])
-    return rows * (math.prod(kernel[d - m :]) * c + math.prod(kernel[: d - m]) * o)
+    rows, a, b = _tap_stacks(spatial, kernel, c, o, m)
+    return rows * (a + b)
 
-  return min(range(d + 1), key=lambda m: (stacked(m), -m))
+  return min(range(len(spatial) + 1), key=lambda m: (stacked(m), -m))
 
 
 def tap_kernel_grad(
@@ -162,8 +172,7 @@ def tap_kernel_grad(
   lead = d - m  # axes whose taps go on dy's side
   xp = jnp.pad(x, ((0, 0),) + tuple(same_padding(k) for k in ks) + ((0, 0),))
   dz = jnp.pad(dy, ((0, 0),) + tuple((k - 1, k - 1) for k in ks[:lead]) + ((0, 0),) * (m + 1))
-  rows = math.prod(s + k - 1 for s, k in zip(spatial[:lead], ks[:lead])) * math.prod(spatial[lead:])
-  a, b = math.prod(ks[lead:]) * c, math.prod(ks[:lead]) * o
+  rows, a, b = _tap_stacks(spatial, ks, c, o, m)
   groups = im2col_groups(n, rows * (a + b) * x.dtype.itemsize, jax.device_count())
   xp = xp.reshape(n // groups, groups, *xp.shape[1:])
   dz = dz.reshape(n // groups, groups, *dz.shape[1:])
