@@ -224,7 +224,10 @@ def bench_inference(
   model, tx, _, _ = train.programs(config)
   state = train_state.create_train_state(config, model, tx)
   variables = train_state.variables_of(state)
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
+  forward = jax.jit(
+    lambda v, x: model.apply(v, x, train=False)['refined'],
+    compiler_options=parallel.single_device_options(),
+  )
   out = {}
   for views in (1, 20):
     for batch in batches:

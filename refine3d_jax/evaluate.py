@@ -194,13 +194,17 @@ def measure_cost(
 
   timed = lambda fn, *args: timing.median_time(lambda: fn(*args), repeats) * 1e3
 
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False)['refined'])
+  options = parallel.single_device_options()
+  forward = jax.jit(
+    lambda v, x: model.apply(v, x, train=False)['refined'], compiler_options=options
+  )
   backward = jax.jit(
     jax.grad(
       lambda p, x: steps.loss_fn(
         p, variables['batch_stats'], model, x, jnp.ones(x.shape[:2], bool), voxels
       )[0]
-    )
+    ),
+    compiler_options=options,
   )
   images = {n: jnp.zeros((1, n, s, s, 3), jnp.float32) for n in (1, 20)}
   result = dict(

@@ -39,7 +39,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from refine3d_jax import checkpoint, cli, errors, metrics, report, trained, visualize
+from refine3d_jax import checkpoint, cli, errors, metrics, parallel, report, trained, visualize
 from refine3d_jax.data import binvox, photos
 from refine3d_jax.data import views as views_lib
 from refine3d_jax.models import Refine3DNet
@@ -76,7 +76,10 @@ class Reconstructor:
     self.config, self.model, self.variables = config, model, variables
     self.step, self.workdir = step, workdir
     self.options = views_lib.view_options(config, train=False)
-    self._forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    self._forward = jax.jit(
+      lambda v, x: model.apply(v, x, train=False),
+      compiler_options=parallel.single_device_options(),
+    )
 
   @classmethod
   def from_workdir(cls, workdir: str, which: str = 'best') -> 'Reconstructor':

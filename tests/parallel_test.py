@@ -230,3 +230,33 @@ def test_use_cpu_cores_refuses_what_cannot_take_effect(monkeypatch):
   assert parallel.use_cpu_cores(6) == 0
   with pytest.raises(ValueError, match='JAX has started already'):
     parallel.use_cpu_cores(6, 1)
+
+
+def test_single_device_options_turn_off_ynnpack_fusions_on_a_multicore_cpu(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  monkeypatch.setattr(parallel, 'usable_cores', lambda: 2)
+  assert parallel.single_device_options('cpu') == {parallel.YNN_OPTION: ''}
+  assert parallel.single_device_options('gpu') == {}
+  monkeypatch.setenv('XLA_FLAGS', f'--{parallel.YNN_OPTION}=individual_convolution')
+  assert parallel.single_device_options('cpu') == {}  # the user's setting stays
+  monkeypatch.delenv('XLA_FLAGS')
+  monkeypatch.setattr(parallel, 'usable_cores', lambda: 1)
+  assert parallel.single_device_options('cpu') == {}
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='XLA:CPU option')
+def test_single_device_options_compile_without_library_fusions(monkeypatch):
+  from refine3d_jax.models.conv3d import conv3d
+
+  monkeypatch.setattr(parallel, 'usable_cores', lambda: 2)
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, 8, 16))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 3, 16, 16))
+  fn = lambda x, k: conv3d(x, k, 'fold')
+  default = jax.jit(fn).lower(x, k).compile()
+  if 'ynn' not in default.as_text():
+    pytest.skip('this XLA:CPU compiles the convolution without YNNPACK fusions anyway')
+  options = parallel.single_device_options()
+  compiled = jax.jit(fn, compiler_options=options).lower(x, k).compile()
+  assert 'ynn' not in compiled.as_text()
+  want = default(x, k)  # sums of 432 products of unit normals: float32 rounding differs
+  np.testing.assert_allclose(compiled(x, k), want, rtol=0, atol=1e-5 * float(abs(want).max()))
