@@ -138,6 +138,7 @@ def evaluate(
   step_fn = jax.jit(
     functools.partial(steps.eval_step, model=model, thresholds=thresholds),
     static_argnames='view_counts',
+    compiler_options=parallel.single_device_options() if mesh.size == 1 else None,
   )
   source = input_pipeline.open_source(config.data, split)
   names = category_names(config.data)

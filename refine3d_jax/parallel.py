@@ -145,19 +145,21 @@ def use_cpu_cores(
   return count
 
 
+# XLA:CPU's switch for YNNPACK library fusions (empty: none).
 YNN_OPTION = 'xla_cpu_experimental_ynn_fusion_type'
 
 
 def single_device_options(backend: str | None = None) -> dict[str, str]:
   """`jax.jit(..., compiler_options=...)` for a program that runs on one device while the
-  process may use more cores (inference latency, `predict`, the cost table): on CPUs, no
-  YNNPACK library fusions, whose convolutions run on one thread, so XLA:CPU's Eigen ones
-  spread over every core. Measured (2-core AMD EPYC Zen 5, paper preset, eval forward, ms
-  per object, default / off, alternated, BENCHMARKS.md 2026-12-02 "one-device programs"):
-  1 view batch 1 148 / 110, 3 views 195 / 162, 20 views 667 / 594, 1 view batch 32
-  245 / 156. Training steps, where main.py gives each device a core, keep them (paper
-  stages 0.74-0.82x, quick 0.77-1.02x without). {} on one core, on other backends, or
-  where XLA_FLAGS sets the option."""
+  process may use more cores (inference latency, `predict`, `evaluate` on one device): on
+  multi-core CPUs, turns off YNNPACK's fusions (their convolutions use one thread) so that
+  XLA:CPU's Eigen ones run on its thread pool. Measured (2-core AMD EPYC Zen 5, paper
+  preset, eval forward, ms per object, default / off, alternated, BENCHMARKS.md 2026-12-02
+  "one-device programs"): 1 view batch 1 148 / 110, 3 views 195 / 162, 20 views
+  667 / 594, 1 view batch 32 245 / 156. Training steps with one device per core (main.py's
+  default) keep them (paper stages 0.74-0.82x, quick 0.77-1.02x without); one device on
+  several cores is not measured for training. {} on one core, on other backends, or where
+  XLA_FLAGS sets the option."""
   if (backend or jax.default_backend()) != 'cpu' or usable_cores() < 2:
     return {}
   if YNN_OPTION in os.environ.get('XLA_FLAGS', ''):

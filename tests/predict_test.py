@@ -7,13 +7,17 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
 import trimesh
 
-from refine3d_jax import input_pipeline, predict
+from configs import jtso as jtso_config
+from refine3d_jax import input_pipeline, parallel, predict
 from refine3d_jax.data import binvox, photos, transforms
+from refine3d_jax.models.refine3d import create_model, init_variables
 from tests.photos_test import on_backdrop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,3 +271,19 @@ def test_errors_are_one_line_naming_the_file(trained, photo_folder, tmp_path):
   for args, expected in cases:
     assert error_lines(run_predict(*args, f'--out={tmp_path / "out"}')) == [expected]
   assert not (tmp_path / 'out').exists()
+
+
+def test_forward_compiles_as_a_single_device_program(monkeypatch):
+  """One photo set on one device: YNNPACK's one-thread convolutions off where the CPU has
+  more cores (parallel.single_device_options)."""
+  monkeypatch.setattr(parallel, 'usable_cores', lambda: 2)
+  config = jtso_config.get_config('tiny')
+  model = create_model(config.model)
+  variables = init_variables(model, jax.random.key(0))
+  s = config.model.image_size
+  x = jnp.zeros((1, 2, s, s, 3))
+  plain = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
+  if jax.default_backend() != 'cpu' or '__ynn' not in plain.as_text():
+    pytest.skip('this backend compiles the model without YNNPACK fusions anyway')
+  forward = predict.Reconstructor(config, model, variables)._forward
+  assert '__ynn' not in forward.lower(variables, x).compile().as_text()
