@@ -157,9 +157,9 @@ def single_device_options(backend: str | None = None) -> dict[str, str]:
   preset, eval forward, ms per object, default / off, alternated, BENCHMARKS.md 2026-12-02
   "one-device programs"): 1 view batch 1 148 / 110, 3 views 195 / 162, 20 views
   667 / 594, 1 view batch 32 245 / 156. Training steps with one device per core (main.py's
-  default) keep them (paper stages 0.74-0.82x, quick 0.77-1.02x without); one device on
-  several cores is not measured for training. {} on one core, on other backends, or where
-  XLA_FLAGS sets the option."""
+  default) keep them (paper stages 0.74-0.82x, quick 0.77-1.02x without); paper training
+  on one device of 2 cores ran 1.04-1.30x faster without, still slower than one device per
+  core. {} on one core, on other backends, or where XLA_FLAGS sets the option."""
   if (backend or jax.default_backend()) != 'cpu' or usable_cores() < 2:
     return {}
   if YNN_OPTION in os.environ.get('XLA_FLAGS', ''):
