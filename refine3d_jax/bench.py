@@ -5,28 +5,30 @@ latency, the input pipeline and memory, on whatever devices are present.
       [--steps=10] [--latency_batches=1,32] [--json] [--train_only] [--cpu_devices=0]
 
 Training steps run on random batches of the config's shapes (the data never limits them;
-view counts drawn in pairs and the multi-view pass packed where the config trains so)
-over every local device (on a CPU, one per core as main.py makes them), the batch sharded
-as in training; times are medians of `--steps` runs after one compiling call, whose time
-is reported apart. Model FLOPs per step come from XLA's cost analysis of the lowered step
-on the CPU backend (GPU backends leave out the convolutions cuDNN runs), counting a
-multiply-add as 2; the fraction of the ceiling is achieved FLOP/s over the best float32
-(and, on GPUs, bfloat16) matmul FLOP/s measured in the same run (two square sizes,
-`CEILING_SIZES`). The model's parameters and forward FLOPs per object at 1 and 20 views
-(`summary`). Where the time goes: each of the four modules alone, forward and backward on
-the multi-view batch's shapes, with its share of their summed time. The input pipeline is
-timed on the config's dataset when it is built (the training protocol, `--views` views)
-and reported as a ratio to the examples per second the slowest stage consumes. Peak
-memory: device statistics where the backend has them, and the process's peak RSS. Last,
-the wall time of the config's whole run (training, validations, evaluation) at these rates
-(`projection.py`; the paper run needs no data). As main.py, it re-executes itself with
-malloc's huge pages on (refine3d_jax/hostmem.py; the header says whether they are).
+view counts drawn in pairs and the multi-view pass packed where the config trains so) over
+every local device (on a CPU, one per core as main.py makes them), the batch sharded as in
+training; times are medians of `--steps` runs after one compiling call, whose time is
+reported apart, and warm-up steps until one leaves the peak RSS unchanged (at most 10:
+where malloc keeps freed memory, hostmem.py, the heap grows over the first steps). Model
+FLOPs per step come from XLA's cost analysis of the lowered step on the CPU backend (GPU
+backends leave out the convolutions cuDNN runs), counting a multiply-add as 2; the fraction
+of the ceiling is achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul
+FLOP/s measured in the same run (two square sizes, `CEILING_SIZES`). The model's parameters
+and forward FLOPs per object at 1 and 20 views (`summary`). Where the time goes: each of
+the four modules alone, forward and backward on the multi-view batch's shapes, with its
+share of their summed time. The input pipeline is timed on the config's dataset when it is
+built (the training protocol, `--views` views) and reported as a ratio to the examples per
+second the slowest stage consumes. Peak memory: device statistics where the backend has
+them, and the process's peak RSS. Last, the wall time of the config's whole run (training,
+validations, evaluation) at these rates (`projection.py`; the paper run needs no data). As
+main.py, it re-executes itself with glibc's malloc tuned (refine3d_jax/hostmem.py; the
+header says how, and whether the machine's balloon reports free pages to its hypervisor).
 """
 
 if __name__ == '__main__':  # first: glibc reads its tunables when a process starts
   from refine3d_jax import hostmem
 
-  hostmem.use_huge_pages()
+  hostmem.tune_malloc()
 
 import functools
 import json
@@ -142,6 +144,7 @@ def bench_train(
       holder['state'], m = step(holder['state'], sharded)
       return m
 
+    warmup = timing.warm_up(run)
     step_s = timing.median_time(run, steps)
     state = holder['state']
     flops = summary.cpu_flops(
@@ -161,6 +164,7 @@ def bench_train(
     )
     out[name] = dict(
       compile_s=compile_s,
+      warmup_steps=warmup,
       step_s=step_s,
       examples_per_s=batch / step_s,
       gflops_per_step=flops / 1e9,
@@ -287,6 +291,8 @@ def run(
     device=timing.device_name(device),
     devices=jax.device_count(),
     huge_pages=hostmem.active(),
+    keeps_freed_memory=hostmem.keeps_freed_memory(),
+    free_page_reporting=hostmem.reports_free_pages(),
     preset=config.get('preset', ''),
     dtype=config.model.dtype,
     image_size=config.model.image_size,
@@ -335,7 +341,9 @@ def run(
 def format_table(r: dict[str, Any]) -> str:
   lines = [
     f'refine3d_jax bench, {r["date"]}: {r["device"]} x{r["devices"]}'
-    f'{", huge pages" if r.get("huge_pages") else ""}; preset '
+    f'{", huge pages" if r.get("huge_pages") else ""}'
+    f'{", freed memory kept" if r.get("keeps_freed_memory") else ""}'
+    f'{", free pages reported to the host" if r.get("free_page_reporting") else ""}; preset '
     f'{r["preset"]}, {r["dtype"]}, {r["image_size"]} px, batch {r["batch"]}, '
     f'{r["views"]} views in multi-view stages',
     'matmul ceiling: '

@@ -1,25 +1,50 @@
-"""Host memory: glibc's malloc in transparent huge pages, switched on before a command starts.
+"""Host memory: glibc's malloc tuned for XLA:CPU's step buffers, before a command starts.
 
 XLA:CPU mallocs each step's buffers and frees them after it; glibc maps blocks above its
 mmap threshold (at most 32 MB) afresh every time, and the kernel zero-fills each 4 KB page
 on first touch: 770,000 page faults per stage-1 step of the paper preset on a 2-core AMD
 EPYC, 55,000 of the quick preset. With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc 2.35
 or newer) malloc asks for transparent huge pages (2 MB) instead, where the kernel offers
-them (`madvise` or `always` in /sys/kernel/mm/transparent_hugepage/enabled). glibc reads
-the tunable once, when a process starts, so `use_huge_pages` re-executes the command with
-it before anything is allocated. `REFINE3D_HUGE_PAGES=0` (exactly) keeps glibc's defaults.
-Measured (BENCHMARKS.md, "huge pages"): the quick preset's training loop 1.08-1.27x per
-stage, the paper preset's steps 1.07-1.37x, on that machine.
+them (`madvise` or `always` in /sys/kernel/mm/transparent_hugepage/enabled). Measured
+(BENCHMARKS.md, "huge pages"): the quick preset's training loop 1.08-1.27x per stage, the
+paper preset's steps 1.07-1.37x, on that machine. `REFINE3D_HUGE_PAGES=0` (exactly) keeps
+glibc's defaults, all of them.
+
+`REFINE3D_KEEP_FREED_MEMORY=1` also makes glibc keep what it frees (`KEEP`: no mmap, no
+trimming, one arena, so blocks of any size come from one heap that it never shrinks). That
+pays where a virtio balloon reports free pages to the hypervisor (free page reporting, as
+on this workplace's VMs; `reports_free_pages`): the host takes memory freed in the guest
+back within about a second, and touching it again costs a host fault per page (a freed
+850 MB block took 1.37-3.50 s to refill after pauses of 1-5 s, 55-335 ms after pauses of
+at most 0.5 s). Measured on a 2-core AMD EPYC Zen 5 VM of that kind (BENCHMARKS.md,
+"freed memory"): the paper preset's stage-1 steps took 1.40-1.58 s once the heap stopped
+growing (3-6 of the first 7 steps grew it, 5.4-7.3 s each), against steps alternating
+between 1.43-1.74 and 2.01-3.33 s with huge pages alone; resident memory 5.7-7.9 GB
+against 2.2-3.0. But the README's quick run took 384 s, twice, against 311 and 314 s
+with huge pages alone, so it is off by default.
+
+glibc reads its tunables once, when a process starts, so `tune_malloc` re-executes the
+command with them before anything is allocated.
 """
 
+import glob
 import os
 import platform
 import sys
 from typing import Mapping
 
 TUNABLE = 'glibc.malloc.hugetlb'
-SWITCH = 'REFINE3D_HUGE_PAGES'  # '0': glibc's defaults; '1': set by use_huge_pages
+SWITCH = 'REFINE3D_HUGE_PAGES'  # '0': glibc's defaults; '1': set by tune_malloc
+KEEP = (
+  'glibc.malloc.mmap_max=0',  # every block from the heap, none mapped on its own
+  'glibc.malloc.trim_threshold=68719476736',  # never give the heap's top back (64 GiB)
+  'glibc.malloc.arena_max=1',  # one heap: other arenas map blocks above 64 MB anyway
+)
+KEEP_SWITCH = 'REFINE3D_KEEP_FREED_MEMORY'  # '1': add KEEP
 THP_MODE = '/sys/kernel/mm/transparent_hugepage/enabled'
+VIRTIO = '/sys/bus/virtio/devices'
+BALLOON = '0x0005'  # virtio device id of a memory balloon
+F_REPORTING = 5  # VIRTIO_BALLOON_F_REPORTING: the guest reports its free pages
 
 
 def supported(thp_mode: str = THP_MODE, libc: tuple[str, str] | None = None) -> bool:
@@ -38,15 +63,42 @@ def supported(thp_mode: str = THP_MODE, libc: tuple[str, str] | None = None) -> 
   return '[always]' in mode or '[madvise]' in mode
 
 
+def reports_free_pages(virtio: str = VIRTIO) -> bool:
+  """Whether a virtio balloon here reports free pages to the hypervisor (the feature bit
+  the driver negotiated, in sysfs); `bench`'s header says so."""
+  for device in sorted(glob.glob(os.path.join(virtio, '*'))):
+    try:
+      with open(os.path.join(device, 'device')) as f:
+        if f.read().strip() != BALLOON:
+          continue
+      with open(os.path.join(device, 'features')) as f:
+        bits = f.read().strip()
+    except OSError:
+      continue
+    if bits[F_REPORTING : F_REPORTING + 1] == '1':
+      return True
+  return False
+
+
+def _names(tunables: str) -> set[str]:
+  return {t.split('=', 1)[0] for t in tunables.split(':') if t}
+
+
 def environment(
   env: Mapping[str, str], thp_mode: str = THP_MODE, libc: tuple[str, str] | None = None
 ) -> dict[str, str] | None:
-  """`env` with the tunable added, or None where it is set, switched off or unsupported."""
+  """`env` with the tunables added, or None where they are set, switched off or
+  unsupported: huge pages, and `KEEP` where `KEEP_SWITCH` is '1' (not where
+  `GLIBC_TUNABLES` sets any of KEEP's already: they work together)."""
   tunables = env.get('GLIBC_TUNABLES', '')
-  if env.get(SWITCH) in ('0', '1') or TUNABLE in tunables or not supported(thp_mode, libc):
+  names = _names(tunables)
+  if env.get(SWITCH) in ('0', '1') or TUNABLE in names or not supported(thp_mode, libc):
     return None
+  added = [f'{TUNABLE}=1']
+  if env.get(KEEP_SWITCH) == '1' and not names & _names(':'.join(KEEP)):
+    added += KEEP
   new = dict(env)
-  new['GLIBC_TUNABLES'] = f'{tunables}:{TUNABLE}=1' if tunables else f'{TUNABLE}=1'
+  new['GLIBC_TUNABLES'] = ':'.join([tunables, *added] if tunables else added)
   new[SWITCH] = '1'
   return new
 
@@ -55,6 +107,11 @@ def active(env: Mapping[str, str] = os.environ) -> bool:
   """Whether this process started with malloc's huge pages on (the tunable at 1, and a
   glibc and kernel that apply it)."""
   return f'{TUNABLE}=1' in env.get('GLIBC_TUNABLES', '').split(':') and supported()
+
+
+def keeps_freed_memory(env: Mapping[str, str] = os.environ) -> bool:
+  """Whether this process started with `KEEP`'s tunables, all of them."""
+  return set(KEEP) <= set(env.get('GLIBC_TUNABLES', '').split(':'))
 
 
 def command(argv: list[str], orig_argv: list[str]) -> list[str] | None:
@@ -70,10 +127,10 @@ def command(argv: list[str], orig_argv: list[str]) -> list[str] | None:
   return orig_argv[1:] if script or module else None
 
 
-def use_huge_pages() -> None:
-  """Re-executes this command (`command`) with huge pages on, or returns where
-  `environment` leaves it as it is or `command` finds no command line to rerun. Call it
-  first in a command's `__main__`."""
+def tune_malloc() -> None:
+  """Re-executes this command (`command`) with `environment`'s tunables, or returns where
+  it adds none or `command` finds no command line to rerun. Call it first in a command's
+  `__main__`."""
   env = environment(os.environ)
   args = command(sys.argv, sys.orig_argv)
   if env is not None and args is not None:

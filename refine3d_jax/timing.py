@@ -1,6 +1,7 @@
 """Timing helpers shared by the benchmark and the evaluation's cost table."""
 
 import os
+import resource
 import time
 from typing import Any, Callable
 
@@ -19,6 +20,19 @@ def median_time(fn: Callable[[], Any], repeats: int, budget_s: float = 60.0) -> 
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return float(np.median(times))
+
+
+def warm_up(fn: Callable[[], Any], limit: int = 10) -> int:
+  """Calls `fn` (blocked until ready) until a call leaves the process's peak resident memory
+  where it was, at most `limit` times; returns the calls made. Where malloc keeps what it
+  frees (hostmem.KEEP) the heap grows over a program's first steps, each several times
+  slower than the steps after it."""
+  for calls in range(1, limit + 1):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    jax.block_until_ready(fn())
+    if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss == before:
+      return calls
+  return limit
 
 
 def device_name(device: jax.Device) -> str:

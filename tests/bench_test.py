@@ -50,13 +50,14 @@ def test_bench_emits_every_field(tiny_data_dir):
   for stage in r['train'].values():
     assert set(stage) == {
       'compile_s',
+      'warmup_steps',
       'step_s',
       'examples_per_s',
       'gflops_per_step',
       'gflops_per_s',
       'fraction_of_ceiling',
     }
-    assert all(v > 0 for v in stage.values())
+    assert all(v > 0 for v in stage.values()) and stage['warmup_steps'] <= 10
   # the multi-view stages do more work than the single-view one
   assert r['train']['jtso']['gflops_per_step'] > r['train']['base']['gflops_per_step']
   assert set(r['modules']) == {'encoder', 'attention', 'decoder', 'refiner'}
@@ -71,6 +72,8 @@ def test_bench_emits_every_field(tiny_data_dir):
   g = r['model']['gflops_per_object']
   assert set(g) == {'1', '20'} and g['20'] > g['1'] > 0
   assert r['input_pipeline']['examples_per_s'] > 0 and r['input_pipeline']['ratio_to_step'] > 0
+  assert isinstance(r['huge_pages'], bool) and isinstance(r['keeps_freed_memory'], bool)
+  assert isinstance(r['free_page_reporting'], bool)
   assert r['memory']['host_peak_rss_mb'] > 0 and r['matmul_gflops']['float32'] > 0
   assert r['matmul_size'] == {'float32': r['matmul_size']['float32']}
   assert r['matmul_size']['float32'] in (1024, 2048)

@@ -1,4 +1,5 @@
-"""hostmem: when the huge-pages tunable is added, and that a command re-executes with it."""
+"""hostmem: when the huge-pages and keep-freed-memory tunables are added, and that a command
+re-executes with them."""
 
 import os
 import pathlib
@@ -22,14 +23,61 @@ def thp(tmp_path):
   return mode
 
 
+@pytest.fixture
+def virtio(tmp_path):
+  """A fake /sys/bus/virtio/devices with the given (device id, feature bits) devices."""
+
+  def devices(*specs):
+    root = tmp_path / f'virtio_{len(list(tmp_path.iterdir()))}'
+    for i, (device, features) in enumerate(specs):
+      (root / f'virtio{i}').mkdir(parents=True)
+      (root / f'virtio{i}' / 'device').write_text(device + '\n')
+      (root / f'virtio{i}' / 'features').write_text(features + '\n')
+    root.mkdir(exist_ok=True)
+    return str(root)
+
+  return devices
+
+
+REPORTING = '0110010100' + '0' * 54  # this workplace's balloon: bit 5, free page reporting
+NO_REPORTING = '0110000100' + '0' * 54
+
+
+def test_reports_free_pages_reads_the_balloons_feature_bit(virtio, tmp_path):
+  assert hostmem.reports_free_pages(virtio(('0x0001', REPORTING), (hostmem.BALLOON, REPORTING)))
+  assert not hostmem.reports_free_pages(virtio((hostmem.BALLOON, NO_REPORTING)))
+  assert not hostmem.reports_free_pages(virtio(('0x0002', REPORTING)))  # a block device
+  assert not hostmem.reports_free_pages(virtio())
+  assert not hostmem.reports_free_pages(str(tmp_path / 'no_virtio'))
+
+
 def test_environment_adds_the_tunable(thp):
   madvise = thp('always [madvise] never\n')
   env = hostmem.environment({'PATH': '/bin'}, madvise, GLIBC)
   assert env == {'PATH': '/bin', 'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1', hostmem.SWITCH: '1'}
+  assert not hostmem.keeps_freed_memory(env)
   other = {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}
   assert hostmem.environment(other, thp('[always] madvise never\n'), GLIBC)['GLIBC_TUNABLES'] == (
     'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
   )
+
+
+def test_environment_keeps_freed_memory_where_asked(thp):
+  madvise = thp('always [madvise] never\n')
+  on = {hostmem.KEEP_SWITCH: '1'}
+  env = hostmem.environment(on, madvise, GLIBC)
+  assert env['GLIBC_TUNABLES'] == ':'.join(('glibc.malloc.hugetlb=1', *hostmem.KEEP))
+  assert hostmem.keeps_freed_memory(env)
+  for value in ('0', 'yes', ''):
+    env = hostmem.environment({hostmem.KEEP_SWITCH: value}, madvise, GLIBC)
+    assert env['GLIBC_TUNABLES'] == 'glibc.malloc.hugetlb=1'
+  # the user's own arena (or mmap, or trim) setting: none of KEEP's, which work together
+  own = {'GLIBC_TUNABLES': 'glibc.malloc.arena_max=4', **on}
+  assert hostmem.environment(own, madvise, GLIBC)['GLIBC_TUNABLES'] == (
+    'glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1'
+  )
+  # REFINE3D_HUGE_PAGES=0 keeps all of glibc's defaults
+  assert hostmem.environment({hostmem.SWITCH: '0', **on}, madvise, GLIBC) is None
 
 
 def test_environment_leaves_it_where_set_switched_off_or_unsupported(thp, tmp_path):
@@ -64,16 +112,18 @@ def test_command_reruns_scripts_and_modules_only():
 CHILD = """
 import os, sys
 from refine3d_jax import hostmem
-hostmem.use_huge_pages()
+hostmem.tune_malloc()
 print(os.environ.get('GLIBC_TUNABLES'), os.environ.get(hostmem.SWITCH), sys.argv[1:])
+print(hostmem.active(), hostmem.keeps_freed_memory())
 """
 
 
 @pytest.mark.skipif(not hostmem.supported(), reason='no glibc >= 2.35 with transparent huge pages')
-def test_use_huge_pages_reexecutes_the_command_once(tmp_path):
+def test_tune_malloc_reexecutes_the_command_once(tmp_path):
   script = tmp_path / 'child.py'
   script.write_text(CHILD)
-  env = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', hostmem.SWITCH)}
+  drop = ('GLIBC_TUNABLES', hostmem.SWITCH, hostmem.KEEP_SWITCH)
+  env = {k: v for k, v in os.environ.items() if k not in drop}
   env['PYTHONPATH'] = str(pathlib.Path(__file__).resolve().parents[1])
   run = lambda env: subprocess.run(
     [sys.executable, str(script), '--flag=1'],
@@ -83,5 +133,13 @@ def test_use_huge_pages_reexecutes_the_command_once(tmp_path):
     check=True,
     timeout=120,
   ).stdout.split()
-  assert run(env) == ['glibc.malloc.hugetlb=1', '1', "['--flag=1']"]
+  assert run(env) == [
+    'glibc.malloc.hugetlb=1',
+    '1',
+    "['--flag=1']",
+    'True',
+    'False',
+  ]
+  keep = ':'.join(('glibc.malloc.hugetlb=1', *hostmem.KEEP))
+  assert run({**env, hostmem.KEEP_SWITCH: '1'}) == [keep, '1', "['--flag=1']", 'True', 'True']
   assert run({**env, hostmem.SWITCH: '0'})[:2] == ['None', '0']
