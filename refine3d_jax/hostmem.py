@@ -15,7 +15,7 @@ trimming, one arena, so blocks of any size come from one heap that it never shri
 pays where a virtio balloon reports free pages to the hypervisor (free page reporting, as
 on this workplace's VMs; `reports_free_pages`): the host takes memory freed in the guest
 back within about a second, and touching it again costs a host fault per page (a freed
-850 MB block took 1.37-3.50 s to refill after pauses of 1-5 s, 55-335 ms after pauses of
+850 MB block took 1.37-3.50 s to refill after pauses of 1-5 s, 54-335 ms after pauses of
 at most 0.5 s). Measured on a 2-core AMD EPYC Zen 5 VM of that kind (BENCHMARKS.md,
 "freed memory"): the paper preset's stage-1 steps took 1.40-1.58 s once the heap stopped
 growing (3-6 of the first 7 steps grew it, 5.4-7.3 s each), against steps alternating
