@@ -6,9 +6,9 @@ Multi-host: one process per host with --coordinator_address=HOST:PORT --num_proc
 --process_id=I (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
 On one CPU-only host the batch is split over one JAX device per core (--cpu_devices=N to
 choose, 1 for one device; parallel.use_cpu_cores). On Linux the command re-executes itself
-once with glibc's malloc in transparent huge pages, and keeping the memory it frees where a
-VM's balloon reports free pages to its host (`REFINE3D_HUGE_PAGES=0` to keep glibc's
-defaults, `REFINE3D_KEEP_FREED_MEMORY=0` or `1`; refine3d_jax/hostmem.py).
+once with glibc's malloc in transparent huge pages (`REFINE3D_HUGE_PAGES=0` to keep glibc's
+defaults; `REFINE3D_KEEP_FREED_MEMORY=1` to also keep the memory it frees, for VMs that hand
+freed memory back to their host; refine3d_jax/hostmem.py).
 """
 
 if __name__ == '__main__':  # first: glibc reads its tunables when a process starts

@@ -8,8 +8,8 @@ Training steps run on random batches of the config's shapes (the data never limi
 view counts drawn in pairs and the multi-view pass packed where the config trains so) over
 every local device (on a CPU, one per core as main.py makes them), the batch sharded as in
 training; times are medians of `--steps` runs after one compiling call, whose time is
-reported apart, and warm-up steps until one leaves the peak RSS unchanged (at most 10:
-where malloc keeps freed memory, hostmem.py, the heap grows over the first steps). Model
+reported apart, and warm-up steps until two in a row leave the peak RSS unchanged (at most
+10: where malloc keeps freed memory, hostmem.py, the heap grows over the first steps). Model
 FLOPs per step come from XLA's cost analysis of the lowered step on the CPU backend (GPU
 backends leave out the convolutions cuDNN runs), counting a multiply-add as 2; the fraction
 of the ceiling is achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul

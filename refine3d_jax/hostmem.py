@@ -11,17 +11,18 @@ paper preset's steps 1.07-1.37x, on that machine. `REFINE3D_HUGE_PAGES=0` (exact
 glibc's defaults, all of them.
 
 `REFINE3D_KEEP_FREED_MEMORY=1` also makes glibc keep what it frees (`KEEP`: no mmap, no
-trimming, one arena, so blocks of any size come from one heap that it never shrinks). That
-pays where a virtio balloon reports free pages to the hypervisor (free page reporting, as
-on this workplace's VMs; `reports_free_pages`): the host takes memory freed in the guest
-back within about a second, and touching it again costs a host fault per page (a freed
-850 MB block took 1.37-3.50 s to refill after pauses of 1-5 s, 54-335 ms after pauses of
-at most 0.5 s). Measured on a 2-core AMD EPYC Zen 5 VM of that kind (BENCHMARKS.md,
-"freed memory"): the paper preset's stage-1 steps took 1.40-1.58 s once the heap stopped
-growing (3-6 of the first 7 steps grew it, 5.4-7.3 s each), against steps alternating
-between 1.43-1.74 and 2.01-3.33 s with huge pages alone; resident memory 5.7-7.9 GB
-against 2.2-3.0. But the README's quick run took 384 s, twice, against 311 and 314 s
-with huge pages alone, so it is off by default.
+trimming, one arena, so blocks of any size come from one heap that it never shrinks; it
+needs glibc, not huge pages). It is meant for VMs whose virtio balloon reports free pages
+to the hypervisor (free page reporting, as on this workplace's VMs; `reports_free_pages`),
+and measured only there: memory freed in the guest goes back to the host, and touching it
+again a second or more later is slow, in the guest's system time (a freed 850 MB block took
+1.37-3.50 s to refill after pauses of 1-5 s, 54.5-335 ms after pauses of at most 0.5 s).
+Measured on a 2-core AMD EPYC Zen 5 VM of that kind (BENCHMARKS.md, "the VM takes freed
+memory back"): the paper preset's stage-1 steps took 1.40-1.58 s (one 2.29 s) once the heap
+stopped growing (3-6 of the first 7 steps grew it, 5.4-7.3 s each), against steps
+alternating between 1.43-1.74 and 2.01-3.33 s with huge pages alone; resident memory
+5.7-7.8 GB against 2.2-3.0. But the README's quick run took 384 s, twice, against 311 and
+314 s with huge pages alone, so it is off by default.
 
 glibc reads its tunables once, when a process starts, so `tune_malloc` re-executes the
 command with them before anything is allocated.
@@ -87,16 +88,22 @@ def _names(tunables: str) -> set[str]:
 def environment(
   env: Mapping[str, str], thp_mode: str = THP_MODE, libc: tuple[str, str] | None = None
 ) -> dict[str, str] | None:
-  """`env` with the tunables added, or None where they are set, switched off or
-  unsupported: huge pages, and `KEEP` where `KEEP_SWITCH` is '1' (not where
-  `GLIBC_TUNABLES` sets any of KEEP's already: they work together)."""
+  """`env` with the tunables added, or None where it adds none: huge pages where
+  `supported` and `GLIBC_TUNABLES` does not set them; `KEEP` where `KEEP_SWITCH` is '1',
+  on Linux with glibc, and `GLIBC_TUNABLES` sets none of KEEP's (they work together).
+  None where `SWITCH` is set ('0': glibc's defaults, all of them; '1': done already)."""
   tunables = env.get('GLIBC_TUNABLES', '')
   names = _names(tunables)
-  if env.get(SWITCH) in ('0', '1') or TUNABLE in names or not supported(thp_mode, libc):
+  if env.get(SWITCH) in ('0', '1'):
     return None
-  added = [f'{TUNABLE}=1']
-  if env.get(KEEP_SWITCH) == '1' and not names & _names(':'.join(KEEP)):
+  added = []
+  if TUNABLE not in names and supported(thp_mode, libc):
+    added.append(f'{TUNABLE}=1')
+  glibc = (libc or platform.libc_ver())[0] == 'glibc' and sys.platform.startswith('linux')
+  if env.get(KEEP_SWITCH) == '1' and glibc and not names & _names(':'.join(KEEP)):
     added += KEEP
+  if not added:
+    return None
   new = dict(env)
   new['GLIBC_TUNABLES'] = ':'.join([tunables, *added] if tunables else added)
   new[SWITCH] = '1'

@@ -22,17 +22,20 @@ def median_time(fn: Callable[[], Any], repeats: int, budget_s: float = 60.0) -> 
   return float(np.median(times))
 
 
-def warm_up(fn: Callable[[], Any], limit: int = 10) -> int:
-  """Calls `fn` (blocked until ready) until a call leaves the process's peak resident memory
-  where it was, at most `limit` times; returns the calls made. Where malloc keeps what it
-  frees (hostmem.KEEP) the heap grows over a program's first steps, each several times
-  slower than the steps after it."""
-  for calls in range(1, limit + 1):
+def warm_up(fn: Callable[[], Any], limit: int = 10, settled: int = 2) -> int:
+  """Calls `fn` (blocked until ready) until `settled` calls in a row leave the process's
+  peak resident memory where it was, at most `limit` times; returns the calls made. Where
+  malloc keeps what it frees (hostmem.KEEP) the heap grows over a program's first steps,
+  each several times slower than the steps after it (and now and then a later one: the
+  median of the timed steps is meant to absorb those)."""
+  calls = unchanged = 0
+  while calls < limit and unchanged < settled:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     jax.block_until_ready(fn())
-    if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss == before:
-      return calls
-  return limit
+    calls += 1
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss != before
+    unchanged = 0 if grew else unchanged + 1
+  return calls
 
 
 def device_name(device: jax.Device) -> str:

@@ -78,6 +78,16 @@ def test_environment_keeps_freed_memory_where_asked(thp):
   )
   # REFINE3D_HUGE_PAGES=0 keeps all of glibc's defaults
   assert hostmem.environment({hostmem.SWITCH: '0', **on}, madvise, GLIBC) is None
+  # KEEP needs glibc, not huge pages: without them, or with the user's own setting of them
+  keep = ':'.join(hostmem.KEEP)
+  never = thp('always madvise [never]\n')
+  assert hostmem.environment(on, never, GLIBC)['GLIBC_TUNABLES'] == keep
+  assert hostmem.environment(on, madvise, ('glibc', '2.31'))['GLIBC_TUNABLES'] == keep
+  own_pages = {'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0', **on}
+  assert hostmem.environment(own_pages, madvise, GLIBC)['GLIBC_TUNABLES'] == (
+    f'glibc.malloc.hugetlb=0:{keep}'
+  )
+  assert hostmem.environment(on, madvise, ('', '')) is None  # musl, or unknown
 
 
 def test_environment_leaves_it_where_set_switched_off_or_unsupported(thp, tmp_path):

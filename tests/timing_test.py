@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from refine3d_jax import timing
 
 
-def test_warm_up_calls_until_a_call_leaves_the_peak_rss_unchanged(monkeypatch):
+def test_warm_up_calls_until_two_calls_leave_the_peak_rss_unchanged(monkeypatch):
   peak = {'kb': 1000}
   monkeypatch.setattr(
     timing.resource, 'getrusage', lambda who: types.SimpleNamespace(ru_maxrss=peak['kb'])
@@ -16,12 +16,15 @@ def test_warm_up_calls_until_a_call_leaves_the_peak_rss_unchanged(monkeypatch):
 
   def step(grows):
     calls.append(1)
-    if len(calls) <= grows:  # the heap grows over the first `grows` calls
+    if len(calls) in grows:  # the heap grows at these calls
       peak['kb'] += 700_000
     return jnp.zeros(())
 
-  assert timing.warm_up(lambda: step(3)) == 4 and len(calls) == 4
+  assert timing.warm_up(lambda: step({1, 2, 3})) == 5 and len(calls) == 5
   calls.clear()
-  assert timing.warm_up(lambda: step(0)) == 1
+  assert timing.warm_up(lambda: step(set())) == 2
   calls.clear()
-  assert timing.warm_up(lambda: step(99), limit=5) == 5 and len(calls) == 5
+  # a call that does not grow it, then growth again: two in a row must settle
+  assert timing.warm_up(lambda: step({1, 3, 4})) == 6
+  calls.clear()
+  assert timing.warm_up(lambda: step(set(range(99))), limit=5) == 5 and len(calls) == 5
