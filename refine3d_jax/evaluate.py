@@ -21,9 +21,9 @@ over objects (sample-weighted: Pix2Vox, UMIFormer, LRGT) and over categories (cl
 3D-RETR); F-Score@1% of the volume thresholded at `eval.threshold`
 (refine3d_jax/metrics.py). Both the decoder's coarse volume and the refiner's output are
 scored. As main.py, the command re-executes itself with glibc's malloc tuned
-(refine3d_jax/hostmem.py): the step ran 1.04-1.07x (paper preset, batch 4 x 3 views) and
-1.08-1.15x (quick, batch 16 x 20 views) faster with huge pages on a 2-core AMD EPYC Zen 5
-(BENCHMARKS.md, "the VM takes freed memory back").
+(refine3d_jax/hostmem.py): an isolated step ran 1.04-1.07x (paper preset, batch 4 x 3
+views) and 1.08-1.15x (quick, batch 16 x 20 views) faster with huge pages on a 2-core AMD
+EPYC Zen 5 (BENCHMARKS.md, "the VM takes freed memory back"; the whole command not timed).
 """
 
 if __name__ == '__main__':  # first: glibc reads its tunables when a process starts
