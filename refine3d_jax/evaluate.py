@@ -23,7 +23,8 @@ over objects (sample-weighted: Pix2Vox, UMIFormer, LRGT) and over categories (cl
 scored. As main.py, the command re-executes itself with glibc's malloc tuned
 (refine3d_jax/hostmem.py): an isolated step ran 1.04-1.07x (paper preset, batch 4 x 3
 views) and 1.08-1.15x (quick, batch 16 x 20 views) faster with huge pages on a 2-core AMD
-EPYC Zen 5 (BENCHMARKS.md, "the VM takes freed memory back"; the whole command not timed).
+EPYC Zen 5 (BENCHMARKS.md, "the VM takes freed memory back"; the whole quick-preset
+command took 67-89 s either way, within that machine's noise).
 """
 
 if __name__ == '__main__':  # first: glibc reads its tunables when a process starts
