@@ -145,7 +145,7 @@ def bench_train(
       return m
 
     warmup = timing.warm_up(run)
-    step_s = timing.median_time(run, steps)
+    step_s = timing.median_time(run, steps, warm=False)
     state = holder['state']
     flops = summary.cpu_flops(
       lambda s, x: steps_lib.train_step(

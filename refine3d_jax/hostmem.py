@@ -48,18 +48,28 @@ BALLOON = '0x0005'  # virtio device id of a memory balloon
 F_REPORTING = 5  # VIRTIO_BALLOON_F_REPORTING: the guest reports its free pages
 
 
+def glibc_version(libc: tuple[str, str] | None = None) -> tuple[int, ...] | None:
+  """(major, minor) of glibc on Linux (`libc`: `platform.libc_ver()`'s answer), or None
+  (another OS or C library, or a version it cannot read)."""
+  if not sys.platform.startswith('linux'):
+    return None
+  lib, version = libc or platform.libc_ver()
+  try:
+    return tuple(int(p) for p in version.split('.')[:2]) if lib == 'glibc' else None
+  except ValueError:
+    return None
+
+
 def supported(thp_mode: str = THP_MODE, libc: tuple[str, str] | None = None) -> bool:
   """Linux, glibc >= 2.35 (`libc`: `platform.libc_ver()`'s answer), and the kernel's
   transparent huge pages not `never`."""
-  if not sys.platform.startswith('linux'):
+  version = glibc_version(libc)
+  if version is None or version < (2, 35):
     return False
-  lib, version = libc or platform.libc_ver()
   try:
-    if lib != 'glibc' or tuple(int(p) for p in version.split('.')[:2]) < (2, 35):
-      return False
     with open(thp_mode) as f:
       mode = f.read()
-  except (ValueError, OSError):
+  except OSError:
     return False
   return '[always]' in mode or '[madvise]' in mode
 
@@ -99,8 +109,8 @@ def environment(
   added = []
   if TUNABLE not in names and supported(thp_mode, libc):
     added.append(f'{TUNABLE}=1')
-  glibc = (libc or platform.libc_ver())[0] == 'glibc' and sys.platform.startswith('linux')
-  if env.get(KEEP_SWITCH) == '1' and glibc and not names & _names(':'.join(KEEP)):
+  keep = env.get(KEEP_SWITCH) == '1' and glibc_version(libc) is not None
+  if keep and not names & _names(':'.join(KEEP)):
     added += KEEP
   if not added:
     return None

@@ -9,11 +9,15 @@ import jax
 import numpy as np
 
 
-def median_time(fn: Callable[[], Any], repeats: int, budget_s: float = 60.0) -> float:
-  """Median seconds of `repeats` calls of `fn` (blocked until ready), after one call;
-  fewer (at least one) once the timed calls have taken `budget_s` (the paper model's
-  20-view batches take minutes per call on a CPU)."""
-  jax.block_until_ready(fn())
+def median_time(
+  fn: Callable[[], Any], repeats: int, budget_s: float = 60.0, warm: bool = True
+) -> float:
+  """Median seconds of `repeats` calls of `fn` (blocked until ready), after one untimed
+  call (none with `warm=False`, for a caller that warmed up already, `warm_up`); fewer (at
+  least one) once the timed calls have taken `budget_s` (the paper model's 20-view
+  batches take minutes per call on a CPU)."""
+  if warm:
+    jax.block_until_ready(fn())
   times = []
   while len(times) < repeats and (not times or sum(times) < budget_s):
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""timing: warm-up calls until the process's peak memory stops growing."""
+"""timing: warm-up calls until the process's peak memory stops growing; untimed calls."""
 
 import types
 
@@ -28,3 +28,11 @@ def test_warm_up_calls_until_two_calls_leave_the_peak_rss_unchanged(monkeypatch)
   assert timing.warm_up(lambda: step({1, 3, 4})) == 6
   calls.clear()
   assert timing.warm_up(lambda: step(set(range(99))), limit=5) == 5 and len(calls) == 5
+
+
+def test_median_time_makes_one_untimed_call_unless_warmed_up_already():
+  calls = []
+  step = lambda: calls.append(1) or jnp.zeros(())
+  assert timing.median_time(step, 3) >= 0 and len(calls) == 4
+  calls.clear()
+  assert timing.median_time(step, 3, warm=False) >= 0 and len(calls) == 3
