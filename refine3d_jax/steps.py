@@ -49,18 +49,27 @@ def single_view_batch(
   return flat, jnp.ones(flat.shape[:2], bool), jnp.repeat(voxels, k, axis=0)
 
 
-def loss_fn(params, batch_stats, model: Refine3DNet, images, mask, voxels, packed: int = 0):
-  """Reconstruction loss of one batch in train mode -> (loss, (terms, new batch_stats))."""
-  outputs, updates = model.apply(
+def _forward(model: Refine3DNet, images, mask, packed, first):
+  features = model.features(images, mask, packed, first)
+  return model.reconstruct(features, mask, train=True), features
+
+
+def loss_fn(
+  params, batch_stats, model: Refine3DNet, images, mask, voxels, packed: int = 0, first=None
+):
+  """Reconstruction loss of one batch in train mode -> (loss, (terms, new batch_stats,
+  the encoder's features [B, V, D])); `packed` and `first` as in Refine3DNet.features."""
+  (outputs, features), updates = model.apply(
     {'params': params, 'batch_stats': batch_stats},
     images,
     mask,
-    train=True,
-    packed=packed,
+    packed,
+    first,
+    method=_forward,
     mutable=['batch_stats'],
   )
   loss, terms = losses.reconstruction_loss(outputs, voxels)
-  return loss, (terms, updates['batch_stats'])
+  return loss, (terms, updates['batch_stats'], features)
 
 
 def train_step(
@@ -81,24 +90,31 @@ def train_step(
   The single-view loss is over `single_views` views per object (`single_view_batch`).
   `packed` > 0: objects 2i and 2i + 1 hold that many real views together, and the
   multi-view pass encodes only them (Refine3DNet.encode_packed; same losses).
-  With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass.
+  With both losses (stage 3), BatchNorm keeps the statistics of the multi-view pass, and
+  where the multi-view loss does not train the encoder (JTSO's stage 3) that pass takes
+  view 0's features from the single-view pass instead of encoding it again (its encoder
+  gradient, which that features' reuse cuts, is discarded anyway): the same losses and
+  routed gradients, one encoding per object fewer.
   A state with ema_params moves them towards the new params (`ema_update`).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  run = lambda images, mask, voxels, packed=0: grad_fn(
-    state.params, state.batch_stats, model, images, mask, voxels, packed
+  run = lambda images, mask, voxels, packed=0, first=None: grad_fn(
+    state.params, state.batch_stats, model, images, mask, voxels, packed, first
   )
   out = {}
-  single = multi = None
+  single = multi = first = None
   batch_stats = state.batch_stats
   if stage.single:
-    (loss, (terms, batch_stats)), single = run(
+    (loss, (terms, batch_stats, features)), single = run(
       *single_view_batch(batch['images'], batch['mask'], batch['voxels'], single_views)
     )
     out.update(loss_single=loss, coarse_single=terms['coarse'], refined_single=terms['refined'])
+    if stage.multi and jtso.GROUP_OF['encoder'] not in stage.multi:
+      # example b * single_views of the single-view batch is object b's view 0
+      first = features[::single_views, 0]
   if stage.multi:
-    (loss, (terms, batch_stats)), multi = run(
-      batch['images'], batch['mask'], batch['voxels'], packed
+    (loss, (terms, batch_stats, _)), multi = run(
+      batch['images'], batch['mask'], batch['voxels'], packed, first
     )
     out.update(loss_multi=loss, coarse_multi=terms['coarse'], refined_multi=terms['refined'])
   grads = jtso.route_gradients(stage, single, multi)

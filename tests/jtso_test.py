@@ -79,10 +79,12 @@ def test_stage_updates_exactly_its_groups(setup, stage_name):
   assert ('loss_multi' in metrics) == bool(stage.multi)
 
 
-@pytest.mark.parametrize('single_views', [1, 3])
-def test_stage3_routes_each_loss_to_its_group(setup, single_views):
+@pytest.mark.parametrize('single_views, packed', [(1, 0), (3, 0), (1, 6), (2, 6)])
+def test_stage3_routes_each_loss_to_its_group(setup, single_views, packed):
   """With identity 'Adam' and learning rate 1, params move by exactly the routed gradient;
-  the single-view loss is over each object's first `single_views` views."""
+  the single-view loss is over each object's first `single_views` views. The multi-view
+  gradients are those of encoding every view in that pass (the step reuses view 0's
+  features of the single-view pass), packed or not."""
   config, model, _, state, batch = setup
   tx = optax.multi_transform({g: optax.identity() for g in jtso.GROUPS}, jtso.param_labels)
   state = state.replace(opt_state=tx.init(state.params))
@@ -94,6 +96,7 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views):
     lr_fn=lambda s: 1.0,
     lr_scale={'base': 1.0, 'att': 1.0, 'ref': 1.0},
     single_views=single_views,
+    packed=packed,
   )
   new, _ = jax.jit(step)(state, batch)
   moved = jax.tree.map(lambda a, b: a - b, state.params, new.params)

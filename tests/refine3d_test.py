@@ -11,7 +11,7 @@ import pytest
 
 from configs import jtso
 from refine3d_jax import summary
-from refine3d_jax.models import SUBTREES, create_model
+from refine3d_jax.models import SUBTREES, Refine3DNet, create_model
 
 VOLUME = (32, 32, 32)
 
@@ -210,3 +210,23 @@ def test_packed_encoding_equals_every_slot_encoded(tiny_model, fusion):
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(packed_grad['encoder']))
   with pytest.raises(ValueError, match='even batch'):
     model.apply(variables, images[:3], mask[:3], packed=4)
+
+
+def test_given_first_view_features_equal_encoding_every_view(tiny_model):
+  """`first` (view 0's features from elsewhere) fills slot 0, and the other slots hold
+  what encoding every view gives: packed (pairs holding 4 real views, view 0 always
+  real) or not, and with one view."""
+  model, variables = tiny_model
+  mask = jnp.array(
+    [[True, True, True], [True, False, False], [True, True, False]] + [[True, True, False]]
+  )
+  images = views(3, batch=4, seed=3) * jnp.where(mask, 1.0, 10.0)[..., None, None, None]
+  feats = lambda *a: model.apply(variables, *a, method=Refine3DNet.features)
+  full, packed = feats(images, mask), feats(images, mask, 4)
+  first = full[:, 0] + 1.0  # not the encoder's: slot 0 must be this, as given
+  np.testing.assert_allclose(feats(images, mask, 0, first), full.at[:, 0].set(first), atol=1e-6)
+  np.testing.assert_allclose(feats(images, mask, 4, first), packed.at[:, 0].set(first), atol=1e-6)
+  for p in (0, 2):  # one view per object: nothing left to encode
+    np.testing.assert_allclose(feats(images[:, :1], mask[:, :1], p, first), first[:, None])
+  with pytest.raises(ValueError, match='first must be'):
+    feats(images, mask, 0, first[:2])

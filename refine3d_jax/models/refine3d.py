@@ -10,6 +10,8 @@ The output is permutation invariant over views, and padded views (mask False) ha
 effect, so one batch can mix view counts. Each object needs at least one real view.
 `packed=P` encodes only the real views where objects (2i, 2i + 1) hold P of them together
 (the pipeline's data.paired_views): the same outputs for a fraction of the encoder's work.
+`first=` takes each object's view-0 features from elsewhere (JTSO's stage 3 encodes view 0
+in its single-view pass already) and encodes only the other views.
 """
 
 import functools
@@ -110,6 +112,7 @@ class Refine3DNet(nn.Module):
     mask: jax.Array | None = None,
     train: bool = False,
     packed: int = 0,
+    first: jax.Array | None = None,
   ) -> dict[str, jax.Array]:
     """Reconstructs each object of the batch from its views.
 
@@ -119,6 +122,7 @@ class Refine3DNet(nn.Module):
       train: BatchNorm mode (apply with `mutable=['batch_stats']` when True).
       packed: > 0: objects 2i and 2i + 1 hold exactly this many real views together,
         and only those are encoded (`encode_packed`); 0: every slot is encoded.
+      first: `[B, latent_dim]`: each object's view-0 features, used as given (`features`).
 
     Returns:
       dict of float32 `[B, S, S, S]` arrays: `coarse_logits`, `refined_logits`, and their
@@ -129,8 +133,29 @@ class Refine3DNet(nn.Module):
       mask = jnp.ones((b, v), bool)
     elif mask.shape != (b, v):
       raise ValueError(f'mask must be [batch, views] = {(b, v)}; got {mask.shape}')
-    features = self.encode_packed(images, mask, packed) if packed else self.encode(images)
-    return self.reconstruct(features, mask, train)
+    return self.reconstruct(self.features(images, mask, packed, first), mask, train)
+
+  def features(
+    self, images: jax.Array, mask: jax.Array, packed: int = 0, first: jax.Array | None = None
+  ) -> jax.Array:
+    """`__call__`'s `[B, V, latent_dim]` features: every slot encoded (`encode`), or the
+    real views only (`packed`, `encode_packed`); with `first` (`[B, latent_dim]`, view 0
+    being real, as the pipeline pads after the real views) slot 0 holds it and only the
+    other views are encoded (`packed` - 2 of them per pair)."""
+    if first is None:
+      return self.encode_packed(images, mask, packed) if packed else self.encode(images)
+    b, v = images.shape[:2]
+    if first.shape != (b, self.latent_dim):
+      raise ValueError(
+        f'first must be [batch, latent_dim] = {(b, self.latent_dim)}; got {first.shape}'
+      )
+    if packed > 2:
+      rest = self.encode_packed(images, mask.at[:, 0].set(False), packed - 2)[:, 1:]
+    elif packed or v == 1:  # a pair's only real views are both objects' view 0
+      rest = jnp.zeros((b, v - 1, self.latent_dim), first.dtype)
+    else:
+      rest = self.encode(images[:, 1:])
+    return jnp.concatenate([first[:, None].astype(rest.dtype), rest], axis=1)
 
   def encode(self, images: jax.Array) -> jax.Array:
     """`[B, V, H, W, 3]` views -> `[B, V, latent_dim]` features, each view on its own (so
