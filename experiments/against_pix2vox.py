@@ -13,9 +13,11 @@ VGG layers), FLOPs per object at 1 and 20 views (torch's FlopCounterMode, a mult
 with 1 and 20 views, and one training step at `--batch` objects x `--views` views: its
 train.py's forward (encoder, decoder, merger or mean, refiner where the variant has one),
 10 x BCE of the fused volume plus, with a refiner, 10 x BCE of the refined one, backward
-and Adam on every trained parameter. Times are medians of `--repeats` after one warm-up
-call; images are `--size`² (Pix2Vox: 224), volumes 32³; the float32 2048³ matmul of the
-same process is the machine's ceiling as torch sees it.
+and Adam on every trained parameter. Training steps: the median of `--repeats` after one
+warm-up call; latency: of `--latency_repeats` after `--latency_warmup` calls (as `bench`
+times ours: a process's first calls run slower); images are `--size`² (Pix2Vox: 224),
+volumes 32³; the float32 2048³ matmul of the same process is the machine's ceiling as torch
+sees it.
 """
 
 import argparse
@@ -35,7 +37,9 @@ def parse_args(argv=None):
   parser.add_argument('--views', type=int, default=3, help='views per training example')
   parser.add_argument('--latency_views', default='1,20', help='view counts of the latency')
   parser.add_argument('--size', type=int, default=224, help='image side (Pix2Vox: 224)')
-  parser.add_argument('--repeats', type=int, default=3, help='timed calls per figure')
+  parser.add_argument('--repeats', type=int, default=3, help='timed training steps')
+  parser.add_argument('--latency_repeats', type=int, default=10, help='timed calls per latency')
+  parser.add_argument('--latency_warmup', type=int, default=3, help='untimed calls before them')
   parser.add_argument('--json', action='store_true', help='also print one JSON line')
   return parser.parse_args(argv)
 
@@ -76,8 +80,9 @@ def forward(parts, images):
   return fused, (parts['refiner'](fused) if 'refiner' in parts else None)
 
 
-def median_seconds(fn, repeats: int) -> float:
-  fn()
+def median_seconds(fn, repeats: int, warm: int = 1) -> float:
+  for _ in range(warm):
+    fn()
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -115,7 +120,7 @@ def measure(args) -> dict:
         forward(parts, x)
       result[f'gflops_per_object_{n}_views'] = counter.get_total_flops() / 1e9
       result[f'latency_ms_{n}_views'] = 1e3 * median_seconds(
-        lambda: forward(parts, x), args.repeats
+        lambda: forward(parts, x), args.latency_repeats, args.latency_warmup
       )
 
   for m in parts.values():

@@ -14,7 +14,8 @@ FLOPs per step come from XLA's cost analysis of the lowered step on the CPU back
 backends leave out the convolutions cuDNN runs), counting a multiply-add as 2; the fraction
 of the ceiling is achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul
 FLOP/s measured in the same run (two square sizes, `CEILING_SIZES`). The model's parameters
-and forward FLOPs per object at 1 and 20 views (`summary`). Where the time goes: each of
+and forward FLOPs per object at 1 and 20 views (`summary`); inference latency, the median
+of at least 10 calls after 3 untimed ones (`bench_inference`). Where the time goes: each of
 the four modules alone, forward and backward on the multi-view batch's shapes, with its
 share of their summed time. The input pipeline is timed on the config's dataset when it is
 built (the training protocol, `--views` views) and reported as a ratio to the examples per
@@ -221,10 +222,20 @@ def bench_modules(
   return out
 
 
+LATENCY_WARMUP, LATENCY_REPEATS = 3, 10
+
+
 def bench_inference(
-  config: ml_collections.ConfigDict, repeats: int, batches: Sequence[int] = (1, 32)
+  config: ml_collections.ConfigDict,
+  repeats: int = LATENCY_REPEATS,
+  batches: Sequence[int] = (1, 32),
+  warm: int = LATENCY_WARMUP,
 ) -> dict[str, float]:
-  """Milliseconds per object, eval mode, for 1 and 20 views at each batch size."""
+  """Milliseconds per object, eval mode, for 1 and 20 views at each batch size: the
+  median of `repeats` calls after `warm` untimed ones (timing.median_time's budget cuts
+  both for slow calls). A process's first calls after the compiling one run slower (paper
+  preset, one view, batch 1, 2-core AMD EPYC Zen 5: 193, 188, 157, 146 ms, then 95-120),
+  so the median of 3 calls after one, as before, measured that transient."""
   model, tx, _, _ = train.programs(config)
   state = train_state.create_train_state(config, model, tx)
   variables = train_state.variables_of(state)
@@ -237,7 +248,7 @@ def bench_inference(
     for batch in batches:
       x = jnp.asarray(random_batch(config, batch, views)['images'])
       out[f'{views}v_b{batch}_ms_per_object'] = (
-        timing.median_time(lambda x=x: forward(variables, x), repeats) / batch * 1e3
+        timing.median_time(lambda x=x: forward(variables, x), repeats, warm=warm) / batch * 1e3
       )
   return out
 
@@ -311,7 +322,7 @@ def run(
     s['fraction_of_ceiling'] = s['gflops_per_s'] / ceiling
   slowest = min(s['examples_per_s'] for s in stages.values())
   pipeline = bench_input(config, multi_views, input_batches)
-  inference = bench_inference(config, max(3, steps // 2), latency_batches)
+  inference = bench_inference(config, max(LATENCY_REPEATS, steps), latency_batches)
   model_summary = summary.summarize(config)
   model = dict(
     params=model_summary['params']['total'],

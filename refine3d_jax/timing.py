@@ -10,14 +10,17 @@ import numpy as np
 
 
 def median_time(
-  fn: Callable[[], Any], repeats: int, budget_s: float = 60.0, warm: bool = True
+  fn: Callable[[], Any], repeats: int, budget_s: float = 60.0, warm: int = 1
 ) -> float:
-  """Median seconds of `repeats` calls of `fn` (blocked until ready), after one untimed
-  call (none with `warm=False`, for a caller that warmed up already, `warm_up`); fewer (at
-  least one) once the timed calls have taken `budget_s` (the paper model's 20-view
-  batches take minutes per call on a CPU)."""
-  if warm:
+  """Median seconds of `repeats` calls of `fn` (blocked until ready), after `warm` untimed
+  calls (True: one; False or 0: none, for a caller that warmed up already, `warm_up`),
+  fewer once they have taken a quarter of `budget_s`; fewer timed calls (at least one)
+  once those have taken `budget_s` (the paper model's 20-view batches take minutes per
+  call on a CPU)."""
+  spent, start = 0, time.perf_counter()
+  while spent < int(warm) and time.perf_counter() - start < budget_s / 4:
     jax.block_until_ready(fn())
+    spent += 1
   times = []
   while len(times) < repeats and (not times or sum(times) < budget_s):
     start = time.perf_counter()

@@ -36,3 +36,13 @@ def test_median_time_makes_one_untimed_call_unless_warmed_up_already():
   assert timing.median_time(step, 3) >= 0 and len(calls) == 4
   calls.clear()
   assert timing.median_time(step, 3, warm=False) >= 0 and len(calls) == 3
+
+
+def test_median_time_makes_warm_untimed_calls_within_a_quarter_of_the_budget(monkeypatch):
+  calls = []
+  step = lambda: calls.append(1) or jnp.zeros(())
+  assert timing.median_time(step, 2, warm=3) >= 0 and len(calls) == 5
+  clock = iter(range(0, 1000, 10))  # every reading 10 s later: one warm call in 20 s
+  monkeypatch.setattr(timing.time, 'perf_counter', lambda: next(clock))
+  calls.clear()
+  assert timing.median_time(step, 5, budget_s=80.0, warm=3) == 10 and len(calls) == 6
