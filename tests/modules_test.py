@@ -159,6 +159,32 @@ def test_conv3d_fold_with_a_mixed_kernel_gradient_equals_native(monkeypatch):
       np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('kernel', [3, 4])
+def test_conv3d_h_taps_on_the_output_for_one_volume_equal_native(monkeypatch, kernel):
+  # fold_h_output (one volume of a wide layer on a large grid, CPUs), made to apply to a
+  # small layer: the same output and gradients as the native convolution, and used
+  assert conv3d_lib.fold_h_output(1, 32, 64, backend='cpu')
+  assert not conv3d_lib.fold_h_output(2, 32, 64, backend='cpu')
+  assert not conv3d_lib.fold_h_output(1, 16, 64, backend='cpu')
+  assert not conv3d_lib.fold_h_output(1, 32, 32, backend='cpu')
+  assert not conv3d_lib.fold_h_output(1, 32, 64, backend='gpu')
+  monkeypatch.setattr(conv3d_lib, 'FOLD_H_MIN_SIDE', 4)
+  monkeypatch.setattr(conv3d_lib, 'FOLD_H_MIN_INPUT', 2)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 5, 4, 3))
+  w = jax.random.normal(jax.random.PRNGKey(1), (kernel,) * 3 + (3, 5))
+  auto = lambda x, w: conv3d_lib.conv3d(x, w, 'auto')
+  jaxpr = str(jax.make_jaxpr(auto)(x, w))
+  # one 2D convolution of [1, kw] taps from kd * C to kh * O channels
+  assert jaxpr.count('conv_general_dilated') == 1
+  assert f'f32[1,{kernel},{kernel * 3},{kernel * 5}]' in jaxpr
+  loss = lambda f: lambda x, w: (jnp.sin(f(x, w)) ** 2).sum()
+  want = jax.grad(loss(lambda x, w: conv3d_lib.conv3d(x, w, 'native')), (0, 1))(x, w)
+  got = jax.jit(jax.grad(loss(auto), (0, 1)))(x, w)
+  np.testing.assert_allclose(auto(x, w), conv3d_lib.conv3d(x, w, 'native'), atol=1e-4)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
 def test_fold_impl2d_is_mixed_for_wide_layers_on_large_grids_on_cpus():
   mixed = lambda o, side: conv3d_lib.fold_impl2d(o, side, backend='cpu') == 'mixed'
   assert mixed(64, 32) and mixed(512, 16)  # the paper decoder's slowest kernel gradients

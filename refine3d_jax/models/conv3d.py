@@ -8,7 +8,9 @@ for layers narrowing to few channels, the ``k`` depth taps become ``k*O`` output
 summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
 On CPUs the folded convolution of a wide layer on a large grid takes its kernel gradient as
-matrix products (``fold_impl2d``: ``conv2d``'s 'mixed', ``conv2d.tap_kernel_grad``).
+matrix products (``fold_impl2d``: ``conv2d``'s 'mixed', ``conv2d.tap_kernel_grad``), and
+'auto' puts the H taps on the output side for one volume (``fold_h_output``: a one-object
+forward's fastest lowering, slower at training's batches).
 ``impl='auto'`` folds on CPUs and GPUs, where folding was measured faster for every 3D
 layer of the quick and paper models, and stays native elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
@@ -58,6 +60,13 @@ def conv3d(
   kd, kh, kw, c, o = kernel.shape
   if (kd, kh, kw) == (1, 1, 1):
     return jnp.einsum('ndhwc,co->ndhwo', x, kernel[0, 0, 0])
+  if (
+    impl == 'auto'
+    and impl2d is None
+    and not fold_output(c, o, kd)
+    and fold_h_output(x.shape[0], min(x.shape[2:4]), c)
+  ):
+    return _fold_h_output(x, kernel)
   impl = resolve_impl(impl)
   if impl == 'native':
     return lax.conv_general_dilated(
@@ -82,6 +91,44 @@ def conv3d(
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
   y = conv2d(stacked.reshape(n * d, h, w, kd * c), kernel2d, impl2d or fold_impl2d(o, min(h, w)))
   return y.reshape(n, d, h, w, o)
+
+
+FOLD_H_MIN_SIDE = 32
+FOLD_H_MIN_INPUT = 64
+
+
+def fold_h_output(n: int, side: int, c: int, backend: str | None = None) -> bool:
+  """Whether 'auto' folds the depth taps on the input and the H taps on the output
+  (``_fold_h_output``): on CPUs, for one volume (``n`` = 1: a one-object forward, as
+  ``predict`` and the bench's batch-1 latency run) of wide layers (``c`` >=
+  FOLD_H_MIN_INPUT) on large grids (``side`` >= FOLD_H_MIN_SIDE). Measured (2-core AMD EPYC
+  Zen 5, batch 1, forward, ms fold / this, BENCHMARKS.md 2026-12-02 15:15): the paper
+  decoder's 32^3 64 -> 64 29.2 / 25.5 and 64 -> 32 21.1 / 17.6 without YNNPACK's fusions
+  (one-device programs), 41.2 / 36.0 and 26.8 / 29.0 with them; 32 -> 32 6.3 / 6.4; but at
+  training's share (one core, batch 2) 86.2 / 102.6 and 55.1 / 57.2, so never for more
+  than one volume."""
+  cpu = (backend or jax.default_backend()) == 'cpu'
+  return cpu and n == 1 and side >= FOLD_H_MIN_SIDE and c >= FOLD_H_MIN_INPUT
+
+
+def _fold_h_output(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``conv3d`` as one 2D convolution of ``[1, kw]`` taps from ``kd * C`` (the depth taps
+  stacked on the input, as 'fold') to ``kh * O`` channels (the H taps on the output), then
+  the ``kh`` H-shifted slices summed: y[.., i, ..] = sum_b z[.., i + b - lo, .., b]."""
+  kd, kh, kw, c, o = kernel.shape
+  n, d, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
+  stacked = jnp.concatenate([xp[:, i : i + d] for i in range(kd)], axis=-1)
+  kernel2d = jnp.transpose(kernel, (2, 0, 3, 1, 4)).reshape(1, kw, kd * c, kh * o)
+  z = lax.conv_general_dilated(
+    stacked.reshape(n * d, h, w, kd * c),
+    kernel2d,
+    (1, 1),
+    [(0, 0), same_padding(kw)],
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+  )
+  z = jnp.pad(z.reshape(n * d, h, w, kh, o), ((0, 0), same_padding(kh), (0, 0), (0, 0), (0, 0)))
+  return sum(z[:, b : b + h, :, b] for b in range(kh)).reshape(n, d, h, w, o)
 
 
 FOLD_MIXED_MIN_FEATURES = 64
