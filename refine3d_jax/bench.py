@@ -15,7 +15,8 @@ backends leave out the convolutions cuDNN runs), counting a multiply-add as 2; t
 of the ceiling is achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul
 FLOP/s measured in the same run (two square sizes, `CEILING_SIZES`). The model's parameters
 and forward FLOPs per object at 1 and 20 views (`summary`); inference latency, the median
-of at least 10 calls after 3 untimed ones (`bench_inference`). Where the time goes: each of
+of 10 calls (or `--steps`, if more; fewer where a call takes seconds) after the compiling
+call and 3 untimed ones (`bench_inference`). Where the time goes: each of
 the four modules alone, forward and backward on the multi-view batch's shapes, with its
 share of their summed time. The input pipeline is timed on the config's dataset when it is
 built (the training protocol, `--views` views) and reported as a ratio to the examples per
@@ -232,8 +233,9 @@ def bench_inference(
   warm: int = LATENCY_WARMUP,
 ) -> dict[str, float]:
   """Milliseconds per object, eval mode, for 1 and 20 views at each batch size: the
-  median of `repeats` calls after `warm` untimed ones (timing.median_time's budget cuts
-  both for slow calls). A process's first calls after the compiling one run slower (paper
+  median of `repeats` calls after the compiling call and `warm` untimed ones
+  (timing.median_time's budget cuts both for slow calls: the paper model's 20-view batches
+  of 32 on a CPU). A process's first calls after the compiling one run slower (paper
   preset, one view, batch 1, 2-core AMD EPYC Zen 5: 193, 188, 157, 146 ms, then 95-120),
   so the median of 3 calls after one, as before, measured that transient."""
   model, tx, _, _ = train.programs(config)
@@ -247,6 +249,7 @@ def bench_inference(
   for views in (1, 20):
     for batch in batches:
       x = jnp.asarray(random_batch(config, batch, views)['images'])
+      jax.block_until_ready(forward(variables, x))  # compiles: not one of the `warm` calls
       out[f'{views}v_b{batch}_ms_per_object'] = (
         timing.median_time(lambda x=x: forward(variables, x), repeats, warm=warm) / batch * 1e3
       )

@@ -193,16 +193,18 @@ def measure_cost(
   config: ml_collections.ConfigDict, model: Refine3DNet, variables: dict[str, Any], repeats: int = 5
 ) -> dict[str, Any]:
   """Parameters per subtree, forward time per object with 1 and 20 views and training-mode
-  forward+backward time with 1 view (batch of 1, median of `repeats` after compilation,
-  first device), and peak memory (device statistics where the backend has them, else the
-  process's peak RSS)."""
+  forward+backward time with 1 view (batch of 1, median of `repeats` after compilation
+  and 3 untimed calls, first device), and peak memory (device statistics where the backend
+  has them, else the process's peak RSS)."""
   params = variables['params']
   s = config.model.image_size
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   voxels = jnp.zeros((1,) + (config.model.volume_size,) * 3, bool)
 
-  timed = lambda fn, *args: timing.median_time(lambda: fn(*args), repeats) * 1e3
+  def timed(fn, *args):  # compiled, then 3 untimed calls, as bench's latency
+    jax.block_until_ready(fn(*args))
+    return timing.median_time(lambda: fn(*args), repeats, warm=3) * 1e3
 
   options = parallel.single_device_options()
   forward = jax.jit(

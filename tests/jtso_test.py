@@ -125,6 +125,29 @@ def test_stage3_routes_each_loss_to_its_group(setup, single_views, packed):
   assert changed(g_single['attention'], jax.tree.map(jnp.zeros_like, g_single['attention']))
 
 
+@pytest.mark.parametrize('stage_name', ['att', 'jtso', 'joint'])
+def test_only_stage3_multi_view_pass_takes_view_0_from_the_single_view_pass(
+  setup, stage_name, monkeypatch
+):
+  config, model, tx, state, batch = setup
+  given = []
+  forward = steps._forward
+  monkeypatch.setattr(
+    steps, '_forward', lambda m, *a: given.append(a[-1] is not None) or forward(m, *a)
+  )
+  stage = jtso.STAGES[stage_name]
+  steps.train_step(
+    state,
+    batch,
+    model=model,
+    tx=tx,
+    stage=stage,
+    lr_fn=lambda s: 1e-3,
+    lr_scale=dict(config.train.lr_scale),
+  )
+  assert given == ([False, True] if stage_name == 'jtso' else [False])
+
+
 def test_refiner_gradient_comes_from_the_refined_term_only(setup):
   _, model, _, state, batch = setup
 

@@ -159,6 +159,7 @@ def test_conv3d_fold_with_a_mixed_kernel_gradient_equals_native(monkeypatch):
       np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='fold_h_output is for CPUs only')
 @pytest.mark.parametrize('kernel', [3, 4])
 def test_conv3d_h_taps_on_the_output_for_one_volume_equal_native(monkeypatch, kernel):
   # fold_h_output (one volume of a wide layer on a large grid, CPUs), made to apply to a

@@ -226,6 +226,10 @@ def test_given_first_view_features_equal_encoding_every_view(tiny_model):
   first = full[:, 0] + 1.0  # not the encoder's: slot 0 must be this, as given
   np.testing.assert_allclose(feats(images, mask, 0, first), full.at[:, 0].set(first), atol=1e-6)
   np.testing.assert_allclose(feats(images, mask, 4, first), packed.at[:, 0].set(first), atol=1e-6)
+  lone = mask & (jnp.arange(3) == 0)  # one real view of three: packed = 2 encodes none
+  np.testing.assert_allclose(
+    feats(images, lone, 2, first), feats(images, lone, 2).at[:, 0].set(first), atol=1e-6
+  )
   for p in (0, 2):  # one view per object: nothing left to encode
     np.testing.assert_allclose(feats(images[:, :1], mask[:, :1], p, first), first[:, None])
   with pytest.raises(ValueError, match='first must be'):

@@ -106,7 +106,9 @@ def fold_h_output(n: int, side: int, c: int, backend: str | None = None) -> bool
   decoder's 32^3 64 -> 64 29.2 / 25.5 and 64 -> 32 21.1 / 17.6 without YNNPACK's fusions
   (one-device programs), 41.2 / 36.0 and 26.8 / 29.0 with them; 32 -> 32 6.3 / 6.4; but at
   training's share (one core, batch 2) 86.2 / 102.6 and 55.1 / 57.2, so never for more
-  than one volume."""
+  than one volume. ``n`` is the traced (global) batch: a gradient at a global batch of 1
+  (training at batch size 1, the evaluate cost table's backward) takes it too, not
+  measured there."""
   cpu = (backend or jax.default_backend()) == 'cpu'
   return cpu and n == 1 and side >= FOLD_H_MIN_SIDE and c >= FOLD_H_MIN_INPUT
 
