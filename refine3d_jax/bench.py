@@ -12,9 +12,10 @@ reported apart, and warm-up steps until two in a row leave the peak RSS unchange
 10: where malloc keeps freed memory, hostmem.py, the heap grows over the first steps). Model
 FLOPs per step come from XLA's cost analysis of the lowered step on the CPU backend (GPU
 backends leave out the convolutions cuDNN runs), counting a multiply-add as 2; the fraction
-of the ceiling is achieved FLOP/s over the best float32 (and, on GPUs, bfloat16) matmul
-FLOP/s measured in the same run (two square sizes, `CEILING_SIZES`). The model's parameters
-and forward FLOPs per object at 1 and 20 views (`summary`); inference latency, the median
+of the ceiling is achieved FLOP/s over the best matmul FLOP/s in the model's dtype (float32
+or bfloat16, on any device) measured in the same run (two square sizes, `CEILING_SIZES`).
+The model's parameters and forward FLOPs per object at 1 and 20 views (`summary`);
+inference latency, the median
 of 10 calls (or `--steps`, if more; fewer where a call takes seconds) after the compiling
 call and 3 untimed ones (`bench_inference`). Where the time goes: each of
 the four modules alone, forward and backward on the multi-view batch's shapes, with its
@@ -294,7 +295,10 @@ def run(
   gpu = device.platform != 'cpu'
   sizes = CEILING_SIZES['gpu' if gpu else 'cpu']
   ceilings, ceiling_sizes = {}, {}
-  for dtype in ('float32', 'bfloat16') if gpu else ('float32',):
+  # bfloat16's ceiling on GPUs, and wherever the model computes in it (a bfloat16 model on a
+  # CPU is measured against the CPU's bfloat16 matmul)
+  bf16 = gpu or config.model.dtype == 'bfloat16'
+  for dtype in ('float32', 'bfloat16') if bf16 else ('float32',):
     ceilings[dtype], ceiling_sizes[dtype] = matmul_ceiling(dtype, sizes)
   multi_views = max(views)
   config = config.copy_and_resolve_references()

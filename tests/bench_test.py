@@ -116,6 +116,33 @@ def test_bench_train_only_skips_the_rest():
   assert 'of ceiling' in table and 'modules alone' not in table
 
 
+def test_bench_measures_a_bfloat16_model_against_the_bfloat16_matmul(monkeypatch):
+  """A bfloat16 model's fraction is of the bfloat16 ceiling, on CPUs too (it was a KeyError
+  there: only float32's was measured)."""
+  measured = []
+  ceilings = {'float32': 100.0, 'bfloat16': 400.0}
+
+  def fake_ceiling(dtype, sizes, repeats=10):
+    measured.append(dtype)
+    return ceilings[dtype], sizes[0]
+
+  monkeypatch.setattr(bench, 'matmul_ceiling', fake_ceiling)
+  config = jtso_config.get_config('tiny')
+  config.model.volume_size = 16
+  config.model.refiner_widths = (4, 4)
+  config.model.dtype = 'bfloat16'
+  r = bench.run(config, batch=2, views=(1, 2), steps=1, train_only=True)
+  assert sorted(measured) == ['bfloat16', 'float32'] and r['dtype'] == 'bfloat16'
+  for s in r['train'].values():
+    assert s['fraction_of_ceiling'] == pytest.approx(s['gflops_per_s'] / 400.0)
+  measured.clear()
+  config.model.dtype = 'float32'
+  r = bench.run(config, batch=2, views=(1, 2), steps=1, train_only=True)
+  assert measured == (['float32', 'bfloat16'] if jax.default_backend() != 'cpu' else ['float32'])
+  for s in r['train'].values():
+    assert s['fraction_of_ceiling'] == pytest.approx(s['gflops_per_s'] / 100.0)
+
+
 def test_bench_times_the_packed_step_where_training_packs(monkeypatch):
   """With data.paired_views, the bench's batches hold pairs of min_views + views real views
   and its multi-view steps are traced with that `packed`, as in training; stage 1 with 0."""
