@@ -12,16 +12,16 @@ reported apart, and warm-up steps until two in a row leave the peak RSS unchange
 10: where malloc keeps freed memory, hostmem.py, the heap grows over the first steps). Model
 FLOPs per step come from XLA's cost analysis of the lowered step on the CPU backend (GPU
 backends leave out the convolutions cuDNN runs), counting a multiply-add as 2; the fraction
-of the ceiling is achieved FLOP/s over the best matmul FLOP/s in the model's dtype (float32
-or bfloat16, on any device) measured in the same run (two square sizes, `CEILING_SIZES`).
-The model's parameters and forward FLOPs per object at 1 and 20 views (`summary`);
-inference latency, the median
-of 10 calls (or `--steps`, if more; fewer where a call takes seconds) after the compiling
-call and 3 untimed ones (`bench_inference`). Where the time goes: each of
-the four modules alone, forward and backward on the multi-view batch's shapes, with its
-share of their summed time. The input pipeline is timed on the config's dataset when it is
-built (the training protocol, `--views` views) and reported as a ratio to the examples per
-second the slowest stage consumes. Peak memory: device statistics where the backend has
+of the ceiling is achieved FLOP/s over the best matmul FLOP/s in the model's dtype measured
+in the same run (two square sizes, `CEILING_SIZES`; float32's always, bfloat16's too on GPUs
+and for a bfloat16 model). The model's parameters and forward FLOPs per object at 1 and 20
+views (`summary`); inference latency, the median of 10 calls (or `--steps`, if more; fewer
+where a call takes seconds) after the compiling call and 3 untimed ones
+(`bench_inference`). Where the time goes: each of the four modules alone, forward and
+backward on the multi-view batch's shapes, with its share of their summed time. The input
+pipeline is timed on the config's dataset when it is built (the training protocol,
+`--views` views) and reported as a ratio to the examples per second the slowest stage
+consumes. Peak memory: device statistics where the backend has
 them, and the process's peak RSS. Last, the wall time of the config's whole run (training,
 validations, evaluation) at these rates (`projection.py`; the paper run needs no data). As
 main.py, it re-executes itself with glibc's malloc tuned (refine3d_jax/hostmem.py; the

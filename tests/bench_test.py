@@ -133,6 +133,7 @@ def test_bench_measures_a_bfloat16_model_against_the_bfloat16_matmul(monkeypatch
   config.model.dtype = 'bfloat16'
   r = bench.run(config, batch=2, views=(1, 2), steps=1, train_only=True)
   assert sorted(measured) == ['bfloat16', 'float32'] and r['dtype'] == 'bfloat16'
+  assert r['matmul_gflops'] == ceilings and 'bfloat16 400.0 GFLOP/s' in bench.format_table(r)
   for s in r['train'].values():
     assert s['fraction_of_ceiling'] == pytest.approx(s['gflops_per_s'] / 400.0)
   measured.clear()
