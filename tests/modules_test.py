@@ -159,31 +159,29 @@ def test_conv3d_fold_with_a_mixed_kernel_gradient_equals_native(monkeypatch):
       np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='fold_h_output is for CPUs only')
 @pytest.mark.parametrize('kernel', [3, 4])
-def test_conv3d_h_taps_on_the_output_for_one_volume_equal_native(monkeypatch, kernel):
-  # fold_h_output (one volume of a wide layer on a large grid, CPUs), made to apply to a
-  # small layer: the same output and gradients as the native convolution, and used
-  assert conv3d_lib.fold_h_output(1, 32, 64, backend='cpu')
-  assert not conv3d_lib.fold_h_output(2, 32, 64, backend='cpu')
-  assert not conv3d_lib.fold_h_output(1, 16, 64, backend='cpu')
-  assert not conv3d_lib.fold_h_output(1, 32, 32, backend='cpu')
-  assert not conv3d_lib.fold_h_output(1, 32, 64, backend='gpu')
-  monkeypatch.setattr(conv3d_lib, 'FOLD_H_MIN_SIDE', 4)
-  monkeypatch.setattr(conv3d_lib, 'FOLD_H_MIN_INPUT', 2)
-  x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 5, 4, 3))
+def test_conv3d_folds_one_volume_on_its_outputs_on_cpus(kernel):
+  # one_volume_on_output: on CPUs 'auto' folds every layer of one volume on its outputs,
+  # widening ones too (3 -> 5 here, which fold_output alone folds on the input); a batch of
+  # two folds on the input. Either way the same output and gradients as native.
+  assert conv3d_lib.one_volume_on_output(1, backend='cpu')
+  assert not conv3d_lib.one_volume_on_output(2, backend='cpu')
+  assert not conv3d_lib.one_volume_on_output(1, backend='gpu')
   w = jax.random.normal(jax.random.PRNGKey(1), (kernel,) * 3 + (3, 5))
   auto = lambda x, w: conv3d_lib.conv3d(x, w, 'auto')
-  jaxpr = str(jax.make_jaxpr(auto)(x, w))
-  # one 2D convolution of [1, kw] taps from kd * C to kh * O channels
-  assert jaxpr.count('conv_general_dilated') == 1
-  assert f'f32[1,{kernel},{kernel * 3},{kernel * 5}]' in jaxpr
+  native = lambda x, w: conv3d_lib.conv3d(x, w, 'native')
   loss = lambda f: lambda x, w: (jnp.sin(f(x, w)) ** 2).sum()
-  want = jax.grad(loss(lambda x, w: conv3d_lib.conv3d(x, w, 'native')), (0, 1))(x, w)
-  got = jax.jit(jax.grad(loss(auto), (0, 1)))(x, w)
-  np.testing.assert_allclose(auto(x, w), conv3d_lib.conv3d(x, w, 'native'), atol=1e-4)
-  for g, r in zip(got, want):
-    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+  for n, on_output in ((1, jax.default_backend() == 'cpu'), (2, False)):
+    x = jax.random.normal(jax.random.PRNGKey(0), (n, 6, 5, 4, 3))
+    jaxpr = str(jax.make_jaxpr(auto)(x, w))
+    # on the outputs: one 2D convolution of k x k taps from C to k * O channels
+    assert (f'f32[{kernel},{kernel},3,{kernel * 5}]' in jaxpr) == on_output, n
+    assert (f'f32[{kernel},{kernel},{kernel * 3},5]' in jaxpr) == (not on_output), n
+    np.testing.assert_allclose(auto(x, w), native(x, w), atol=1e-4)
+    got = jax.jit(jax.grad(loss(auto), (0, 1)))(x, w)
+    want = jax.grad(loss(native), (0, 1))(x, w)
+    for g, r in zip(got, want):
+      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
 def test_fold_impl2d_is_mixed_for_wide_layers_on_large_grids_on_cpus():

@@ -9,8 +9,8 @@ summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
 On CPUs the folded convolution of a wide layer on a large grid takes its kernel gradient as
 matrix products (``fold_impl2d``: ``conv2d``'s 'mixed', ``conv2d.tap_kernel_grad``), and
-'auto' puts the H taps on the output side for one volume (``fold_h_output``: a one-object
-forward's fastest lowering, slower at training's batches).
+'auto' folds every layer of one volume on its outputs (``one_volume_on_output``: a
+one-object forward's fastest lowering).
 ``impl='auto'`` folds on CPUs and GPUs, where folding was measured faster for every 3D
 layer of the quick and paper models, and stays native elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
@@ -60,15 +60,7 @@ def conv3d(
   kd, kh, kw, c, o = kernel.shape
   if (kd, kh, kw) == (1, 1, 1):
     return jnp.einsum('ndhwc,co->ndhwo', x, kernel[0, 0, 0])
-  if (
-    impl == 'auto'
-    and impl2d is None
-    and not fold_output(c, o, kd)
-    and fold_h_output(x.shape[0], min(x.shape[2:4]), c)
-  ):
-    return _fold_h_output(x, kernel)
-  impl = resolve_impl(impl)
-  if impl == 'native':
+  if resolve_impl(impl) == 'native':
     return lax.conv_general_dilated(
       x,
       kernel,
@@ -77,7 +69,8 @@ def conv3d(
       dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
     )
   n, d, h, w, _ = x.shape
-  if fold_output(c, o, kd):
+  one_volume = impl == 'auto' and impl2d is None and one_volume_on_output(n)
+  if one_volume or fold_output(c, o, kd):
     # the kd depth taps as kd * o output channels of one 2D convolution, then summed
     # over depth-shifted slices: y[i] = sum_a z[i + a - lo, a]
     kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
@@ -93,44 +86,23 @@ def conv3d(
   return y.reshape(n, d, h, w, o)
 
 
-FOLD_H_MIN_SIDE = 32
-FOLD_H_MIN_INPUT = 64
-
-
-def fold_h_output(n: int, side: int, c: int, backend: str | None = None) -> bool:
-  """Whether 'auto' folds the depth taps on the input and the H taps on the output
-  (``_fold_h_output``): on CPUs, for one volume (``n`` = 1: a one-object forward, as
-  ``predict`` and the bench's batch-1 latency run) of wide layers (``c`` >=
-  FOLD_H_MIN_INPUT) on large grids (``side`` >= FOLD_H_MIN_SIDE). Measured (2-core AMD EPYC
-  Zen 5, batch 1, forward, ms fold / this, BENCHMARKS.md 2026-12-02 15:15): the paper
-  decoder's 32^3 64 -> 64 29.2 / 25.5 and 64 -> 32 21.1 / 17.6 without YNNPACK's fusions
-  (one-device programs), 41.2 / 36.0 and 26.8 / 29.0 with them; 32 -> 32 6.3 / 6.4; but at
-  training's share (one core, batch 2) 86.2 / 102.6 and 55.1 / 57.2, so never for more
-  than one volume. ``n`` is the traced (global) batch: a gradient at a global batch of 1
-  (training at batch size 1, the evaluate cost table's backward) takes it too, not
-  measured there."""
-  cpu = (backend or jax.default_backend()) == 'cpu'
-  return cpu and n == 1 and side >= FOLD_H_MIN_SIDE and c >= FOLD_H_MIN_INPUT
-
-
-def _fold_h_output(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """``conv3d`` as one 2D convolution of ``[1, kw]`` taps from ``kd * C`` (the depth taps
-  stacked on the input, as 'fold') to ``kh * O`` channels (the H taps on the output), then
-  the ``kh`` H-shifted slices summed: y[.., i, ..] = sum_b z[.., i + b - lo, .., b]."""
-  kd, kh, kw, c, o = kernel.shape
-  n, d, h, w, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
-  stacked = jnp.concatenate([xp[:, i : i + d] for i in range(kd)], axis=-1)
-  kernel2d = jnp.transpose(kernel, (2, 0, 3, 1, 4)).reshape(1, kw, kd * c, kh * o)
-  z = lax.conv_general_dilated(
-    stacked.reshape(n * d, h, w, kd * c),
-    kernel2d,
-    (1, 1),
-    [(0, 0), same_padding(kw)],
-    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-  )
-  z = jnp.pad(z.reshape(n * d, h, w, kh, o), ((0, 0), same_padding(kh), (0, 0), (0, 0), (0, 0)))
-  return sum(z[:, b : b + h, :, b] for b in range(kh)).reshape(n, d, h, w, o)
+def one_volume_on_output(n: int, backend: str | None = None) -> bool:
+  """Whether 'auto' folds the depth taps on the output channels (as ``fold_output`` does for
+  narrowing layers) for every layer: on CPUs, where the convolution sees one volume (``n``
+  = 1: a one-object forward, as ``predict`` and the bench's batch-1 latency run). Measured
+  (2-core AMD EPYC Zen 5, batch 1, one device of both cores without YNNPACK's fusions,
+  forward, medians of 22-37 alternated calls, ms on the output / as 'auto' chose before:
+  the depth taps on the input, or for 32^3 layers of 64 inputs the H taps on the output):
+  the paper decoder's 32^3 64 -> 64 21.1 / 25.5, 64 -> 32 11.0 / 15.9, 32 -> 32 5.6 / 7.1,
+  16^3 64 -> 64 2.5 / 2.9, 128 -> 64 4.4 / 5.2, 8^3 and 4^3 128 -> 128 level; the refiner's
+  k = 4 layers 16^3 32 -> 64 2.7 / 3.1, 64 -> 32 2.6 / 3.3, 8^3 128 -> 64 1.4 / 1.7, 64 ->
+  128 level; the quick preset's 32^3 16 -> 16 2.0 / 2.7, 8 -> 8 (k = 4) 1.3 / 2.6. Not at
+  training's batches (two devices of one core, batch 2 each, 32^3 layers: forward level,
+  64 -> 32 1.4x faster, but input gradients 1.1-1.2x slower and kernel gradients unsteady
+  between runs). ``n`` is the traced (global) batch: a
+  gradient at a global batch of 1 (training at batch size 1, the evaluate cost table's
+  backward) takes it too, not measured there."""
+  return (backend or jax.default_backend()) == 'cpu' and n == 1
 
 
 FOLD_MIXED_MIN_FEATURES = 64
