@@ -97,9 +97,10 @@ def one_volume_on_output(n: int, backend: str | None = None) -> bool:
   16^3 64 -> 64 2.5 / 2.9, 128 -> 64 4.4 / 5.2, 8^3 and 4^3 128 -> 128 level; the refiner's
   k = 4 layers 16^3 32 -> 64 2.7 / 3.1, 64 -> 32 2.6 / 3.3, 8^3 128 -> 64 1.4 / 1.7, 64 ->
   128 level; the quick preset's 32^3 16 -> 16 2.0 / 2.7, 8 -> 8 (k = 4) 1.3 / 2.6. Not at
-  training's batches (two devices of one core, batch 2 each, 32^3 layers: forward level,
-  64 -> 32 1.4x faster, but input gradients 1.1-1.2x slower and kernel gradients unsteady
-  between runs). ``n`` is the traced (global) batch: a
+  training's batches (two devices of one core, batch 2 each, the paper decoder's 32^3
+  layers on the output / on the input, three runs: forward 64 -> 64 level, 64 -> 32 1.4x
+  faster, 32 -> 32 level to 1.4x slower; input gradients 1.1-1.3x slower; kernel
+  gradients slower in 8 of the 9 layer-runs). ``n`` is the traced (global) batch: a
   gradient at a global batch of 1 (training at batch size 1, the evaluate cost table's
   backward) takes it too, not measured there."""
   return (backend or jax.default_backend()) == 'cpu' and n == 1
