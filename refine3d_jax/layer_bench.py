@@ -10,7 +10,8 @@ commands are in BENCHMARKS.md.
 
 up3d also times the dual grid (3x3x3 kernels; 'n/a' for others).
 conv3d times 'native', 'fold' (as `conv3d` chooses its 2D lowering: `fold_impl2d`) and
-'fold2n' (the fold with a native 2D convolution throughout, as before `fold_impl2d`).
+'fold2n' (the fold with a native 2D convolution throughout, as before `fold_impl2d`); at
+batch 1 on CPUs 'auto' computes the forward as neither (`conv3d.one_volume_on_output`).
 `parts` times the forward, the input gradient and the kernel gradient apart, each as a
 fraction of a 2048^3 matmul measured first.
 """

@@ -159,29 +159,45 @@ def test_conv3d_fold_with_a_mixed_kernel_gradient_equals_native(monkeypatch):
       np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(
+  conv3d_lib.resolve_impl('auto') == 'native', reason="'auto' does not fold on this backend"
+)
 @pytest.mark.parametrize('kernel', [3, 4])
 def test_conv3d_folds_one_volume_on_its_outputs_on_cpus(kernel):
-  # one_volume_on_output: on CPUs 'auto' folds every layer of one volume on its outputs,
-  # widening ones too (3 -> 5 here, which fold_output alone folds on the input); a batch of
-  # two folds on the input. Either way the same output and gradients as native.
+  # one_volume_on_output: on CPUs the forward of one volume is folded on its outputs,
+  # widening layers too (3 -> 5 here, which fold_output alone folds on the input), its
+  # gradients those of the fold on the input; a batch of two, an explicit 'fold' and an
+  # explicit 2D lowering fold on the input. Every way the same output and gradients as native.
   assert conv3d_lib.one_volume_on_output(1, backend='cpu')
   assert not conv3d_lib.one_volume_on_output(2, backend='cpu')
   assert not conv3d_lib.one_volume_on_output(1, backend='gpu')
   w = jax.random.normal(jax.random.PRNGKey(1), (kernel,) * 3 + (3, 5))
-  auto = lambda x, w: conv3d_lib.conv3d(x, w, 'auto')
   native = lambda x, w: conv3d_lib.conv3d(x, w, 'native')
   loss = lambda f: lambda x, w: (jnp.sin(f(x, w)) ** 2).sum()
-  for n, on_output in ((1, jax.default_backend() == 'cpu'), (2, False)):
+  on_cpu = jax.default_backend() == 'cpu'
+  cases = [
+    (1, dict(impl='auto'), on_cpu),
+    (2, dict(impl='auto'), False),
+    (1, dict(impl='fold'), False),
+    (1, dict(impl='auto', impl2d='native'), False),
+  ]
+  for n, kwargs, on_output in cases:
     x = jax.random.normal(jax.random.PRNGKey(0), (n, 6, 5, 4, 3))
-    jaxpr = str(jax.make_jaxpr(auto)(x, w))
+    f = lambda x, w, kw=kwargs: conv3d_lib.conv3d(x, w, **kw)
+    jaxpr = str(jax.make_jaxpr(f)(x, w))
     # on the outputs: one 2D convolution of k x k taps from C to k * O channels
-    assert (f'f32[{kernel},{kernel},3,{kernel * 5}]' in jaxpr) == on_output, n
-    assert (f'f32[{kernel},{kernel},{kernel * 3},5]' in jaxpr) == (not on_output), n
-    np.testing.assert_allclose(auto(x, w), native(x, w), atol=1e-4)
-    got = jax.jit(jax.grad(loss(auto), (0, 1)))(x, w)
+    assert (f'f32[{kernel},{kernel},3,{kernel * 5}]' in jaxpr) == on_output, (n, kwargs)
+    assert ('custom_vjp_call' in jaxpr) == on_output, (n, kwargs)
+    np.testing.assert_allclose(f(x, w), native(x, w), atol=1e-4)
+    got = jax.jit(jax.grad(loss(f), (0, 1)))(x, w)
     want = jax.grad(loss(native), (0, 1))(x, w)
     for g, r in zip(got, want):
       np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+  # one volume's gradients are the fold on the input's: its kernel is in the gradient's
+  # program (the forward folds on the output)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 6, 5, 4, 3))
+  grad = jax.make_jaxpr(jax.grad(loss(lambda x, w: conv3d_lib.conv3d(x, w)), (0, 1)))(x, w)
+  assert f'f32[{kernel},{kernel},{kernel * 3},5]' in str(grad)
 
 
 def test_fold_impl2d_is_mixed_for_wide_layers_on_large_grids_on_cpus():

@@ -9,8 +9,8 @@ summed over shifted slices: see ``fold_output``). ``impl='native'`` is
 ``lax.conv_general_dilated`` in 3D. ``1x1x1`` kernels are a matmul in both cases.
 On CPUs the folded convolution of a wide layer on a large grid takes its kernel gradient as
 matrix products (``fold_impl2d``: ``conv2d``'s 'mixed', ``conv2d.tap_kernel_grad``), and
-'auto' folds every layer of one volume on its outputs (``one_volume_on_output``: a
-one-object forward's fastest lowering).
+'auto' computes the forward of one volume (a one-object forward) folded on its outputs
+(``one_volume_on_output``).
 ``impl='auto'`` folds on CPUs and GPUs, where folding was measured faster for every 3D
 layer of the quick and paper models, and stays native elsewhere (TPUs: not measured).
 The per-layer and per-step figures, and their commands (``python -m
@@ -68,17 +68,31 @@ def conv3d(
       [same_padding(k) for k in (kd, kh, kw)],
       dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
     )
+  if fold_output(c, o, kd):
+    return _fold_on_output(x, kernel)
+  if impl == 'auto' and impl2d is None and one_volume_on_output(x.shape[0]):
+    return _one_volume(x, kernel)
+  return _fold_on_input(x, kernel, impl2d)
+
+
+def _fold_on_output(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The kd depth taps as kd * o output channels of one 2D convolution, then summed over
+  depth-shifted slices: y[i] = sum_a z[i + a - lo, a]."""
+  kd, kh, kw, c, o = kernel.shape
   n, d, h, w, _ = x.shape
-  one_volume = impl == 'auto' and impl2d is None and one_volume_on_output(n)
-  if one_volume or fold_output(c, o, kd):
-    # the kd depth taps as kd * o output channels of one 2D convolution, then summed
-    # over depth-shifted slices: y[i] = sum_a z[i + a - lo, a]
-    kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
-    z = conv2d(x.reshape(n * d, h, w, c), kernel2d, 'native')
-    z = jnp.pad(
-      z.reshape(n, d, h, w, kd, o), ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0), (0, 0))
-    )
-    return sum(z[:, a : a + d, :, :, a] for a in range(kd))
+  kernel2d = jnp.transpose(kernel, (1, 2, 3, 0, 4)).reshape(kh, kw, c, kd * o)
+  z = conv2d(x.reshape(n * d, h, w, c), kernel2d, 'native')
+  z = jnp.pad(
+    z.reshape(n, d, h, w, kd, o), ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0), (0, 0))
+  )
+  return sum(z[:, a : a + d, :, :, a] for a in range(kd))
+
+
+def _fold_on_input(x: jax.Array, kernel: jax.Array, impl2d: str | None = None) -> jax.Array:
+  """The kd depth-shifted copies of the input stacked on its channels, one 2D convolution
+  (``impl2d``, default ``fold_impl2d``'s choice)."""
+  kd, kh, kw, c, o = kernel.shape
+  n, d, h, w, _ = x.shape
   xp = jnp.pad(x, ((0, 0), same_padding(kd), (0, 0), (0, 0), (0, 0)))
   stacked = jnp.concatenate([xp[:, i : i + d] for i in range(kd)], axis=-1)
   kernel2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * c, o)
@@ -86,23 +100,35 @@ def conv3d(
   return y.reshape(n, d, h, w, o)
 
 
+@jax.custom_vjp
+def _one_volume(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``_fold_on_output``'s forward with ``_fold_on_input``'s gradients, as larger batches
+  take them (``one_volume_on_output``)."""
+  return _fold_on_output(x, kernel)
+
+
+def _one_volume_fwd(x, kernel):
+  return _fold_on_output(x, kernel), (x, kernel)
+
+
+def _one_volume_bwd(residuals, dy):
+  return jax.vjp(_fold_on_input, *residuals)[1](dy)
+
+
+_one_volume.defvjp(_one_volume_fwd, _one_volume_bwd)
+
+
 def one_volume_on_output(n: int, backend: str | None = None) -> bool:
-  """Whether 'auto' folds the depth taps on the output channels (as ``fold_output`` does for
-  narrowing layers) for every layer: on CPUs, where the convolution sees one volume (``n``
-  = 1: a one-object forward, as ``predict`` and the bench's batch-1 latency run). Measured
-  (2-core AMD EPYC Zen 5, batch 1, one device of both cores without YNNPACK's fusions,
-  forward, medians of 22-37 alternated calls, ms on the output / as 'auto' chose before:
-  the depth taps on the input, or for 32^3 layers of 64 inputs the H taps on the output):
-  the paper decoder's 32^3 64 -> 64 21.1 / 25.5, 64 -> 32 11.0 / 15.9, 32 -> 32 5.6 / 7.1,
-  16^3 64 -> 64 2.5 / 2.9, 128 -> 64 4.4 / 5.2, 8^3 and 4^3 128 -> 128 level; the refiner's
-  k = 4 layers 16^3 32 -> 64 2.7 / 3.1, 64 -> 32 2.6 / 3.3, 8^3 128 -> 64 1.4 / 1.7, 64 ->
-  128 level; the quick preset's 32^3 16 -> 16 2.0 / 2.7, 8 -> 8 (k = 4) 1.3 / 2.6. Not at
-  training's batches (two devices of one core, batch 2 each, the paper decoder's 32^3
-  layers on the output / on the input, three runs: forward 64 -> 64 level, 64 -> 32 1.4x
-  faster, 32 -> 32 level to 1.4x slower; input gradients 1.1-1.3x slower; kernel
-  gradients slower in 8 of the 9 layer-runs). ``n`` is the traced (global) batch: a
-  gradient at a global batch of 1 (training at batch size 1, the evaluate cost table's
-  backward) takes it too, not measured there."""
+  """Whether 'auto' computes a layer's forward folded on its output channels (as
+  ``fold_output`` does for narrowing layers) whatever its widths: on CPUs, where the
+  convolution sees one volume (``n``, the traced global batch, = 1: a one-object forward,
+  as ``predict`` and the bench's batch-1 latency run). Its gradients stay those of the
+  fold on the input (``_one_volume``). Measured (2-core AMD EPYC Zen 5, batch 1, one device
+  of both cores without YNNPACK's fusions, ms against 'auto' before): the paper decoder's
+  32^3 64 -> 64 21.1 / 25.5, 64 -> 32 11.0 / 15.9, 32 -> 32 5.6 / 7.1, faster or level in
+  each of 14 layers of both presets; the paper model's one-view forward 1.09x. At
+  training's batches the fold on the input stays (gradients slower on the output; figures
+  in BENCHMARKS.md, 2026-12-03 06:49)."""
   return (backend or jax.default_backend()) == 'cpu' and n == 1
 
 
