@@ -8,6 +8,7 @@ its first k views, each its own single-view example (`single_view_batch`). With
 `packed = P` (input_pipeline.pair_total) the multi-view pass encodes only the real views.
 """
 
+import contextlib
 from typing import Any
 
 import jax
@@ -84,6 +85,7 @@ def train_step(
   single_views: int = 1,
   ema_decay: float = 0.0,
   packed: int = 0,
+  mesh: jax.sharding.Mesh | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
 
@@ -96,11 +98,16 @@ def train_step(
   gradient, which that features' reuse cuts, is discarded anyway): the same losses and
   routed gradients, one encoding per object fewer.
   A state with ema_params moves them towards the new params (`ema_update`).
+  `mesh`: the data mesh the step is partitioned over; the model traces under it (its
+  abstract mesh), so layers may place small operands across it (the refiner's bottleneck
+  gathers its batch rows: refiner.gathered_rows).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  run = lambda images, mask, voxels, packed=0, first=None: grad_fn(
-    state.params, state.batch_stats, model, images, mask, voxels, packed, first
-  )
+
+  def run(images, mask, voxels, packed=0, first=None):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if mesh else contextlib.nullcontext():
+      return grad_fn(state.params, state.batch_stats, model, images, mask, voxels, packed, first)
+
   out = {}
   single = multi = first = None
   batch_stats = state.batch_stats

@@ -119,6 +119,7 @@ def make_train_steps(
         lr_scale=lr_scale,
         single_views=config.train.single_views,
         ema_decay=config.train.ema_decay,
+        mesh=parallel.make_mesh(),
       ),
       donate_argnums=0,
       static_argnames='packed',

@@ -8,6 +8,7 @@ import pytest
 
 from refine3d_jax.models import conv2d as conv2d_lib
 from refine3d_jax.models import conv3d as conv3d_lib
+from refine3d_jax.models import refiner as refiner_lib
 from refine3d_jax.models.conv3d import Conv3D, resolve_impl
 from refine3d_jax.models.decoder import Decoder, num_upsamplings
 from refine3d_jax.models.resample import depth_to_space, space_to_depth, upsample_nearest
@@ -487,6 +488,26 @@ def test_batch_outer_dot_is_dense(dtype):
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), **tol)
   with pytest.raises(ValueError, match=r'\[B, in\] @ \[in, out\] only'):
     nn.Dense(4, dot_general=batch_outer_dot).init(jax.random.key(0), jnp.ones((2, 3, 5)))
+
+
+def test_batch_outer_dot_gathers_its_rows_under_a_mesh():
+  """Under a mesh (the train steps trace under the data mesh) the kernel gradient gathers
+  the batch's rows, at most GATHER_MAX_ROWS of them; the same gradients."""
+  dense = nn.Dense(24, dot_general=batch_outer_dot)
+  params = dense.init(jax.random.key(1), jnp.ones((1, 40)))
+  grad = jax.grad(lambda p, x: jnp.sum(jnp.sin(dense.apply(p, x))), argnums=(0, 1))
+  constraints = lambda x: str(jax.make_jaxpr(grad)(params, x)).count('sharding_constraint')
+  x = jax.random.normal(jax.random.key(0), (3, 40))
+  many = jnp.ones((refiner_lib.GATHER_MAX_ROWS + 1, 40))
+  auto = dict(axis_types=(jax.sharding.AxisType.Auto,))
+  assert constraints(x) == 0
+  with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((2,), ('data',), **auto)):
+    assert constraints(x) == 2 and constraints(many) == 0
+  with jax.set_mesh(jax.make_mesh((1,), ('data',), **auto)):
+    got = jax.jit(grad)(params, x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(grad(params, x))):
+    assert np.abs(np.asarray(b)).max() > 0.1
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_decoder_conv_shortcuts_everywhere():

@@ -77,6 +77,27 @@ def test_four_devices_match_one_with_gradients():
   assert r['grads_error'] < 1e-4 and r['grads_replicated'], r
 
 
+def test_bottleneck_kernel_gradient_gathers_rows_on_four_devices():
+  """The refiner bottleneck's kernel gradient under the data mesh: every device sums the
+  gathered rows' outer products (no all-reduce of the [in, out] gradient), in the Dense
+  layer alone and in a stage-1 train step from train.make_train_steps; equal to one
+  device's."""
+  proc = subprocess.run(
+    [sys.executable, '-m', 'tests.parallel_worker', 'outer'],
+    cwd=ROOT,
+    env=worker_env(4),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT,
+    check=False,
+  )
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  r = result(proc.stdout)
+  assert r['grads_error'] < 1e-5, r
+  assert r['dense_all_gathers'] > 0 and not r['dense_kernel_all_reduced'], r
+  assert r['step_all_gathers'] > 0 and not r['step_fc_all_reduced'], r
+
+
 def free_port():
   try:
     import portpicker  # pylint: disable=g-import-not-at-top

@@ -3,6 +3,7 @@ jax.distributed must be set up before JAX starts). Prints one line `RESULT <json
 
   # with XLA_FLAGS=--xla_force_host_platform_device_count=4:
   python -m tests.parallel_worker devices [--grad]
+  python -m tests.parallel_worker outer
   python -m tests.parallel_worker process ID PORT   # one of two processes on 127.0.0.1
 """
 
@@ -157,6 +158,58 @@ def process(process_id, port):
   return out
 
 
+def outer():
+  """The refiner bottleneck's kernel gradient on four devices under the data mesh: the
+  Dense layer's (refiner.batch_outer_dot) against one device's, and whether its program and
+  a stage-1 train step's (tiny preset with a bottleneck, train.make_train_steps) gather the
+  rows or all-reduce an [in, out] kernel gradient."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from configs import jtso as jtso_config  # pylint: disable=g-import-not-at-top
+  from refine3d_jax import jtso, parallel, train, train_state  # pylint: disable=g-import-not-at-top
+  from refine3d_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  from refine3d_jax.models.refiner import batch_outer_dot  # pylint: disable=g-import-not-at-top
+
+  jax.config.update('jax_default_matmul_precision', 'highest')
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  data = dict(
+    x=rng.standard_normal((BATCH, 24), np.float32), w=rng.standard_normal((BATCH, 16), np.float32)
+  )
+  dense = nn.Dense(16, dot_general=batch_outer_dot)
+  params = dense.init(jax.random.key(0), data['x'])
+  grad_fn = lambda: jax.jit(jax.grad(lambda p, x, w: jnp.sum(dense.apply(p, x) * w)))
+  want = grad_fn()(params, data['x'], data['w'])
+  sharded = parallel.shard_batch(data, mesh)
+  args = (parallel.replicate(params, mesh), sharded['x'], sharded['w'])
+  with jax.set_mesh(mesh):
+    got = grad_fn()(*args)
+    dense_hlo = grad_fn().lower(*args).compile().as_text()
+  config = jtso_config.get_config('tiny')
+  config.model.refiner_bottleneck = 8
+  model = create_model(config.model)
+  tx = jtso.optimizer(config)
+  state = parallel.replicate(train_state.create_train_state(config, model, tx), mesh)
+  batch = parallel.shard_batch(make_batch(model.image_size), mesh)
+  step = train.make_train_steps(config, model, tx, lambda s: 1e-3)['base']
+  step_hlo = step.lower(state, batch, packed=0).compile().as_text()
+  fc = [state.params['refiner'][name]['kernel'].shape for name in ('fc1', 'fc2')]
+  reduced = lambda text, shapes: any(
+    'all-reduce(' in line and f'f32[{",".join(map(str, shape))}]' in line
+    for line in text.splitlines()
+    for shape in shapes
+  )
+  return dict(
+    grads_error=max(rel_error(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
+    dense_all_gathers=dense_hlo.count('all-gather('),
+    dense_kernel_all_reduced=reduced(dense_hlo, [(24, 16)]),
+    step_all_gathers=step_hlo.count('all-gather('),
+    step_fc_all_reduced=reduced(step_hlo, fc),
+    fc_shapes=fc,
+  )
+
+
 TRAIN_STEPS = 2
 
 
@@ -206,6 +259,8 @@ def params_digest(params):
 if __name__ == '__main__':
   if sys.argv[1] == 'devices':
     result = devices(grad='--grad' in sys.argv)
+  elif sys.argv[1] == 'outer':
+    result = outer()
   else:
     result = process(int(sys.argv[2]), int(sys.argv[3]))
   print('RESULT ' + json.dumps(result), flush=True)
