@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from refine3d_jax import jtso, losses, metrics
+from refine3d_jax import jtso, losses, metrics, parallel
 from refine3d_jax.models import Refine3DNet
 from refine3d_jax.train_state import TrainState
 
@@ -85,7 +85,7 @@ def train_step(
   single_views: int = 1,
   ema_decay: float = 0.0,
   packed: int = 0,
-  mesh: jax.sharding.Mesh | None = None,
+  data_parallel: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One JTSO step of `stage`: the losses it needs, routed gradients, Adam on its groups.
 
@@ -98,14 +98,16 @@ def train_step(
   gradient, which that features' reuse cuts, is discarded anyway): the same losses and
   routed gradients, one encoding per object fewer.
   A state with ema_params moves them towards the new params (`ema_update`).
-  `mesh`: the data mesh the step is partitioned over; the model traces under it (its
-  abstract mesh), so layers may place small operands across it (the refiner's bottleneck
-  gathers its batch rows: refiner.gathered_rows).
+  `data_parallel`: the gradients trace under the data mesh's abstract mesh
+  (parallel.make_mesh, every device), so layers may replicate small operands on every
+  device of it (the refiner's bottleneck gathers its batch rows: refiner.gathered_rows);
+  the state and batch must then be placed on that mesh (parallel.replicate, shard_batch).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def run(images, mask, voxels, packed=0, first=None):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh) if mesh else contextlib.nullcontext():
+    data = parallel.make_mesh().abstract_mesh if data_parallel else None
+    with jax.sharding.use_abstract_mesh(data) if data else contextlib.nullcontext():
       return grad_fn(state.params, state.batch_stats, model, images, mask, voxels, packed, first)
 
   out = {}

@@ -119,7 +119,7 @@ def make_train_steps(
         lr_scale=lr_scale,
         single_views=config.train.single_views,
         ema_decay=config.train.ema_decay,
-        mesh=parallel.make_mesh(),
+        data_parallel=True,
       ),
       donate_argnums=0,
       static_argnames='packed',

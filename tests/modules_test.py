@@ -491,23 +491,23 @@ def test_batch_outer_dot_is_dense(dtype):
 
 
 def test_batch_outer_dot_gathers_its_rows_under_a_mesh():
-  """Under a mesh (the train steps trace under the data mesh) the kernel gradient gathers
-  the batch's rows, at most GATHER_MAX_ROWS of them; the same gradients."""
+  """Under an Auto mesh of several devices (the train steps trace under the data mesh) the
+  kernel gradient gathers the batch's rows, at most GATHER_MAX_ROWS of them; never under
+  one device or Explicit axes (parallel_test checks the gradients on four devices)."""
   dense = nn.Dense(24, dot_general=batch_outer_dot)
   params = dense.init(jax.random.key(1), jnp.ones((1, 40)))
   grad = jax.grad(lambda p, x: jnp.sum(jnp.sin(dense.apply(p, x))), argnums=(0, 1))
   constraints = lambda x: str(jax.make_jaxpr(grad)(params, x)).count('sharding_constraint')
   x = jax.random.normal(jax.random.key(0), (3, 40))
   many = jnp.ones((refiner_lib.GATHER_MAX_ROWS + 1, 40))
-  auto = dict(axis_types=(jax.sharding.AxisType.Auto,))
+  mesh = lambda n, kind: jax.sharding.AbstractMesh((n,), ('data',), axis_types=(kind,))
   assert constraints(x) == 0
-  with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((2,), ('data',), **auto)):
+  with jax.sharding.use_abstract_mesh(mesh(2, jax.sharding.AxisType.Auto)):
     assert constraints(x) == 2 and constraints(many) == 0
-  with jax.set_mesh(jax.make_mesh((1,), ('data',), **auto)):
-    got = jax.jit(grad)(params, x)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(grad(params, x))):
-    assert np.abs(np.asarray(b)).max() > 0.1
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  with jax.sharding.use_abstract_mesh(mesh(1, jax.sharding.AxisType.Auto)):
+    assert constraints(x) == 0
+  with jax.sharding.use_abstract_mesh(mesh(2, jax.sharding.AxisType.Explicit)):
+    assert constraints(x) == 0
 
 
 def test_decoder_conv_shortcuts_everywhere():

@@ -159,17 +159,17 @@ def process(process_id, port):
 
 
 def outer():
-  """The refiner bottleneck's kernel gradient on four devices under the data mesh: the
-  Dense layer's (refiner.batch_outer_dot) against one device's, and whether its program and
-  a stage-1 train step's (tiny preset with a bottleneck, train.make_train_steps) gather the
-  rows or all-reduce an [in, out] kernel gradient."""
+  """The refiner bottleneck's kernel gradient on four devices: the Dense layer's
+  (refiner.batch_outer_dot) under the data mesh against one device's; a stage-3 train step
+  (tiny preset with a bottleneck, train.make_train_steps): whether it gathers the rows or
+  all-reduces or all-gathers an [in, out] kernel gradient, and its parameters against the
+  same step without the gather (refiner.GATHER_MAX_ROWS = 0)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from configs import jtso as jtso_config  # pylint: disable=g-import-not-at-top
   from refine3d_jax import jtso, parallel, train, train_state  # pylint: disable=g-import-not-at-top
-  from refine3d_jax.models import create_model  # pylint: disable=g-import-not-at-top
-  from refine3d_jax.models.refiner import batch_outer_dot  # pylint: disable=g-import-not-at-top
+  from refine3d_jax.models import create_model, refiner  # pylint: disable=g-import-not-at-top
 
   jax.config.update('jax_default_matmul_precision', 'highest')
   mesh = parallel.make_mesh()
@@ -177,7 +177,7 @@ def outer():
   data = dict(
     x=rng.standard_normal((BATCH, 24), np.float32), w=rng.standard_normal((BATCH, 16), np.float32)
   )
-  dense = nn.Dense(16, dot_general=batch_outer_dot)
+  dense = nn.Dense(16, dot_general=refiner.batch_outer_dot)
   params = dense.init(jax.random.key(0), data['x'])
   grad_fn = lambda: jax.jit(jax.grad(lambda p, x, w: jnp.sum(dense.apply(p, x) * w)))
   want = grad_fn()(params, data['x'], data['w'])
@@ -187,26 +187,40 @@ def outer():
     got = grad_fn()(*args)
     dense_hlo = grad_fn().lower(*args).compile().as_text()
   config = jtso_config.get_config('tiny')
-  config.model.refiner_bottleneck = 8
+  config.model.refiner_bottleneck = 12  # kernels [256, 12], [12, 256]: not a [BATCH, n] shape
   model = create_model(config.model)
   tx = jtso.optimizer(config)
-  state = parallel.replicate(train_state.create_train_state(config, model, tx), mesh)
+  # host copies: the step donates its state, which must not consume the next one's arrays
+  init = jax.tree.map(np.array, train_state.create_train_state(config, model, tx))
   batch = parallel.shard_batch(make_batch(model.image_size), mesh)
-  step = train.make_train_steps(config, model, tx, lambda s: 1e-3)['base']
-  step_hlo = step.lower(state, batch, packed=0).compile().as_text()
-  fc = [state.params['refiner'][name]['kernel'].shape for name in ('fc1', 'fc2')]
-  reduced = lambda text, shapes: any(
-    'all-reduce(' in line and f'f32[{",".join(map(str, shape))}]' in line
+  fc = [init.params['refiner'][name]['kernel'].shape for name in ('fc1', 'fc2')]
+  collective = lambda text, op, shapes: any(
+    f'{op}(' in line and f'f32[{",".join(map(str, shape))}]' in line
     for line in text.splitlines()
     for shape in shapes
   )
+  after, hlo = [], []
+  for rows in (refiner.GATHER_MAX_ROWS, 0):
+    refiner.GATHER_MAX_ROWS = rows
+    jax.clear_caches()  # the step traces anew
+    step = train.make_train_steps(config, model, tx, lambda s: 1e-3)['jtso']
+    state = parallel.replicate(init, mesh)
+    hlo.append(step.lower(state, batch, packed=0).compile().as_text())
+    state, metrics = step(state, batch)
+    after.append((parallel.to_host(state.params['refiner']), float(metrics['grad_norm'])))
   return dict(
     grads_error=max(rel_error(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
     dense_all_gathers=dense_hlo.count('all-gather('),
-    dense_kernel_all_reduced=reduced(dense_hlo, [(24, 16)]),
-    step_all_gathers=step_hlo.count('all-gather('),
-    step_fc_all_reduced=reduced(step_hlo, fc),
-    fc_shapes=fc,
+    dense_kernel_all_reduced=collective(dense_hlo, 'all-reduce', [(24, 16)]),
+    step_all_gathers=hlo[0].count('all-gather('),
+    step_fc_all_reduced=collective(hlo[0], 'all-reduce', fc),
+    step_fc_all_gathered=collective(hlo[0], 'all-gather', fc),
+    ungathered_fc_all_reduced=collective(hlo[1], 'all-reduce', fc),
+    grad_norm_error=rel_error(after[0][1], after[1][1]),
+    fc_params_diff=max(
+      float(np.max(np.abs(after[0][0][name]['kernel'] - after[1][0][name]['kernel'])))
+      for name in ('fc1', 'fc2')
+    ),
   )
 
 

@@ -22,10 +22,11 @@ down path's conv -> BN -> act runs in 2x2x2 blocks, so its pool is a max over th
 (``conv3d.conv3d_phases``).
 On CPUs the bottleneck's kernel gradients are written in the kernels' own layout
 (`batch_outer_dot`): XLA:CPU returned them transposed from their dots, and Adam's updates
-of the 33.6M weights then read them through the transpose. Under a mesh (the train steps
-trace under the data mesh) every device gathers the batch's few rows and sums all their
-outer products itself, so the 8192x2048 gradients need no all-reduce (the paper preset's
-steps 1.18-1.20x faster in-process on a 2-core AMD EPYC Zen 5: BENCHMARKS.md).
+of the 33.6M weights then read them through the transpose. Where the train steps trace
+under the data mesh, every device gathers the batch's rows (at most GATHER_MAX_ROWS) and
+sums all their outer products itself, so the 8192x2048 gradients need no all-reduce. On a
+2-core AMD EPYC Zen 5 (BENCHMARKS.md, "gathered rows"): the paper preset's steps
+1.11-1.43x faster in in-process A/B runs, from 0.93x to 1.34x in separate bench processes.
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
 """
@@ -54,7 +55,7 @@ def _matmul_fwd(x, kernel, precision):
   return jnp.dot(x, kernel, precision=precision), (x, kernel)
 
 
-# the most objects whose outer products a device sums itself under a mesh (gathered_rows)
+# the most rows (the pass's examples, over all hosts) a device gathers (gathered_rows)
 GATHER_MAX_ROWS = 16
 
 
@@ -74,11 +75,12 @@ def _matmul_bwd(precision, residuals, g):
   return dx, dkernel.astype(kernel.dtype)
 
 
-def gathered_rows(batch: int) -> bool:
-  """Whether the kernel gradient of `batch` rows gathers them on every device: under a
-  mesh (`jax.set_mesh`, or the abstract one the train steps trace under) and for at most
-  GATHER_MAX_ROWS rows."""
-  return not jax.sharding.get_abstract_mesh().empty and batch <= GATHER_MAX_ROWS
+def gathered_rows(rows: int) -> bool:
+  """Whether the kernel gradient of `rows` rows gathers them on every device: under an
+  abstract mesh of more than one device whose axes are all Auto (the one the train steps
+  trace under: steps.train_step's `data_parallel`), for 1 to GATHER_MAX_ROWS rows."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return mesh.size > 1 and mesh.are_all_axes_auto and 0 < rows <= GATHER_MAX_ROWS
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
