@@ -39,9 +39,9 @@ def result(output):
   return json.loads(lines[-1][len('RESULT ') :])
 
 
-def run_devices(*args):
+def run_devices(*args, mode='devices'):
   proc = subprocess.run(
-    [sys.executable, '-m', 'tests.parallel_worker', 'devices', *args],
+    [sys.executable, '-m', 'tests.parallel_worker', mode, *args],
     cwd=ROOT,
     env=worker_env(4),
     capture_output=True,
@@ -83,17 +83,7 @@ def test_bottleneck_kernel_gradient_gathers_rows_on_four_devices():
   gathered rows' outer products (no all-reduce or all-gather of the [in, out] gradient), in
   the Dense layer alone (equal to one device's gradient) and in a stage-3 train step from
   train.make_train_steps (equal to the step without the gather)."""
-  proc = subprocess.run(
-    [sys.executable, '-m', 'tests.parallel_worker', 'outer'],
-    cwd=ROOT,
-    env=worker_env(4),
-    capture_output=True,
-    text=True,
-    timeout=TIMEOUT,
-    check=False,
-  )
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  r = result(proc.stdout)
+  r = run_devices(mode='outer')
   assert r['grads_error'] < 1e-5, r
   assert r['dense_all_gathers'] > 0 and not r['dense_kernel_all_reduced'], r
   assert r['step_all_gathers'] > 0, r
