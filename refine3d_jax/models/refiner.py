@@ -26,7 +26,7 @@ of the 33.6M weights then read them through the transpose. Where the train steps
 under the data mesh, every device gathers the batch's rows (at most GATHER_MAX_ROWS) and
 sums all their outer products itself, so the 8192x2048 gradients need no all-reduce. On a
 2-core AMD EPYC Zen 5 (BENCHMARKS.md, "gathered rows"): the paper preset's steps
-1.11-1.43x faster in in-process A/B runs, from 0.93x to 1.34x in separate bench processes.
+1.11-1.43x faster in in-process A/B runs, from 0.79x to 1.34x in separate bench processes.
 BatchNorm uses the Flax convention: statistics in the ``batch_stats`` collection, updated
 when ``train=True`` (apply with ``mutable=['batch_stats']``), read when ``train=False``.
 """
