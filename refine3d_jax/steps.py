@@ -104,9 +104,9 @@ def train_step(
   the state and batch must then be placed on that mesh (parallel.replicate, shard_batch).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  data = parallel.make_mesh().abstract_mesh if data_parallel else None
 
   def run(images, mask, voxels, packed=0, first=None):
-    data = parallel.make_mesh().abstract_mesh if data_parallel else None
     with jax.sharding.use_abstract_mesh(data) if data else contextlib.nullcontext():
       return grad_fn(state.params, state.batch_stats, model, images, mask, voxels, packed, first)
 

@@ -205,8 +205,9 @@ def outer():
     jax.clear_caches()  # the step traces anew
     step = train.make_train_steps(config, model, tx, lambda s: 1e-3)['jtso']
     state = parallel.replicate(init, mesh)
-    hlo.append(step.lower(state, batch, packed=0).compile().as_text())
-    state, metrics = step(state, batch)
+    compiled = step.lower(state, batch, packed=0).compile()
+    hlo.append(compiled.as_text())
+    state, metrics = compiled(state, batch)
     after.append((parallel.to_host(state.params['refiner']), float(metrics['grad_norm'])))
   return dict(
     grads_error=max(rel_error(a, b) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))),
