@@ -16,8 +16,8 @@ needs_sample = pytest.mark.skipif(
 )
 
 
-def run_command(*args, cwd=ROOT):
-  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+def run_command(*args, cwd=ROOT, **environ):
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'} | environ
   return subprocess.run(
     [sys.executable, '-m', 'refine3d_jax.data.build', *args],
     cwd=cwd,
@@ -71,6 +71,21 @@ def test_build_reports_skips(tmp_path):
   assert summary['skipped']['train']['not_in_manual_dir'] > 1000
   text = build.format_summary('shapenet_r2n2', summary)
   assert 'train: 2 examples (skipped: not_in_manual_dir=' in text
+
+
+def test_a_leading_tilde_is_the_home_directory(tmp_path):
+  """The README's `--data_dir=~/tensorflow_datasets`: a shell leaves that `~` as it is, and
+  the command builds under the home directory, not in a folder named `~` of the cwd."""
+  home, cwd = tmp_path / 'home', tmp_path / 'cwd'
+  cwd.mkdir()
+  args = ('--dataset=synthetic_shapes', '--builder_config=tiny', '--data_dir=~/tfds')
+  result = run_command(*args, '--manual_dir=~/none', cwd=cwd, HOME=str(home))
+  assert result.returncode != 0 and f'--manual_dir={home}/none does not exist' in result.stderr
+  result = run_command(*args, cwd=cwd, HOME=str(home))
+  assert result.returncode == 0, result.stderr[-3000:]
+  path = home / 'tfds' / 'synthetic_shapes' / 'tiny'
+  assert f'synthetic_shapes/tiny built in {path}/' in result.stdout
+  assert (path / '1.1.0' / 'dataset_info.json').exists() and not os.listdir(cwd)
 
 
 def test_missing_manual_dir_says_what_to_download(tmp_path):

@@ -60,9 +60,14 @@ def build(
   """Builds `dataset` under `data_dir` (reusing a finished build unless `force`).
 
   Returns {'path', 'config', 'splits': {split: num_examples}, 'skipped': {split: {reason:
-  count}}, 'seconds', 'reused'}.
+  count}}, 'seconds', 'reused'}. A leading `~` in a path is the home directory (a shell
+  leaves `--data_dir=~/...` unexpanded).
   """
   cls = builder_class(dataset)
+  data_dir = os.path.expanduser(data_dir)
+  manual_dir, split_file = (
+    p if p is None else os.path.expanduser(p) for p in (manual_dir, split_file)
+  )
   if manual_dir is not None and not os.path.isdir(manual_dir):
     instructions = getattr(cls, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
     raise errors.NotFoundError(f'--manual_dir={manual_dir} does not exist. {instructions}')
@@ -102,7 +107,7 @@ def ensure_synthetic(data) -> None:
   path = input_pipeline.dataset_dir(data.dataset, data.builder_config, data.data_dir)
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
     logging.info('Building %s into %s (first run only).', data.dataset, data.data_dir)
-    build(data.dataset, os.path.expanduser(data.data_dir), data.builder_config or None)
+    build(data.dataset, data.data_dir, data.builder_config or None)
 
 
 def format_summary(dataset: str, summary: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ BUILD_HINT = 'python -m refine3d_jax.data.build --dataset={name} --data_dir={dat
 def dataset_dir(data_dir: str, dataset: str) -> str:
   """The prepared directory DATA_DIR/name/config/version of `name[/config][:version]`."""
   name, _, version = dataset.partition(':')
-  path = os.path.join(data_dir, *name.split('/'))
+  path = os.path.join(os.path.expanduser(data_dir), *name.split('/'))
   built = ''
   if os.path.isdir(path) and '/' not in name:  # no config given: TFDS records the default
     default = os.path.join(path, '.config', 'metadata.json')
