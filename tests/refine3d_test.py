@@ -4,6 +4,8 @@ Every forward pass uses a batch of 2 objects with 1, 3 or 24 views, so the jitte
 compiles three times for the whole file.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,12 +226,13 @@ def test_given_first_view_features_equal_encoding_every_view(tiny_model):
   feats = lambda *a: model.apply(variables, *a, method=Refine3DNet.features)
   full, packed = feats(images, mask), feats(images, mask, 4)
   first = full[:, 0] + 1.0  # not the encoder's: slot 0 must be this, as given
-  np.testing.assert_allclose(feats(images, mask, 0, first), full.at[:, 0].set(first), atol=1e-6)
-  np.testing.assert_allclose(feats(images, mask, 4, first), packed.at[:, 0].set(first), atol=1e-6)
+  # the other slots are encoded in batches of other shapes: float32 sums in another order
+  # (2.4e-6 apart on values of 1-3 on an AVX2 CPU)
+  close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+  close(feats(images, mask, 0, first), full.at[:, 0].set(first))
+  close(feats(images, mask, 4, first), packed.at[:, 0].set(first))
   lone = mask & (jnp.arange(3) == 0)  # one real view of three: packed = 2 encodes none
-  np.testing.assert_allclose(
-    feats(images, lone, 2, first), feats(images, lone, 2).at[:, 0].set(first), atol=1e-6
-  )
+  close(feats(images, lone, 2, first), feats(images, lone, 2).at[:, 0].set(first))
   for p in (0, 2):  # one view per object: nothing left to encode
     np.testing.assert_allclose(feats(images[:, :1], mask[:, :1], p, first), first[:, None])
   with pytest.raises(ValueError, match='first must be'):
