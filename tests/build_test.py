@@ -1,6 +1,7 @@
 """Tests for the dataset build command refine3d_jax.data.build."""
 
 import os
+import site
 import subprocess
 import sys
 import types
@@ -78,14 +79,17 @@ def test_a_leading_tilde_is_the_home_directory(tmp_path):
   the command builds under the home directory, not in a folder named `~` of the cwd."""
   home, cwd = tmp_path / 'home', tmp_path / 'cwd'
   cwd.mkdir()
+  # this checkout's package from another cwd, and the user's site-packages under a new HOME
+  env = {'HOME': str(home), 'PYTHONPATH': ROOT, 'PYTHONUSERBASE': site.getuserbase()}
   args = ('--dataset=synthetic_shapes', '--builder_config=tiny', '--data_dir=~/tfds')
-  result = run_command(*args, '--manual_dir=~/none', cwd=cwd, HOME=str(home))
+  result = run_command(*args, '--manual_dir=~/none', cwd=cwd, **env)
   assert result.returncode != 0 and f'--manual_dir={home}/none does not exist' in result.stderr
-  result = run_command(*args, cwd=cwd, HOME=str(home))
+  result = run_command(*args, cwd=cwd, **env)
   assert result.returncode == 0, result.stderr[-3000:]
   path = home / 'tfds' / 'synthetic_shapes' / 'tiny'
   assert f'synthetic_shapes/tiny built in {path}/' in result.stdout
-  assert (path / '1.1.0' / 'dataset_info.json').exists() and not os.listdir(cwd)
+  version = str(build.builder_class('synthetic_shapes').VERSION)
+  assert (path / version / 'dataset_info.json').exists() and not os.listdir(cwd)
 
 
 def test_missing_manual_dir_says_what_to_download(tmp_path):

@@ -46,7 +46,7 @@ def test_show_cli(data_dir, tmp_path):
 def test_a_leading_tilde_is_the_home_directory(data_dir, monkeypatch):
   monkeypatch.setenv('HOME', str(data_dir.parent))
   path = show.dataset_dir(f'~/{data_dir.name}', 'synthetic_shapes/tiny')
-  assert path == str(data_dir / 'synthetic_shapes' / 'tiny' / '1.1.0')
+  assert path == str(data_dir / 'synthetic_shapes' / 'tiny' / str(SyntheticShapes.VERSION))
 
 
 def test_missing_dataset_says_how_to_build(tmp_path):

@@ -65,9 +65,8 @@ def build(
   """
   cls = builder_class(dataset)
   data_dir = os.path.expanduser(data_dir)
-  manual_dir, split_file = (
-    p if p is None else os.path.expanduser(p) for p in (manual_dir, split_file)
-  )
+  manual_dir = None if manual_dir is None else os.path.expanduser(manual_dir)
+  split_file = None if split_file is None else os.path.expanduser(split_file)
   if manual_dir is not None and not os.path.isdir(manual_dir):
     instructions = getattr(cls, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
     raise errors.NotFoundError(f'--manual_dir={manual_dir} does not exist. {instructions}')
