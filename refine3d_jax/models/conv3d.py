@@ -151,12 +151,14 @@ def fold_impl2d(o: int, side: int, backend: str | None = None) -> str:
   2-9x slower mixed (BENCHMARKS.md, 2026-12-01). Those 'mixed' figures had im2col's
   kernel gradient, before ``tap_kernel_grad``; on a Zen 5 core, batch 2, forward +
   gradient of 32^3 64 -> 64 took 411-443 ms with im2col's, 308-316 with it. With it, the
-  32^3 layers of 32 outputs (the paper decoder's last block, 64 -> 32 and 32 -> 32) joined
-  (FOLD_MIXED_MIN_FEATURES 64 -> 32): on the Zen 3 kind their native kernel gradients ran
-  at about 5 GFLOP/s in the paper preset's stage-1 step (1,440 and 783 ms per device), and
-  the step, both forms compiled in one process and alternated, took 4,461 ms against
-  7,109 (stage 3 7,035 against 8,957; BENCHMARKS.md, 2026-12-03 "Zen 3 again"). Not
-  measured on Zen 5 or Intel."""
+  32^3 layers of 32 outputs joined (FOLD_MIXED_MIN_FEATURES 64 -> 32, FOLD_MIXED_MIN_OUTPUT
+  32^2 * 64 -> 32^3): the paper decoder's last block (64 -> 32, 32 -> 32) and its
+  refiner's first layer (1 -> 32, k = 4). On the Zen 3 kind the decoder's two native
+  kernel gradients ran at about 5 GFLOP/s in the paper preset's stage-1 step (1,440 and
+  783 ms per device), and the step, both forms compiled in one process and alternated,
+  took 4,461 ms against 7,109 (stage 3 7,035 against 8,957, stage 2 level; BENCHMARKS.md,
+  2026-12-03 "Zen 3 again"). Not measured on Zen 5 or Intel, nor for 16^3 layers of 128
+  or more outputs, which these limits now include (neither preset has one)."""
   cpu = (backend or jax.default_backend()) == 'cpu'
   wide = (
     o >= FOLD_MIXED_MIN_FEATURES
