@@ -9,10 +9,11 @@ import tempfile
 # The tests' programs are tiny, so compiling them dominates the suite: XLA's backend
 # optimisation level 0 compiles them faster (jtso_test: 121 s instead of 167 s on 2
 # cores), and so does XLA:CPU's older elementwise emitter (`use_fusion_emitters=false`:
-# the tiny stage-3 step compiles in 4.6 s instead of 9.9 s on 2 Zen 3 cores, and its new
-# parameters and losses are bit-identical). Not for training: there its steps ran
-# 1.1-1.2x slower (BENCHMARKS.md, 2026-12-03 16:15). Subprocesses the tests start inherit
-# the flags; a flag the caller's XLA_FLAGS already sets is left as it is.
+# jtso_test's stage-3 step compiled in 4.6 s instead of 9.9 s on 2 Zen 3 cores, one
+# process each, and the tiny preset's stage-3 step gives bit-identical parameters and
+# losses). Not for training: the quick preset's steps ran 1.06-1.21x slower with it (two
+# rounds; BENCHMARKS.md, 2026-12-03 16:15). Subprocesses the tests start inherit the
+# flags; a flag the caller's XLA_FLAGS already sets is left as it is.
 TEST_XLA_FLAGS = {
   '--xla_backend_optimization_level': '0',
   '--xla_cpu_use_fusion_emitters': 'false',
@@ -22,14 +23,15 @@ for _flag, _value in TEST_XLA_FLAGS.items():
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {_flag}={_value}').strip()
 
 # A program several tests compile (the same step in other tests, in each xdist worker, in
-# the subprocesses they start) compiles once per run: JAX's persistent compilation cache
-# in a temporary folder, made by the first process (pytest's, or xdist's controller, whose
-# workers inherit the path) and removed when it exits. A caller's own folder is kept.
+# the subprocesses they start) compiles once per run if that takes 1 s or more (JAX's
+# default threshold): JAX's persistent compilation cache in a temporary folder, made by
+# the first process (pytest's, or xdist's controller, whose workers inherit the path) and
+# removed when it exits normally. A caller's own folder is kept.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='refine3d_jax_tests_jit_')
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
-import jax  # noqa: E402  (after XLA_FLAGS)
+import jax  # noqa: E402  (after XLA_FLAGS and JAX_COMPILATION_CACHE_DIR)
 import pytest  # noqa: E402
 
 # Exact float32 products on every backend, so the numerical tolerances of the tests hold

@@ -25,9 +25,16 @@ def worker_env(devices):
     os.environ,
     PYTHONPATH=ROOT,
     JAX_PLATFORMS='cpu',
-    XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
-    '--xla_backend_optimization_level=0',
-  )  # as conftest sets
+    # conftest's flags (in this process's XLA_FLAGS), with this many devices
+    XLA_FLAGS=' '.join(
+      [f'--xla_force_host_platform_device_count={devices}']
+      + [
+        f
+        for f in os.environ.get('XLA_FLAGS', '').split()
+        if not f.startswith('--xla_force_host_platform_device_count')
+      ]
+    ),
+  )
   for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
     env.pop(name, None)
   return env

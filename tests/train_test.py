@@ -417,9 +417,13 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, 
   never interrupted (data order included)."""
   num_steps = 6
   extra = ['--config.train.checkpoint_every_steps=1', '--config.train.log_every_steps=1']
+  # every process compiles afresh (conftest's compilation cache off), as a user's rerun
+  # does, and so runs long enough to be killed at the moments drawn below
+  env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE='false')
   reference = subprocess.run(
     main_args(data_dir, tmp_path / 'ref', num_steps) + extra,
     cwd=ROOT,
+    env=env,
     capture_output=True,
     text=True,
     timeout=600,
@@ -434,6 +438,7 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, 
     proc = subprocess.Popen(
       main_args(data_dir, workdir, num_steps) + extra,
       cwd=ROOT,
+      env=env,
       stdout=subprocess.DEVNULL,
       stderr=subprocess.DEVNULL,
     )
@@ -471,6 +476,7 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(data_dir, 
   rerun = subprocess.run(
     main_args(data_dir, workdir, num_steps) + extra,
     cwd=ROOT,
+    env=env,
     capture_output=True,
     text=True,
     timeout=600,
