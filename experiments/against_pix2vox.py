@@ -13,9 +13,11 @@ VGG layers), FLOPs per object at 1 and 20 views (torch's FlopCounterMode, a mult
 with 1 and 20 views, and one training step at `--batch` objects x `--views` views: its
 train.py's forward (encoder, decoder, merger or mean, refiner where the variant has one),
 10 x BCE of the fused volume plus, with a refiner, 10 x BCE of the refined one, backward
-and Adam on every trained parameter. Training steps: the median of `--repeats` after one
-warm-up call; latency: of `--latency_repeats` after `--latency_warmup` calls (as `bench`
-times ours: a process's first calls run slower); images are `--size`² (Pix2Vox: 224),
+and Adam on every trained parameter, and that step's FLOPs (counted as above over its
+forward and backward: the frozen VGG layers take no gradient, so their backward is not
+run). Training steps: the median of `--repeats` after one counted, untimed call;
+latency: of `--latency_repeats` after `--latency_warmup` calls (as `bench` times ours: a
+process's first calls run slower); images are `--size`² (Pix2Vox: 224),
 volumes 32³; the float32 2048³ matmul of the same process is the machine's ceiling as torch
 sees it.
 """
@@ -139,8 +141,12 @@ def measure(args) -> dict:
     loss.backward()
     optimizer.step()
 
+  with FlopCounterMode(display=False) as counter:
+    step()  # also the warm-up: median_seconds' own is then a second one
+  result['train_step_gflops'] = counter.get_total_flops() / 1e9
   seconds = median_seconds(step, args.repeats)
   result['train_step_s'] = seconds
+  result['train_gflops_per_s'] = result['train_step_gflops'] / seconds
   result['train_examples_per_s'] = args.batch / seconds
   result['train_shape'] = f'{args.batch} x {args.views} views, {args.size}px'
   return result
