@@ -142,9 +142,9 @@ def measure(args) -> dict:
     optimizer.step()
 
   with FlopCounterMode(display=False) as counter:
-    step()  # also the warm-up: median_seconds' own is then a second one
+    step()  # the one warm-up call
   result['train_step_gflops'] = counter.get_total_flops() / 1e9
-  seconds = median_seconds(step, args.repeats)
+  seconds = median_seconds(step, args.repeats, warm=0)
   result['train_step_s'] = seconds
   result['train_gflops_per_s'] = result['train_step_gflops'] / seconds
   result['train_examples_per_s'] = args.batch / seconds
