@@ -20,20 +20,20 @@ TIMEOUT = 300  # seconds per subprocess: a hang fails the test instead of blocki
 # two-process run alone takes about 100 s on the 2-core AMD kind, far more with other jobs)
 
 
+def xla_flags(*extra):
+  """conftest's flags (this process's XLA_FLAGS) without a device count, then `extra`."""
+  own = os.environ.get('XLA_FLAGS', '').split()
+  return ' '.join(
+    [f for f in own if not f.startswith('--xla_force_host_platform_device_count')] + list(extra)
+  )
+
+
 def worker_env(devices):
   env = dict(
     os.environ,
     PYTHONPATH=ROOT,
     JAX_PLATFORMS='cpu',
-    # conftest's flags (in this process's XLA_FLAGS), with this many devices
-    XLA_FLAGS=' '.join(
-      [f'--xla_force_host_platform_device_count={devices}']
-      + [
-        f
-        for f in os.environ.get('XLA_FLAGS', '').split()
-        if not f.startswith('--xla_force_host_platform_device_count')
-      ]
-    ),
+    XLA_FLAGS=xla_flags(f'--xla_force_host_platform_device_count={devices}'),
   )
   for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
     env.pop(name, None)
@@ -203,14 +203,15 @@ def test_cpu_devices_is_the_largest_divisor_of_the_batch_up_to_the_cores():
   assert parallel.cpu_devices(16) == max(d for d in (1, 2, 4, 8, 16) if d <= cores)
 
 
-def split_cpu(args, xla_flags='--xla_backend_optimization_level=0'):
-  """use_cpu_cores(*args) in a fresh process -> (its return, jax.device_count())."""
+def split_cpu(args, *flags):
+  """use_cpu_cores(*args) in a fresh process with conftest's XLA flags (no device count)
+  and `flags` -> (its return, jax.device_count())."""
   code = (
     'from refine3d_jax import parallel; import jax\n'
     f'n = parallel.use_cpu_cores(*{args!r})\n'
     'print("RESULT", n, jax.device_count())'
   )
-  env = dict(worker_env(1), XLA_FLAGS=xla_flags)
+  env = dict(worker_env(1), XLA_FLAGS=xla_flags(*flags))
   proc = subprocess.run(
     [sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT
   )
